@@ -56,12 +56,13 @@ class LoadedModel:
             ids = ids["input_ids"]
         return list(ids)
 
-    def unload(self) -> None:
-        """Drop the weights and give the memory back (and the CUDA cache)."""
-        self.model = None  # type: ignore[assignment]
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+
+
+def release_memory(device: "torch.device") -> None:
+    """Give freed weights' memory back once the last reference to a model is dropped."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def resolve_device(setting: str) -> torch.device:

@@ -1,0 +1,294 @@
+"""The Engine: the one platform-free object the adapters talk to.
+
+Adapters hand it who/where/what as dataclasses (engine.types) and get back a stream of events;
+it owns the live model backend, the sessions, the knowledge base and the stats. Blocking work
+(model loading, tokenising, the session store, Chroma) runs off the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator, Callable
+
+from engine.backends import Backend, LocalBackend
+from engine.config import Config, ModelConfig
+from engine.errors import ErrorCode, ParleyError
+from engine.models import LoadedModel, load_model
+from engine.prompting import plan_prompt
+from engine.scheduler import GenFinished, GenQueued, GenText, SamplingParams
+from engine.sessions import SessionStore, Turn
+from engine.stats import EngineStats
+from engine.types import (
+    AnswerDone,
+    AnswerEvent,
+    AnswerFailed,
+    ChatRequest,
+    Conversation,
+    DocumentInfo,
+    FileUpload,
+    IngestResult,
+    ModelInfo,
+    ProgressCallback,
+    Queued,
+    Source,
+    StatsReport,
+    TextDelta,
+    User,
+)
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[[ModelConfig], LoadedModel]
+
+
+class Engine:
+    def __init__(self, config: Config, model_loader: ModelLoader = load_model):
+        self.config = config
+        self._model_loader = model_loader
+        self._backend: Backend | None = None
+        self._switch_lock = asyncio.Lock()
+        self._state = "new"  # new -> ready -> stopping -> stopped
+        self.sessions: SessionStore | None = None
+        self.knowledge = None  # engine.knowledge.KnowledgeBase when enabled
+        self.stats_counters = EngineStats()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the stores and load the default model (in a worker thread)."""
+        data = self.config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.sessions = await asyncio.to_thread(SessionStore.open_sqlite, data / "sessions.sqlite")
+        if self.config.knowledge.enabled:
+            from engine.knowledge import KnowledgeBase
+
+            self.knowledge = await asyncio.to_thread(KnowledgeBase, self.config.knowledge, data)
+        self._backend = await self._create_backend(self.config.model(self.config.default_model))
+        self._state = "ready"
+        log.info("engine ready", extra={"model": self.config.default_model})
+
+    async def stop(self, *, cancel: bool = True) -> None:
+        """Stop taking work, end (cancel=True) or finish in-flight answers, flush the stores."""
+        self._state = "stopping"
+        if self._backend is not None:
+            await self._backend.shutdown(cancel=cancel)
+            self._backend = None
+        if self.knowledge is not None:
+            await asyncio.to_thread(self.knowledge.close)
+        if self.sessions is not None:
+            await asyncio.to_thread(self.sessions.close)
+        self._state = "stopped"
+        log.info("engine stopped")
+
+    async def _create_backend(self, cfg: ModelConfig) -> Backend:
+        if cfg.source == "openai_compatible":
+            from engine.remote import RemoteBackend
+
+            return RemoteBackend(cfg)
+        loaded = await asyncio.to_thread(self._model_loader, cfg)
+        return LocalBackend(loaded, self.config.scheduler)
+
+    @property
+    def live_model(self) -> str | None:
+        return self._backend.config.name if self._backend else None
+
+    # ---- answering ---------------------------------------------------------------------------
+
+    async def answer(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
+        """Stream the answer to `request`: Queued*, TextDelta*, then AnswerDone or AnswerFailed.
+
+        Closing the iterator early cancels the generation.
+        """
+        self.stats_counters.record_request()
+        started = time.perf_counter()
+        try:
+            for attempt in range(2):
+                backend, prompt, sources, dropped = await self._prepare(request)
+                try:
+                    handle = backend.submit(prompt, SamplingParams.from_defaults(backend.config.generation))
+                    break
+                except ParleyError as exc:
+                    # A model switch retired this backend between planning and submitting: replan.
+                    if exc.code is not ErrorCode.SHUTTING_DOWN or self._backend is backend or attempt:
+                        raise
+        except ParleyError as exc:
+            yield self._failure(exc, request)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
+            yield self._failure(ParleyError(ErrorCode.INTERNAL), request, exc)
+            return
+
+        parts: list[str] = []
+        finished: GenFinished | None = None
+        first_token_at: float | None = None
+        try:
+            async for event in handle:
+                if isinstance(event, GenText):
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter() - started
+                    parts.append(event.text)
+                    yield TextDelta(event.text)
+                elif isinstance(event, GenQueued):
+                    yield Queued(event.ahead)
+                elif isinstance(event, GenFinished):
+                    finished = event
+        except ParleyError as exc:
+            yield self._failure(exc, request)
+            return
+        except Exception as exc:  # noqa: BLE001
+            yield self._failure(ParleyError(ErrorCode.GENERATION_FAILED), request, exc)
+            return
+        finally:
+            if finished is None:
+                handle.cancel()  # the consumer went away, or the task was cancelled
+
+        text = "".join(parts).strip()
+        cancelled = finished.reason == "cancelled"
+        self.stats_counters.record_answer(
+            prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
+            first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
+        if text:
+            await self._remember(request, text)
+        yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
+                         completion_tokens=finished.completion_tokens, sources=sources,
+                         history_dropped=dropped)
+
+    async def _prepare(self, request: ChatRequest):
+        if self._state != "ready":
+            raise ParleyError(ErrorCode.MODEL_NOT_READY if self._state == "new" else ErrorCode.SHUTTING_DOWN)
+        text = request.text.strip()
+        if not text:
+            raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
+        backend = self._backend
+        if backend is None:
+            raise ParleyError(ErrorCode.MODEL_NOT_READY)
+        session = await asyncio.to_thread(self.sessions.get, request.where.session_key)
+        history = session.turns if session else ()
+        context_block, sources = await self._retrieve(request, backend)
+
+        def plan():
+            p = plan_prompt(
+                system_prompt=self.config.system_prompt, history=history, message=text,
+                count_tokens=backend.count_tokens, history_budget=self.config.sessions.history_tokens,
+                context_window=backend.config.context_window,
+                max_new_tokens=backend.config.generation.max_new_tokens, context_block=context_block)
+            prompt = backend.encode_chat(p.messages)
+            return p, prompt
+
+        plan_, prompt = await asyncio.to_thread(plan)
+        if plan_.history_dropped:
+            log.info("history trimmed", extra={"session": request.where.session_key,
+                                               "dropped": plan_.history_dropped, "kept": plan_.history_kept})
+        return backend, prompt, sources, plan_.history_dropped
+
+    async def _retrieve(self, request: ChatRequest, backend: Backend) -> tuple[str, tuple[Source, ...]]:
+        """Passages from this channel's documents that bear on the question, as a prompt block."""
+        if self.knowledge is None:
+            return "", ()
+        from engine.knowledge import build_context, to_sources
+
+        passages = await self.knowledge.search(request.where, request.text)
+        if not passages:
+            return "", ()
+        block, used = await asyncio.to_thread(
+            build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)
+        return block, to_sources(used)
+
+    async def _remember(self, request: ChatRequest, answer: str) -> None:
+        now = time.time()
+        await asyncio.to_thread(
+            self.sessions.append, request.where.session_key,
+            Turn("user", request.text.strip(), request.user.id, now),
+            Turn("assistant", answer, "", now),
+        )
+
+    def _failure(self, exc: ParleyError, request: ChatRequest | None = None,
+                 cause: BaseException | None = None) -> AnswerFailed:
+        """Count and log a failure once, with the reference the user sees."""
+        self.stats_counters.record_error(exc.code.value)
+        extra = {"code": exc.code.value, "ref": exc.reference}
+        if request is not None:
+            extra.update(session=request.where.session_key, user=request.user.id)
+        if cause is not None:
+            log.error("request failed", extra=extra, exc_info=cause)
+        else:
+            log.warning("request refused: %s", exc.user_message, extra=extra)
+        return AnswerFailed(code=exc.code, message=exc.user_message, reference=exc.reference)
+
+    # ---- admin -------------------------------------------------------------------------------
+
+    def is_admin(self, where: Conversation, user: User) -> bool:
+        """Platform admins (Slack admins/owners, Discord Manage Server) and the config allowlist."""
+        if user.platform_admin:
+            return True
+        by_workspace = self.config.admins.get(where.platform, {})
+        allowed = set(by_workspace.get(where.workspace, [])) | set(by_workspace.get("*", []))
+        return user.id in allowed or any(f"role:{r}" in allowed for r in user.roles)
+
+    def list_models(self) -> list[ModelInfo]:
+        live = self.live_model
+        described = self._backend.describe() if self._backend else {}
+        infos = []
+        for m in self.config.models:
+            is_live = m.name == live
+            infos.append(ModelInfo(
+                name=m.name, source=m.source, live=is_live, description=m.description,
+                context_window=m.context_window,
+                device=described.get("device", "") if is_live else m.device,
+                dtype=described.get("dtype", "") if is_live else m.dtype))
+        return infos
+
+    async def switch_model(self, name: str, where: Conversation, user: User) -> ModelInfo:
+        """Load `name`, route new requests to it, let the old model finish its answers, free it."""
+        if not self.is_admin(where, user):
+            raise ParleyError(ErrorCode.FORBIDDEN, "Only admins can switch the model.")
+        cfg = self.config.model(name)
+        if cfg is None:
+            names = ", ".join(m.name for m in self.config.models)
+            raise ParleyError(ErrorCode.MODEL_UNKNOWN, f"There is no model named {name!r}. Models: {names}.")
+        async with self._switch_lock:
+            if self.live_model != name:
+                log.info("switching model", extra={"from": self.live_model, "to": name, "by": user.id})
+                new_backend = await self._create_backend(cfg)  # the old one keeps answering meanwhile
+                old, self._backend = self._backend, new_backend
+                if old is not None:
+                    await old.shutdown(cancel=False)  # in-flight answers finish on the old model
+                log.info("model switched", extra={"model": name})
+        return next(m for m in self.list_models() if m.name == name)
+
+    async def stats(self, where: Conversation | None = None) -> StatsReport:
+        from engine.report import build_stats_report
+
+        return await build_stats_report(self, where)
+
+    # ---- documents ---------------------------------------------------------------------------
+
+    def _require_knowledge(self):
+        if self.knowledge is None:
+            raise ParleyError(ErrorCode.INVALID_REQUEST, "Documents are turned off on this server.")
+        return self.knowledge
+
+    async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
+        knowledge = self._require_knowledge()
+        try:
+            result = await knowledge.ingest(upload, progress)
+        except ParleyError as exc:
+            self._failure(exc)
+            raise
+        log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,
+                                             "chunks": result.chunks, "version": result.version})
+        return result
+
+    async def list_documents(self, where: Conversation) -> list[DocumentInfo]:
+        return await self._require_knowledge().list_documents(where)
+
+    async def delete_document(self, where: Conversation, name: str, user: User) -> int:
+        """Forget a document of this scope: its uploader or an admin may."""
+        knowledge = self._require_knowledge()
+        if not self.is_admin(where, user):
+            docs = await knowledge.list_documents(where)
+            doc = next((d for d in docs if d.filename == name), None)
+            if doc is not None and doc.uploader != user.id:
+                raise ParleyError(ErrorCode.FORBIDDEN, "Only the uploader or an admin can remove that document.")
+        return await knowledge.delete_document(where, name)

@@ -1,0 +1,96 @@
+"""Renders the engine's figures as the few readable lines of /llm-stats."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+
+from engine.types import Conversation, StatsReport
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def memory_figures() -> dict:
+    """Process RSS, and on CUDA allocated/reserved/peak memory and fragmentation."""
+    figures = {"rss_bytes": psutil.Process(os.getpid()).memory_info().rss,
+               "system_total_bytes": psutil.virtual_memory().total}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            allocated = torch.cuda.memory_allocated()
+            reserved = torch.cuda.memory_reserved()
+            figures.update(cuda_allocated_bytes=allocated, cuda_reserved_bytes=reserved,
+                           cuda_peak_bytes=torch.cuda.max_memory_allocated(),
+                           cuda_total_bytes=torch.cuda.get_device_properties(0).total_memory,
+                           cuda_fragmentation=(1 - allocated / reserved) if reserved else 0.0)
+    except Exception:  # noqa: BLE001 - stats must render even when the CUDA query fails
+        pass
+    return figures
+
+
+async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
+    s = engine.stats_counters.snapshot()
+    backend = engine._backend
+    model = backend.describe() if backend else {}
+    sched = backend.scheduler_snapshot() if backend else {}
+    memory = await asyncio.to_thread(memory_figures)
+    day_ago = time.time() - 86400
+    sessions_active = await asyncio.to_thread(engine.sessions.active_since, day_ago) if engine.sessions else 0
+    knowledge = await asyncio.to_thread(engine.knowledge.stats) if engine.knowledge else {}
+
+    lines = []
+    if backend:
+        params = model.get("parameters")
+        lines.append(
+            f"*Model* {backend.config.name} on {model.get('device', '?')} ({model.get('dtype', '?')})"
+            + (f", {params / 1e6:,.0f}M params" if params else "")
+            + (f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") else ""))
+    else:
+        lines.append("*Model* none loaded")
+    lines.append(
+        f"*Requests* {s['requests']} ({s['answered']} answered, {s['cancelled']} cancelled, "
+        f"{sum(s['errors'].values())} errors, {s['rate_limited']} rate-limited)")
+    busy = sched.get("busy_seconds") or 0
+    throughput = sched.get("tokens_generated", 0) / busy if busy else None
+    lines.append(
+        f"*Tokens* {s['prompt_tokens']:,} in / {s['completion_tokens']:,} out; "
+        + (f"{throughput:.0f} tok/s aggregate, " if throughput else "")
+        + f"{s['tokens_per_s']:.1f} tok/s per answer")
+    lines.append(
+        f"*Latency* first token p50 {_seconds(s['ttft_p50_s'])} / p95 {_seconds(s['ttft_p95_s'])}; "
+        f"answer p50 {_seconds(s['latency_p50_s'])} / p95 {_seconds(s['latency_p95_s'])}")
+    if sched:
+        lines.append(f"*Queue* {sched.get('running', 0)} running (max {sched.get('max_batch', '?')}), "
+                     f"{sched.get('queued', 0)} waiting")
+    lines.append(f"*Sessions* {sessions_active} active in the last day")
+    mem = f"*Memory* RSS {_mib(memory['rss_bytes'])}"
+    if "cuda_allocated_bytes" in memory:
+        mem += (f"; GPU {_mib(memory['cuda_allocated_bytes'])} allocated, {_mib(memory['cuda_reserved_bytes'])} "
+                f"reserved, peak {_mib(memory['cuda_peak_bytes'])}, "
+                f"fragmentation {memory['cuda_fragmentation']:.0%}")
+    lines.append(mem)
+    if knowledge:
+        mean = knowledge.get("mean_search_ms")
+        lines.append(f"*Documents* {knowledge.get('documents', 0)} ({knowledge.get('chunks', 0)} chunks); "
+                     f"{knowledge.get('searches', 0)} searches"
+                     + (f", mean {mean:.0f} ms" if mean else ""))
+    if s["errors"]:
+        lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
+    values = {**s, "model": model, "scheduler": sched, "memory": memory, "knowledge": knowledge,
+              "sessions_active": sessions_active}
+    return StatsReport(lines=tuple(lines), values=values)
