@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Parley: a self-hosted LLM assistant for Slack and Discord.
+
+Reads config.yaml, builds the engine, and starts the adapters whose credentials are in the
+environment: Slack (SLACK_BOT_TOKEN + SLACK_APP_TOKEN, or SLACK_SIGNING_SECRET in HTTP mode),
+Discord (DISCORD_TOKEN). With none of them, or with --console, it chats in the terminal.
+
+  python bot.py                         run (console when no platform is configured)
+  python bot.py --console               chat in the terminal (pipe lines in for scripting)
+  python bot.py knowledge backup DIR    copy the document store to DIR
+  python bot.py knowledge restore DIR   replace the document store with a backup
+  python bot.py knowledge check         integrity check; orphans removed
+  python bot.py knowledge stats         documents and chunks per scope
+
+Environment: PARLEY_CONFIG (config path), SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_SIGNING_SECRET,
+SLACK_API_URL, DISCORD_TOKEN, DISCORD_API_URL; see README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from engine.config import Config, ConfigError, load_config  # noqa: E402
+
+log = logging.getLogger("parley")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bot.py", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $PARLEY_CONFIG, else config.yaml beside bot.py)")
+    parser.add_argument("--console", action="store_true",
+                        help="chat in the terminal even when Slack or Discord credentials are set")
+    parser.add_argument("--thread", metavar="ID", help="console: continue this thread id")
+    parser.add_argument("command", nargs="?", choices=["knowledge"], help="maintenance command")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the maintenance command")
+    return parser.parse_args(argv)
+
+
+def setup_logging(config: Config) -> None:
+    from engine.logs import setup_logging as setup
+
+    setup(config.logging, config.data_path)
+
+
+async def serve(config: Config, args: argparse.Namespace) -> int:
+    from engine.core import Engine
+
+    env = os.environ
+    platforms = []
+    if not args.console:
+        from adapters.discord import discord_configured
+        from adapters.slack import slack_configured
+
+        if slack_configured(env, config):
+            platforms.append("slack")
+        if discord_configured(env, config):
+            platforms.append("discord")
+    use_console = args.console or not platforms
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    engine = Engine(config)
+    if use_console and sys.stdin.isatty():
+        print(f"Loading {config.default_model}…", file=sys.stderr, flush=True)
+    await engine.start()
+    tasks = []
+    try:
+        if "slack" in platforms:
+            from adapters.slack import run_slack
+
+            tasks.append(asyncio.create_task(run_slack(engine, config, env, stop), name="slack"))
+        if "discord" in platforms:
+            from adapters.discord import run_discord
+
+            tasks.append(asyncio.create_task(run_discord(engine, config, env, stop), name="discord"))
+        if use_console:
+            from adapters.console import run_console
+
+            console = asyncio.create_task(run_console(engine, stop, args.thread), name="console")
+            console.add_done_callback(lambda _: stop.set())  # end of input ends the bot
+            tasks.append(console)
+        log.info("parley running", extra={"adapters": [t.get_name() for t in tasks]})
+        stop_waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        # Adapters see `stop` and close; give them a moment to post their last messages.
+        done, pending = await asyncio.wait(tasks, timeout=15)
+        for task in pending:
+            task.cancel()
+        failed = [t for t in done if not t.cancelled() and t.exception()]
+        for task in failed:
+            log.error("adapter failed", extra={"adapter": task.get_name()}, exc_info=task.exception())
+        return 1 if failed else 0
+    finally:
+        await engine.stop(cancel=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config)  # validated before anything heavy loads
+    except ConfigError as exc:
+        print(f"parley: invalid config: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config)
+    if args.command == "knowledge":
+        from engine.knowledge.cli import knowledge_cli
+
+        return knowledge_cli(config, args.args)
+    try:
+        return asyncio.run(serve(config, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
