@@ -268,7 +268,7 @@ def _validate(config: Config) -> None:
         key = f"models[{i}]"
         if not m.name.strip():
             raise ConfigError(f"{key}.name: must not be empty")
-        if names.count(m.name) > 1:
+        if m.name in names[:i]:
             raise ConfigError(f"{key}.name: {m.name!r} is listed twice")
         if m.source == "local" and not m.path:
             raise ConfigError(f"{key}.path: required when source is local")

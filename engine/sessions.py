@@ -7,6 +7,7 @@ engine such as Redis when several bot processes serve one workspace.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ class SessionStore:
 
     def __init__(self, mapping: MutableMapping):
         self._sessions = mapping
+        self._lock = threading.Lock()  # read-modify-write of one session is not atomic otherwise
 
     @classmethod
     def open_sqlite(cls, path: Path) -> "SessionStore":
@@ -53,18 +55,20 @@ class SessionStore:
 
     def append(self, key: str, *turns: Turn, settings: dict | None = None) -> Session:
         """Add turns to a session (creating it), written through to the store at once."""
-        now = time.time()
-        session = self._sessions.get(key) or Session(key=key, created_at=now, settings=dict(settings or {}))
-        session = replace(session, turns=session.turns + tuple(turns), updated_at=now)
-        self._sessions[key] = session
-        return session
+        with self._lock:
+            now = time.time()
+            session = self._sessions.get(key) or Session(key=key, created_at=now, settings=dict(settings or {}))
+            session = replace(session, turns=session.turns + tuple(turns), updated_at=now)
+            self._sessions[key] = session
+            return session
 
     def set_settings(self, key: str, settings: dict) -> Session:
-        now = time.time()
-        session = self._sessions.get(key) or Session(key=key, created_at=now)
-        session = replace(session, settings=dict(settings), updated_at=now)
-        self._sessions[key] = session
-        return session
+        with self._lock:
+            now = time.time()
+            session = self._sessions.get(key) or Session(key=key, created_at=now)
+            session = replace(session, settings=dict(settings), updated_at=now)
+            self._sessions[key] = session
+            return session
 
     def delete(self, key: str) -> bool:
         try:

