@@ -38,6 +38,7 @@ HELP = """Commands:
   /forget NAME       remove a document
   /llm-stats         model, memory, queue, latency, throughput
   /llm-model [NAME]  list models, or switch the live model
+  /llm-config [...]  show this console's settings; `/llm-config help` for how to change them
   /help              this help
   /quit              leave (Ctrl-D works too)
 Anything else is a message to Parley."""
@@ -159,6 +160,9 @@ class ConsoleAdapter:
                 self._print((await self.engine.stats(self.where)).render().replace("*", ""))
             elif command == "/llm-model":
                 await self.model(args)
+            elif command == "/llm-config":
+                self._print(await self.engine.configure(self.where, self.user, line.split(maxsplit=1)[1]
+                                                        if " " in line else ""))
             else:
                 self._status(f"Unknown command {command}. /help lists them.")
         except ParleyError as exc:

@@ -7,13 +7,23 @@ it owns the live model backend, the sessions, the knowledge base and the stats. 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from engine.backends import Backend, LocalBackend
+from engine.channels import (
+    CONFIG_USAGE,
+    SETTING_HELP,
+    ChannelSettings,
+    ChannelSettingsStore,
+    parse_config_command,
+)
 from engine.config import Config, ModelConfig
 from engine.errors import ErrorCode, ParleyError
+from engine.intent import is_document_question
 from engine.models import LoadedModel, load_model
 from engine.prompting import plan_prompt
 from engine.scheduler import GenFinished, GenQueued, GenText, SamplingParams
@@ -42,14 +52,29 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[[ModelConfig], LoadedModel]
 
 
+@dataclass
+class _Prepared:
+    """A request made ready for the model: its prompt and settings, or a direct reply."""
+
+    backend: Backend
+    prompt: list
+    params: SamplingParams | None
+    sources: tuple[Source, ...]
+    dropped: int
+    settings: dict
+    reply: str | None = None
+
+
 class Engine:
     def __init__(self, config: Config, model_loader: ModelLoader = load_model):
         self.config = config
         self._model_loader = model_loader
-        self._backend: Backend | None = None
+        self._backend: Backend | None = None  # the live (default) model
+        self._extra_backends: dict[str, Backend] = {}  # other models that channel settings asked for
         self._switch_lock = asyncio.Lock()
         self._state = "new"  # new -> ready -> stopping -> stopped
         self.sessions: SessionStore | None = None
+        self.channels: ChannelSettingsStore | None = None
         self.knowledge = None  # engine.knowledge.KnowledgeBase when enabled
         self.stats_counters = EngineStats()
 
@@ -60,6 +85,7 @@ class Engine:
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         self.sessions = await asyncio.to_thread(SessionStore.open_sqlite, data / "sessions.sqlite")
+        self.channels = await asyncio.to_thread(ChannelSettingsStore, self.config, data / "settings.sqlite")
         if self.config.knowledge.enabled:
             from engine.knowledge import KnowledgeBase
 
@@ -71,13 +97,15 @@ class Engine:
     async def stop(self, *, cancel: bool = True) -> None:
         """Stop taking work, end (cancel=True) or finish in-flight answers, flush the stores."""
         self._state = "stopping"
-        if self._backend is not None:
-            await self._backend.shutdown(cancel=cancel)
-            self._backend = None
+        backends = [b for b in (self._backend, *self._extra_backends.values()) if b is not None]
+        self._backend, self._extra_backends = None, {}
+        await asyncio.gather(*(b.shutdown(cancel=cancel) for b in backends))
         if self.knowledge is not None:
             await asyncio.to_thread(self.knowledge.close)
         if self.sessions is not None:
             await asyncio.to_thread(self.sessions.close)
+        if self.channels is not None:
+            await asyncio.to_thread(self.channels.close)
         self._state = "stopped"
         log.info("engine stopped")
 
@@ -93,6 +121,25 @@ class Engine:
     def live_model(self) -> str | None:
         return self._backend.config.name if self._backend else None
 
+    async def _backend_for(self, name: str) -> Backend:
+        """The backend for model `name`: the live one, or another loaded on first use by a channel."""
+        backend = self._backend
+        if backend is None:
+            raise ParleyError(ErrorCode.MODEL_NOT_READY)
+        if name == backend.config.name or self.config.model(name) is None:
+            return backend
+        if name not in self._extra_backends:
+            async with self._switch_lock:
+                if name not in self._extra_backends and name != self.live_model:
+                    log.info("loading model for a channel", extra={"model": name})
+                    self._extra_backends[name] = await self._create_backend(self.config.model(name))
+            if name == self.live_model:
+                return self._backend
+        return self._extra_backends[name]
+
+    def _retired(self, backend: Backend) -> bool:
+        return backend is not self._backend and backend not in self._extra_backends.values()
+
     # ---- answering ---------------------------------------------------------------------------
 
     async def answer(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
@@ -104,19 +151,28 @@ class Engine:
         started = time.perf_counter()
         try:
             for attempt in range(2):
-                backend, prompt, sources, dropped = await self._prepare(request)
+                prepared = await self._prepare(request)
+                if prepared.reply is not None:
+                    break
                 try:
-                    handle = backend.submit(prompt, SamplingParams.from_defaults(backend.config.generation))
+                    handle = prepared.backend.submit(prepared.prompt, prepared.params)
                     break
                 except ParleyError as exc:
                     # A model switch retired this backend between planning and submitting: replan.
-                    if exc.code is not ErrorCode.SHUTTING_DOWN or self._backend is backend or attempt:
+                    if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not self._retired(prepared.backend):
                         raise
         except ParleyError as exc:
             yield self._failure(exc, request)
             return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
             yield self._failure(ParleyError(ErrorCode.INTERNAL), request, exc)
+            return
+
+        if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
+            yield TextDelta(prepared.reply)
+            await self._remember(request, prepared.reply, prepared.settings)
+            yield AnswerDone(text=prepared.reply, finish_reason="not_found", prompt_tokens=0,
+                             completion_tokens=0, history_dropped=prepared.dropped)
             return
 
         parts: list[str] = []
@@ -149,59 +205,75 @@ class Engine:
             prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
             first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
         if text:
-            await self._remember(request, text)
+            await self._remember(request, text, prepared.settings)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
-                         completion_tokens=finished.completion_tokens, sources=sources,
-                         history_dropped=dropped)
+                         completion_tokens=finished.completion_tokens, sources=prepared.sources,
+                         history_dropped=prepared.dropped)
 
-    async def _prepare(self, request: ChatRequest):
+    async def _prepare(self, request: ChatRequest) -> "_Prepared":
         if self._state != "ready":
             raise ParleyError(ErrorCode.MODEL_NOT_READY if self._state == "new" else ErrorCode.SHUTTING_DOWN)
         text = request.text.strip()
         if not text:
             raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
-        backend = self._backend
-        if backend is None:
-            raise ParleyError(ErrorCode.MODEL_NOT_READY)
         session = await asyncio.to_thread(self.sessions.get, request.where.session_key)
         history = session.turns if session else ()
-        context_block, sources = await self._retrieve(request, backend)
+        # A thread keeps the settings it started with, so an edit never changes a conversation midway.
+        settings = dict(session.settings) if session and session.settings else \
+            (await self.channel_settings(request.where)).as_dict()
+        backend = await self._backend_for(settings["model"])
+        context_block, sources, not_found = await self._retrieve(
+            request, backend, workspace_wide=settings["scope"] == "workspace")
+        if not_found:
+            return _Prepared(backend, [], None, (), 0, settings, reply=not_found)
+        generation = backend.config.generation
+        effective = ChannelSettings(**{k: settings[k] for k in SETTING_HELP})
+        max_new_tokens = effective.max_new_tokens(generation.max_new_tokens, backend.config.context_window)
 
         def plan():
             p = plan_prompt(
-                system_prompt=self.config.system_prompt, history=history, message=text,
+                system_prompt=settings["prompt"], history=history, message=text,
                 count_tokens=backend.count_tokens, history_budget=self.config.sessions.history_tokens,
-                context_window=backend.config.context_window,
-                max_new_tokens=backend.config.generation.max_new_tokens, context_block=context_block)
-            prompt = backend.encode_chat(p.messages)
-            return p, prompt
+                context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
+                context_block=context_block)
+            return p, backend.encode_chat(p.messages)
 
         plan_, prompt = await asyncio.to_thread(plan)
         if plan_.history_dropped:
             log.info("history trimmed", extra={"session": request.where.session_key,
                                                "dropped": plan_.history_dropped, "kept": plan_.history_kept})
-        return backend, prompt, sources, plan_.history_dropped
+        params = SamplingParams.from_defaults(generation, max_new_tokens=max_new_tokens)
+        return _Prepared(backend, prompt, params, sources, plan_.history_dropped, settings)
 
-    async def _retrieve(self, request: ChatRequest, backend: Backend) -> tuple[str, tuple[Source, ...]]:
-        """Passages from this channel's documents that bear on the question, as a prompt block."""
+    async def _retrieve(self, request: ChatRequest, backend: Backend, *, workspace_wide: bool
+                        ) -> tuple[str, tuple[Source, ...], str]:
+        """(prompt block of relevant passages, their sources, a "not found" reply or "")."""
         if self.knowledge is None:
-            return "", ()
+            return "", (), ""
         from engine.knowledge import build_context, to_sources
 
-        passages = await self.knowledge.search(request.where, request.text)
-        if not passages:
-            return "", ()
-        block, used = await asyncio.to_thread(
-            build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)
-        return block, to_sources(used)
+        passages = await self.knowledge.search(request.where, request.text, workspace_wide=workspace_wide)
+        if passages:
+            block, used = await asyncio.to_thread(
+                build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)
+            return block, to_sources(used), ""
+        docs = await self.knowledge.list_documents(request.where, workspace_wide=workspace_wide)
+        if not is_document_question(request.text, [d.filename for d in docs]):
+            return "", (), ""  # nothing relevant: the model answers plainly
+        place = "this workspace" if workspace_wide else "this channel"
+        if not docs:
+            return "", (), (f"There are no documents in {place} yet, so I can't answer from them. "
+                            "Share the file here and ask again.")
+        names = ", ".join(d.filename for d in docs[:5]) + (f" and {len(docs) - 5} more" if len(docs) > 5 else "")
+        return "", (), (f"I couldn't find anything about that in {place}'s documents ({names}). "
+                        "Try other words, or share the document that covers it.")
 
-    async def _remember(self, request: ChatRequest, answer: str) -> None:
+    async def _remember(self, request: ChatRequest, answer: str, settings: dict) -> None:
         now = time.time()
         await asyncio.to_thread(
-            self.sessions.append, request.where.session_key,
-            Turn("user", request.text.strip(), request.user.id, now),
-            Turn("assistant", answer, "", now),
-        )
+            functools.partial(self.sessions.append, request.where.session_key,
+                              Turn("user", request.text.strip(), request.user.id, now),
+                              Turn("assistant", answer, "", now), settings=settings))
 
     def _failure(self, exc: ParleyError, request: ChatRequest | None = None,
                  cause: BaseException | None = None) -> AnswerFailed:
@@ -250,12 +322,39 @@ class Engine:
         async with self._switch_lock:
             if self.live_model != name:
                 log.info("switching model", extra={"from": self.live_model, "to": name, "by": user.id})
-                new_backend = await self._create_backend(cfg)  # the old one keeps answering meanwhile
+                # Loading takes a while; the old model keeps answering meanwhile.
+                new_backend = self._extra_backends.pop(name, None) or await self._create_backend(cfg)
                 old, self._backend = self._backend, new_backend
                 if old is not None:
                     await old.shutdown(cancel=False)  # in-flight answers finish on the old model
                 log.info("model switched", extra={"model": name})
         return next(m for m in self.list_models() if m.name == name)
+
+    async def channel_settings(self, where: Conversation) -> ChannelSettings:
+        """The effective settings of `where`'s channel, with where each one comes from."""
+        return await asyncio.to_thread(self.channels.effective, where, self.live_model)
+
+    async def configure(self, where: Conversation, user: User, text: str) -> str:
+        """`/llm-config [workspace] [KEY VALUE | reset [KEY] | help]`: returns the reply to show.
+
+        Everyone may view; only admins may set. New threads pick up changes; running ones keep theirs.
+        """
+        command = parse_config_command(text)
+        if command.action == "help":
+            return CONFIG_USAGE
+        if command.action != "show":
+            if not self.is_admin(where, user):
+                raise ParleyError(ErrorCode.FORBIDDEN, "Only admins can change channel settings; anyone can view them.")
+            if command.action == "set":
+                await asyncio.to_thread(self.channels.set, where, command.level, command.key, command.value)
+            else:
+                await asyncio.to_thread(self.channels.reset, where, command.level, command.key)
+            log.info("channel settings changed", extra={
+                "scope": f"{where.platform}/{where.workspace}" + ("" if command.level == "workspace" else f"/{where.channel}"),
+                "action": command.action, "key": command.key, "by": user.id})
+        settings = await self.channel_settings(where)
+        head = "Settings for this channel" + (" (new threads use them)" if command.action != "show" else "")
+        return "\n".join([head + ":", *settings.render()])
 
     async def stats(self, where: Conversation | None = None) -> StatsReport:
         from engine.report import build_stats_report

@@ -89,6 +89,9 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
         lines.append(f"*Documents* {knowledge.get('documents', 0)} ({knowledge.get('chunks', 0)} chunks); "
                      f"{knowledge.get('searches', 0)} searches"
                      + (f", mean {mean:.0f} ms" if mean else ""))
+    if where is not None and engine.channels is not None:
+        channel = await engine.channel_settings(where)
+        lines.append("*This channel* " + "; ".join(channel.render()))
     if s["errors"]:
         lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
     values = {**s, "model": model, "scheduler": sched, "memory": memory, "knowledge": knowledge,
