@@ -1,0 +1,141 @@
+"""Markdown (what the model writes) to Slack mrkdwn, and Slack message text back to plain text.
+
+Slack's mrkdwn is not Markdown: *bold*, _italic_, ~strike~, <url|label> links, no headings, and
+&, <, > must be escaped everywhere (they start Slack's control sequences, so an unescaped
+`<!channel>` written by the model would ping a whole channel).
+"""
+from __future__ import annotations
+
+import re
+
+from engine.types import Source
+
+_FENCE_LINE = re.compile(r"^(\s*)(```|~~~)(.*)$")
+_INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*(\S+?)(?:\s+\"[^\"]*\")?\s*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\(\s*(\S+?)(?:\s+\"[^\"]*\")?\s*\)")
+_AUTOLINK = re.compile(r"<(https?://[^>\s]+)>")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+_BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_ITALIC_STAR = re.compile(r"(?<![\*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\*\w])")
+_STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
+_BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
+_QUOTE = re.compile(r"^\s{0,3}>\s?")
+_RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
+_BOLD_MARK = "\x01"  # stands for a Slack bold asterisk until italics are done
+_SLOT = "\x02{}\x03"
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link(url: str, label: str) -> str:
+    url = url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
+    label = escape(label.replace("|", "¦"))
+    return f"<{url}|{label}>" if label else f"<{url}>"
+
+
+def _convert_line(line: str) -> str:
+    slots: list[str] = []
+
+    def keep(text: str) -> str:
+        slots.append(text)
+        return _SLOT.format(len(slots) - 1)
+
+    if _RULE.match(line):
+        return "──────────"
+    quote = ""
+    m = _QUOTE.match(line)
+    if m:
+        quote, line = ">", line[m.end():]
+    line = _INLINE_CODE.sub(lambda m: keep("`" + escape(m.group(2).replace("`", "'")) + "`"), line)
+    line = _IMAGE.sub(lambda m: keep(_link(m.group(2), m.group(1) or m.group(2))), line)
+    line = _LINK.sub(lambda m: keep(_link(m.group(2), m.group(1))), line)
+    line = _AUTOLINK.sub(lambda m: keep(_link(m.group(1), "")), line)
+    line = escape(line)
+    heading = _HEADING.match(line)
+    if heading:
+        line = _BOLD_MARK + heading.group(1).replace("**", "").replace("__", "") + _BOLD_MARK
+    line = _BULLET.sub(lambda m: m.group(1) + "• ", line)
+    line = _BOLD.sub(lambda m: _BOLD_MARK + m.group(2) + _BOLD_MARK, line)
+    line = _ITALIC_STAR.sub(lambda m: "_" + m.group(1) + "_", line)
+    line = _STRIKE.sub(lambda m: "~" + m.group(1) + "~", line)
+    line = line.replace(_BOLD_MARK, "*")
+    line = re.sub("\x02(\\d+)\x03", lambda m: slots[int(m.group(1))], line)
+    return quote + line
+
+
+def markdown_to_mrkdwn(markdown: str) -> str:
+    """Convert model-written Markdown to Slack mrkdwn. Tolerates unfinished text (streaming)."""
+    out: list[str] = []
+    in_code = False
+    for line in markdown.split("\n"):
+        fence = _FENCE_LINE.match(line)
+        if fence:
+            # Slack shows no language hint: ```python would print "python" as code.
+            out.append("```" if not in_code else "```")
+            in_code = not in_code
+        elif in_code:
+            out.append(escape(line))
+        else:
+            out.append(_convert_line(line))
+    return "\n".join(out)
+
+
+# ---- incoming ---------------------------------------------------------------------------------
+
+_USER_REF = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+_CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
+_SPECIAL = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
+_SUBTEAM = re.compile(r"<!subteam\^[A-Z0-9]+(?:\|([^>]*))?>")
+_URL_REF = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+
+
+def slack_to_plain(text: str, bot_user_id: str = "") -> str:
+    """Slack message text as the model should read it: the bot's own mention removed, other
+    references made readable, entities unescaped."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>\s*[:,]?", " ", text)
+    text = _USER_REF.sub(lambda m: "@" + (m.group(2) or m.group(1)), text)
+    text = _CHANNEL_REF.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
+    text = _SPECIAL.sub(lambda m: "@" + m.group(1), text)
+    text = _SUBTEAM.sub(lambda m: "@" + (m.group(1) or "group").lstrip("@"), text)
+
+    def url(m: re.Match) -> str:
+        target, label = m.group(1), m.group(2)
+        target = target.removeprefix("mailto:") if label and target.startswith("mailto:") else target
+        return f"{label} ({target})" if label and label != target else target
+
+    text = _URL_REF.sub(url, text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def mentions(text: str, user_id: str) -> bool:
+    return bool(user_id) and re.search(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>", text) is not None
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 1)
+    return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,;:") + "…"
+
+
+def sources_mrkdwn(sources: tuple[Source, ...] | list[Source], excerpt_chars: int = 160) -> str:
+    """The passages an answer relied on: file, page and a short quoted excerpt, one per line."""
+    if not sources:
+        return ""
+    lines = ["*Sources*"]
+    for i, s in enumerate(sources, 1):
+        name = s.file.replace("`", "'")
+        where = f"`{escape(name)}`" + (f" p.{s.page}" if s.page else "")
+        if s.version and s.version > 1:
+            where += f" (v{s.version})"
+        excerpt = shorten(s.excerpt, excerpt_chars)
+        lines.append(f"{i}. {where}" + (f" — “{escape(excerpt)}”" if excerpt else ""))
+    return "\n".join(lines)
