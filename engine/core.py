@@ -7,10 +7,10 @@ it owns the live model backend, the sessions, the knowledge base and the stats. 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from engine.backends import Backend, LocalBackend
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[[ModelConfig], LoadedModel]
 
 
-@dataclass
+@dataclasses.dataclass
 class _Prepared:
     """A request made ready for the model: its prompt and settings, or a direct reply."""
 
@@ -115,6 +115,8 @@ class Engine:
 
             return RemoteBackend(cfg)
         loaded = await asyncio.to_thread(self._model_loader, cfg)
+        if loaded.config is not cfg:  # a shared or cached model serves under this entry's name and settings
+            loaded = dataclasses.replace(loaded, config=cfg)
         return LocalBackend(loaded, self.config.scheduler)
 
     @property
