@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlparse
 
 import aiohttp
@@ -34,11 +34,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.mrkdwn import markdown_to_mrkdwn, mentions, slack_to_plain, sources_mrkdwn
+from adapters.mrkdwn import escape, markdown_to_mrkdwn, mentions, slack_to_plain, sources_mrkdwn
 from adapters.slack_state import SlackState
 from adapters.streaming import StreamingReply
 from engine.config import Config
-from engine.core import Engine
 from engine.errors import ErrorCode, ParleyError
 from engine.types import (
     AnswerDone,
@@ -52,6 +51,9 @@ from engine.types import (
     TextDelta,
     User,
 )
+
+if TYPE_CHECKING:  # the engine object is handed in; importing it here would pull torch into the adapter
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,7 @@ class SlackAdapter:
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket = None
+        self.http_port = 0  # the bound port in HTTP mode, once started
         self._register()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -196,6 +199,7 @@ class SlackAdapter:
         self.app.event("file_shared")(self._on_file_shared)
         self.app.command("/llm-stats")(self._on_stats_command)
         self.app.command("/llm-model")(self._on_model_command)
+        self.app.command("/llm-config")(self._on_config_command)
         self.app.error(self._on_error)
 
     async def start(self, host: str = "0.0.0.0", port: int | None = None) -> None:
@@ -203,8 +207,8 @@ class SlackAdapter:
         await self.state.open()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300, sock_read=60))
         if self.mode == "http":
-            bound = await self.start_http(host, self.config.slack.port if port is None else port)
-            log.info("slack listening", extra={"mode": "http", "port": bound, "path": self.config.slack.path})
+            self.http_port = await self.start_http(host, self.config.slack.port if port is None else port)
+            log.info("slack listening", extra={"mode": "http", "port": self.http_port, "path": self.config.slack.path})
         else:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -355,10 +359,21 @@ class SlackAdapter:
         if answer and not self.state.first_time(f"answer:{channel}:{ts}"):
             answer = False  # the same message came as both app_mention and message
         claimed = [(f, self._claim_file(channel, f["id"])) for f in files]
+        text = slack_to_plain(event.get("text", ""), bot_user_id)
         if not answer and not any(owner for _, (owner, _) in claimed):
+            if not is_dm and text:  # a channel set to `reply: all` answers without a mention
+                self._spawn(self._reply_all(origin, text), name=f"slack-all-{channel}-{ts}")
             return
-        self._spawn(self._handle_message(origin, slack_to_plain(event.get("text", ""), bot_user_id), answer,
-                                         claimed), name=f"slack-msg-{channel}-{ts}")
+        self._spawn(self._handle_message(origin, text, answer, claimed), name=f"slack-msg-{channel}-{ts}")
+
+    async def _reply_all(self, origin: _Origin, text: str) -> None:
+        try:
+            settings = await self.engine.channel_settings(origin.where)
+        except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
+            log.warning("channel settings unavailable", extra={"channel": origin.channel}, exc_info=True)
+            return
+        if getattr(settings, "reply", "mentions") == "all" and self.state.first_time(f"answer:{origin.channel}:{origin.ts}"):
+            await self._handle_message(origin, text, True, [])
 
     def _claim_file(self, channel: str, file_id: str) -> tuple[bool, asyncio.Future]:
         """(True, future) for the first delivery of a file share in a channel, else (False, the
@@ -455,7 +470,7 @@ class SlackAdapter:
 
     @staticmethod
     def _final_text(done: AnswerDone) -> str:
-        text = markdown_to_mrkdwn(done.text) if done.text else "_(no answer)_"
+        text = markdown_to_mrkdwn(done.text.strip()) if done.text.strip() else "_(no answer)_"
         if done.finish_reason == "length":
             text += "\n_(cut at the length limit)_"
         elif done.finish_reason == "cancelled":
@@ -604,6 +619,23 @@ class SlackAdapter:
         await ack()
         self._spawn(self._model_command(body, respond), name="slack-llm-model")
 
+    async def _on_config_command(self, ack, body: dict, respond) -> None:
+        await ack()
+        self._spawn(self._config_command(body, respond), name="slack-llm-config")
+
+    async def _config_command(self, body: dict, respond) -> None:
+        """/llm-config: channel settings; anyone may view, admins may change (the engine decides)."""
+        where = self._command_where(body)
+        if where is None:
+            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
+            return
+        try:
+            user = await self._user(body.get("user_id", ""))
+            reply = await self.engine.configure(where, user, body.get("text") or "")
+            await respond(text=_as_code_if_usage(reply), response_type="ephemeral")
+        except ParleyError as exc:
+            await respond(text=f":warning: {_as_code_if_usage(exc.render())}", response_type="ephemeral")
+
     def _command_where(self, body: dict) -> Conversation | None:
         team, enterprise = self._team(body)
         if not self._allowed(team, enterprise):
@@ -666,3 +698,11 @@ class SlackAdapter:
     async def _on_error(self, error: Exception, body: dict) -> None:
         log.error("slack listener error", extra={"type": body.get("type") if isinstance(body, dict) else None},
                   exc_info=error)
+
+
+def _as_code_if_usage(text: str) -> str:
+    """Usage blocks are column-aligned plain text: show them as code so Slack keeps the columns."""
+    if "Usage:" not in text:
+        return markdown_to_mrkdwn(text)
+    head, _, usage = text.partition("Usage:")
+    return (markdown_to_mrkdwn(head.strip()) + "\n" if head.strip() else "") + "```Usage:" + escape(usage.replace("```", "")) + "```"

@@ -1,0 +1,309 @@
+"""A fake of Slack's side, on loopback: the Web API methods Parley calls, file downloads,
+response_url webhooks, and helpers that sign Events API / slash-command requests the way Slack
+does (v0 HMAC-SHA256 over "v0:{timestamp}:{body}") and post them to the app's HTTP endpoint.
+
+It keeps the state a user would see: each message's current text (and every text it showed),
+the threads, the ephemeral messages and the slash-command responses.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+
+# Shared by every fake, so timestamps and event ids never repeat within a test run (the adapter
+# remembers them across restarts, as it must).
+_TS = itertools.count(int(time.time()) % 100000 * 1000)
+_EVENT_IDS = itertools.count(1)
+
+
+def sign(secret: str, timestamp: str, body: str) -> str:
+    digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return f"v0={digest}"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict
+    authorized: bool
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    user: str
+    thread_ts: str | None = None
+    bot_id: str | None = None
+    history: list[str] = field(default_factory=list)  # every text it showed, first to last
+    deleted: bool = False
+
+
+class FakeSlack:
+    def __init__(self, *, team_id: str = "T0001", bot_user_id: str = "U0BOT", bot_id: str = "B0BOT",
+                 bot_token: str = "xoxb-0000-fake-bot-token", signing_secret: str = "fake-signing-secret"):
+        self.team_id, self.bot_user_id, self.bot_id = team_id, bot_user_id, bot_id
+        self.bot_token, self.signing_secret = bot_token, signing_secret
+        self.users: dict[str, dict] = {}
+        self.files: dict[str, dict] = {}
+        self.file_data: dict[str, bytes] = {}
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.ephemerals: list[dict] = []
+        self.responses: list[dict] = []  # posts to response_url, in order
+        self.downloads: list[dict] = []
+        self.rate_limits: dict[str, list[int]] = {}  # method -> Retry-After seconds for its next calls
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- server ------------------------------------------------------------------------------
+
+    async def start(self) -> "FakeSlack":
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._download)
+        app.router.add_post("/respond/{key}", self._respond)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    def next_ts(self) -> str:
+        n = next(_TS)
+        return f"{1700000000 + n}.{n % 1000000:06d}"
+
+    # ---- state set-up ------------------------------------------------------------------------
+
+    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False) -> None:
+        self.users[user_id] = {"id": user_id, "team_id": self.team_id, "name": name.lower(), "is_admin": admin,
+                               "is_owner": owner, "is_primary_owner": False, "is_bot": False,
+                               "profile": {"display_name": name, "real_name": name}}
+
+    def add_file(self, name: str, data: bytes, mimetype: str, *, channel: str, ts: str, user: str,
+                 thread_ts: str | None = None, file_id: str | None = None) -> dict:
+        file_id = file_id or f"F{len(self.files) + 1:04d}"
+        share = {"ts": ts, **({"thread_ts": thread_ts} if thread_ts else {})}
+        url = f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{name}"
+        self.files[file_id] = {
+            "id": file_id, "name": name, "title": name, "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1],
+            "size": len(data), "user": user, "mode": "hosted", "is_external": False,
+            "url_private": url, "url_private_download": url + "?download=1",
+            "shares": {"public" if channel.startswith("C") else "private": {channel: [share]}},
+        }
+        self.file_data[file_id] = data
+        return self.files[file_id]
+
+    def rate_limit(self, method: str, retry_after: int = 1, times: int = 1) -> None:
+        """The next `times` calls of `method` get HTTP 429 with Retry-After."""
+        self.rate_limits.setdefault(method, []).extend([retry_after] * times)
+
+    # ---- queries -----------------------------------------------------------------------------
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """The bot's live messages in a thread (or at the top level when thread_ts is None), in order."""
+        found = [m for m in self.messages.values() if m.channel == channel and m.user == self.bot_user_id
+                 and not m.deleted and m.thread_ts == thread_ts]
+        return sorted(found, key=lambda m: float(m.ts))
+
+    def thread_text(self, channel: str, thread_ts: str | None) -> str:
+        return "\n".join(m.text for m in self.bot_messages(channel, thread_ts))
+
+    # ---- Slack's requests to the app ---------------------------------------------------------
+
+    def event_body(self, event: dict, *, event_id: str | None = None) -> dict:
+        event.setdefault("event_ts", event.get("ts", self.next_ts()))
+        return {"token": "legacy-verification-token", "team_id": self.team_id, "api_app_id": "A0PARLEY",
+                "event": event, "type": "event_callback", "event_id": event_id or f"Ev{next(_EVENT_IDS):08d}",
+                "event_time": int(time.time()),
+                "authorizations": [{"enterprise_id": None, "team_id": self.team_id, "user_id": self.bot_user_id,
+                                    "is_bot": True, "is_enterprise_install": False}]}
+
+    def mention(self, text: str, *, user: str, channel: str = "C0GENERAL", thread_ts: str | None = None,
+                files: list[dict] | None = None) -> dict:
+        ts = self.next_ts()
+        event = {"type": "app_mention", "user": user, "text": f"<@{self.bot_user_id}> {text}", "ts": ts,
+                 "channel": channel, "team": self.team_id}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        if files:
+            event["files"] = files
+        return self.event_body(event)
+
+    def message(self, text: str, *, user: str | None, channel: str = "C0GENERAL", thread_ts: str | None = None,
+                channel_type: str = "channel", ts: str | None = None, **extra: Any) -> dict:
+        event = {"type": "message", "text": text, "ts": ts or self.next_ts(), "channel": channel,
+                 "channel_type": channel_type, "team": self.team_id, **extra}
+        if user:
+            event["user"] = user
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return self.event_body(event)
+
+    def command(self, command: str, text: str, *, user: str, channel: str = "C0GENERAL") -> tuple[str, str]:
+        """A slash-command payload (form-encoded, as Slack sends it) and its response_url key."""
+        key = f"r{next(_EVENT_IDS)}"
+        body = urlencode({"token": "legacy", "team_id": self.team_id, "team_domain": "fake",
+                          "channel_id": channel, "channel_name": "general", "user_id": user, "user_name": user,
+                          "command": command, "text": text, "api_app_id": "A0PARLEY", "is_enterprise_install": "false",
+                          "response_url": f"{self.base_url}/respond/{key}", "trigger_id": "1.2.3"})
+        return body, key
+
+    def responses_for(self, key: str) -> list[dict]:
+        return [r for r in self.responses if r["key"] == key]
+
+    async def post_to_app(self, url: str, body: dict | str, *, secret: str | None = None, retry_num: int | None = None,
+                          timestamp: int | None = None, signature: str | None = None) -> int:
+        """POST an Events API (dict -> JSON) or slash-command (str, form) request, signed like Slack."""
+        raw = json.dumps(body) if isinstance(body, dict) else body
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {"Content-Type": "application/json" if isinstance(body, dict) else "application/x-www-form-urlencoded",
+                   "X-Slack-Request-Timestamp": ts,
+                   "X-Slack-Signature": signature or sign(secret or self.signing_secret, ts, raw)}
+        if retry_num is not None:
+            headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"})
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=raw.encode(), headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+    # ---- Web API -----------------------------------------------------------------------------
+
+    async def _params(self, request: web.Request) -> dict:
+        params: dict = dict(request.query)
+        if request.method == "POST" and request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(dict(await request.post()))
+        return params
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        auth = request.headers.get("Authorization", "")
+        authorized = auth == f"Bearer {self.bot_token}" or params.get("token") == self.bot_token
+        self.calls.append(Call(method, params, authorized))
+        if self.rate_limits.get(method):
+            retry_after = self.rate_limits[method].pop(0)
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
+                                     headers={"Retry-After": str(retry_after)})
+        if not authorized:
+            return web.json_response({"ok": False, "error": "not_authed" if not auth else "invalid_auth"})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        try:
+            return web.json_response({"ok": True, **handler(params)})
+        except KeyError as exc:
+            return web.json_response({"ok": False, "error": exc.args[0]})
+
+    def _m_auth_test(self, p: dict) -> dict:
+        return {"url": "https://fake.slack.test/", "team": "Fake Team", "user": "parley", "team_id": self.team_id,
+                "user_id": self.bot_user_id, "bot_id": self.bot_id, "is_enterprise_install": False}
+
+    def _m_chat_postMessage(self, p: dict) -> dict:
+        if not p.get("channel"):
+            raise KeyError("channel_not_found")
+        text = p.get("text") or ""
+        if not text.strip():
+            raise KeyError("no_text")
+        if len(text) > 40000:
+            raise KeyError("msg_too_long")
+        ts = self.next_ts()
+        msg = Message(p["channel"], ts, text, self.bot_user_id, p.get("thread_ts") or None, self.bot_id, [text])
+        self.messages[(msg.channel, ts)] = msg
+        return {"channel": msg.channel, "ts": ts, "message": {"type": "message", "text": text, "ts": ts,
+                                                              "user": self.bot_user_id, "bot_id": self.bot_id}}
+
+    def _m_chat_update(self, p: dict) -> dict:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None or msg.deleted:
+            raise KeyError("message_not_found")
+        if msg.user != self.bot_user_id:
+            raise KeyError("cant_update_message")
+        text = p.get("text") or ""
+        if len(text) > 40000:
+            raise KeyError("msg_too_long")
+        msg.text = text
+        msg.history.append(text)
+        return {"channel": msg.channel, "ts": msg.ts, "text": text}
+
+    def _m_chat_delete(self, p: dict) -> dict:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None or msg.deleted:
+            raise KeyError("message_not_found")
+        msg.deleted = True
+        return {"channel": msg.channel, "ts": msg.ts}
+
+    def _m_chat_postEphemeral(self, p: dict) -> dict:
+        if p.get("user") not in self.users:
+            raise KeyError("user_not_in_channel")
+        self.ephemerals.append({"channel": p.get("channel"), "user": p.get("user"), "text": p.get("text", ""),
+                                "thread_ts": p.get("thread_ts")})
+        return {"message_ts": self.next_ts()}
+
+    def _m_users_info(self, p: dict) -> dict:
+        return {"user": self.users[p.get("user")] if p.get("user") in self.users else _missing("user_not_found")}
+
+    def _m_files_info(self, p: dict) -> dict:
+        return {"file": self.files[p.get("file")] if p.get("file") in self.files else _missing("file_not_found")}
+
+    # ---- files and response_url --------------------------------------------------------------
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["team_file"].split("-", 1)[1]
+        authorized = request.headers.get("Authorization") == f"Bearer {self.bot_token}"
+        self.downloads.append({"file": file_id, "authorized": authorized})
+        if not authorized:  # what Slack does: the sign-in page, not an error status
+            return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
+        if file_id not in self.file_data:
+            return web.Response(status=404)
+        return web.Response(body=self.file_data[file_id], content_type=self.files[file_id]["mimetype"])
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        payload = await request.json()
+        self.responses.append({"key": request.match_info["key"], **payload})
+        return web.Response(text="ok")
+
+    # ---- waiting -----------------------------------------------------------------------------
+
+    async def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.02)
+
+
+def _missing(error: str):
+    raise KeyError(error)
