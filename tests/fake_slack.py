@@ -54,9 +54,12 @@ class Message:
 
 class FakeSlack:
     def __init__(self, *, team_id: str = "T0001", bot_user_id: str = "U0BOT", bot_id: str = "B0BOT",
-                 bot_token: str = "xoxb-0000-fake-bot-token", signing_secret: str = "fake-signing-secret"):
+                 bot_token: str = "xoxb-0000-fake-bot-token", signing_secret: str = "fake-signing-secret",
+                 app_token: str = "xapp-1-A0PARLEY-fake-app-token"):
         self.team_id, self.bot_user_id, self.bot_id = team_id, bot_user_id, bot_id
-        self.bot_token, self.signing_secret = bot_token, signing_secret
+        self.bot_token, self.signing_secret, self.app_token = bot_token, signing_secret, app_token
+        self.sockets: list[web.WebSocketResponse] = []  # Socket Mode connections from the app
+        self.socket_acks: dict[str, dict] = {}  # envelope id -> the app's ack
         self.users: dict[str, dict] = {}
         self.files: dict[str, dict] = {}
         self.file_data: dict[str, bytes] = {}
@@ -76,6 +79,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/files-pri/{team_file}/{name}", self._download)
         app.router.add_post("/respond/{key}", self._respond)
+        app.router.add_get("/link", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -84,6 +88,8 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -211,7 +217,8 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await self._params(request)
         auth = request.headers.get("Authorization", "")
-        authorized = auth == f"Bearer {self.bot_token}" or params.get("token") == self.bot_token
+        token = self.app_token if method == "apps.connections.open" else self.bot_token
+        authorized = auth == f"Bearer {token}" or params.get("token") == token
         self.calls.append(Call(method, params, authorized))
         if self.rate_limits.get(method):
             retry_after = self.rate_limits[method].pop(0)
@@ -230,6 +237,9 @@ class FakeSlack:
     def _m_auth_test(self, p: dict) -> dict:
         return {"url": "https://fake.slack.test/", "team": "Fake Team", "user": "parley", "team_id": self.team_id,
                 "user_id": self.bot_user_id, "bot_id": self.bot_id, "is_enterprise_install": False}
+
+    def _m_apps_connections_open(self, p: dict) -> dict:
+        return {"url": f"ws://127.0.0.1:{self.port}/link"}
 
     def _m_chat_postMessage(self, p: dict) -> dict:
         if not p.get("channel"):
@@ -294,6 +304,38 @@ class FakeSlack:
         payload = await request.json()
         self.responses.append({"key": request.match_info["key"], **payload})
         return web.Response(text="ok")
+
+    # ---- Socket Mode -------------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake"},
+                            "connection_info": {"app_id": "A0PARLEY"}})
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if data.get("envelope_id"):
+                    self.socket_acks[data["envelope_id"]] = data
+        self.sockets.remove(ws)
+        return ws
+
+    async def push(self, payload: dict, *, kind: str = "events_api", retry_attempt: int = 0) -> str:
+        """Send an envelope over the app's Socket Mode connection; returns its envelope id."""
+        await self.wait_for(lambda: bool(self.sockets), 10, "the app's Socket Mode connection")
+        envelope_id = f"env-{next(_EVENT_IDS)}"
+        await self.sockets[-1].send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                                          "accepts_response_payload": kind != "events_api",
+                                          "retry_attempt": retry_attempt,
+                                          "retry_reason": "timeout" if retry_attempt else ""})
+        return envelope_id
+
+    def command_payload(self, command: str, text: str, *, user: str, channel: str = "C0GENERAL") -> tuple[dict, str]:
+        body, key = self.command(command, text, user=user, channel=channel)
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(body)), key
 
     # ---- waiting -----------------------------------------------------------------------------
 

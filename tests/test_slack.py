@@ -325,3 +325,36 @@ def test_the_manifest_declares_what_the_adapter_handles():
         events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
         assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
         assert manifest["settings"]["socket_mode_enabled"] is (name == "manifest.yaml")
+
+
+async def test_socket_mode_through_the_entry_point(tmp_path, engine_factory):
+    """The default mode, as bot.py starts it: run_slack() until `stop` is set."""
+    from adapters.slack import run_slack
+
+    fake = await FakeSlack().start()
+    fake.add_user(ADA, "Ada")
+    config = make_config(tmp_path / "data", knowledge={"enabled": False}, slack={"stream_interval_s": 0.2})
+    engine = await engine_factory(config)
+    env = {"SLACK_BOT_TOKEN": fake.bot_token, "SLACK_APP_TOKEN": fake.app_token, "SLACK_API_URL": fake.api_url}
+    assert slack_configured(env, config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_slack(engine, config, env, stop))
+    try:
+        body = fake.mention("Say hello to the team.", user=ADA)
+        ts = body["event"]["ts"]
+        envelope = await fake.push(body)
+        await fake.wait_for(lambda: envelope in fake.socket_acks, 5, "the envelope's ack")
+        await fake.wait_for(lambda: any(not m.text.startswith("_") for m in fake.bot_messages(CHANNEL, ts)),
+                            60, "the answer")
+        await fake.push(body, retry_attempt=1)  # Slack redelivers over the socket too
+        payload, key = fake.command_payload("/llm-model", "", user=ADA)
+        command = await fake.push(payload, kind="slash_commands")
+        await fake.wait_for(lambda: fake.responses_for(key), 10, "the /llm-model reply")
+        assert command in fake.socket_acks
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await fake.close()
+    assert len(fake.bot_messages(CHANNEL, ts)) == 1
+    assert fake.calls_of("apps.connections.open")[0].authorized
+    assert "● `smollm2-135m` *live*" in fake.responses_for(key)[0]["text"]
