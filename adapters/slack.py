@@ -21,7 +21,6 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
-from urllib.parse import urlparse
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +33,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.mrkdwn import escape, markdown_to_mrkdwn, mentions, slack_to_plain, sources_mrkdwn
+from adapters.mrkdwn import markdown_to_mrkdwn, mentions, slack_to_plain, sources_mrkdwn
+from adapters.slack_commands import SlackCommands
+from adapters.slack_files import FileFetcher, ProgressBoard, ingested_text, shown_name
 from adapters.slack_state import SlackState
 from adapters.streaming import StreamingReply
 from engine.config import Config
@@ -45,8 +46,6 @@ from engine.types import (
     ChatRequest,
     Conversation,
     FileUpload,
-    IngestProgress,
-    IngestResult,
     Queued,
     TextDelta,
     User,
@@ -68,8 +67,6 @@ THINKING = "_Thinking…_"
 EPHEMERAL_CODES = {ErrorCode.RATE_LIMITED, ErrorCode.QUEUE_FULL, ErrorCode.OVERLOADED, ErrorCode.MODEL_NOT_READY,
                    ErrorCode.SHUTTING_DOWN, ErrorCode.INVALID_REQUEST, ErrorCode.CONTEXT_TOO_LONG}
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # the rest are edits, joins, bot posts…
-STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
-TRUSTED_FILE_DOMAINS = ("slack.com", "slack-gov.com", "slack-edge.com")
 
 
 def slack_configured(env: Mapping[str, str], config: Config) -> bool:
@@ -127,31 +124,7 @@ class _SlackThread:
         await self.client.chat_delete(channel=self.channel, ts=handle)
 
 
-class _ProgressBoard:
-    """Shows ingest progress in one message. The engine may report from a worker thread, so the
-    callback only records the latest figures; a ticker on the loop edits at most once per interval."""
-
-    def __init__(self, target: _SlackThread, handle: str, filename: str, interval_s: float):
-        self.target, self.handle, self.filename, self.interval_s = target, handle, filename, interval_s
-        self.latest: IngestProgress | None = None
-        self._shown: IngestProgress | None = None
-
-    def __call__(self, progress: IngestProgress) -> None:
-        self.latest = progress  # a reference assignment: safe from any thread
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            p = self.latest
-            if p is None or p == self._shown:
-                continue
-            self._shown = p
-            stage = STAGES.get(p.stage, p.stage.capitalize())
-            with contextlib.suppress(Exception):  # progress is best effort
-                await self.target.edit(self.handle, f"_{stage} {self.filename}: {p.done}/{p.total} {p.unit}…_")
-
-
-class SlackAdapter:
+class SlackAdapter(SlackCommands):
     """Parley's Slack app. `app` is the Bolt AsyncApp; `web_app()` its aiohttp app for HTTP mode."""
 
     def __init__(self, engine: Engine, config: Config, *, bot_token: str, app_token: str = "",
@@ -184,7 +157,7 @@ class SlackAdapter:
         self._ingests: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
-        self._http: aiohttp.ClientSession | None = None
+        self.files = FileFetcher(bot_token, self.api_url, config.knowledge.max_file_mb)
         self._runner: web.AppRunner | None = None
         self._socket = None
         self.http_port = 0  # the bound port in HTTP mode, once started
@@ -205,7 +178,7 @@ class SlackAdapter:
     async def start(self, host: str = "0.0.0.0", port: int | None = None) -> None:
         """Open the state and start receiving events (Socket Mode, or the HTTP listener)."""
         await self.state.open()
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300, sock_read=60))
+        await self.files.open()
         if self.mode == "http":
             self.http_port = await self.start_http(host, self.config.slack.port if port is None else port)
             log.info("slack listening", extra={"mode": "http", "port": self.http_port, "path": self.config.slack.path})
@@ -243,8 +216,7 @@ class SlackAdapter:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.state.close()
-        if self._http is not None:
-            await self._http.close()
+        await self.files.close()
         log.info("slack closed")
 
     async def idle(self) -> None:
@@ -525,184 +497,47 @@ class SlackAdapter:
                 done.set_result(None)
 
     async def _ingest_file(self, file: dict, origin: _Origin, user: User) -> None:
+        """Download a shared file and index it for the channel, telling the thread how it went."""
         target = _SlackThread(self.client, origin.channel, origin.reply_thread_ts)
         name = file.get("name") or file.get("title") or file.get("id", "file")
-        shown = f"`{name.replace('`', '')}`"
+        shown = shown_name(name)
         handle: str | None = None
         ticker: asyncio.Task | None = None
         try:
+            self.files.check(file, name)
             handle = await target.post(f"_Reading {shown}…_")
-            data = await self._download(file, name)
-            board = _ProgressBoard(target, handle, shown, self.config.slack.stream_interval_s)
+            if not (file.get("url_private_download") or file.get("url_private")):
+                file = (await self.client.files_info(file=file["id"]))["file"]
+            data = await self.files.download(file, name)
+            board = ProgressBoard(target, handle, shown, self.config.slack.stream_interval_s)
             ticker = asyncio.create_task(board.tick())
             upload = FileUpload(where=origin.where, user=user, filename=name, data=data,
                                 mime_type=file.get("mimetype", ""))
             result = await self.engine.ingest(upload, board)
             ticker.cancel()
-            await target.edit(handle, self._ingested_text(result, shown))
+            await target.edit(handle, ingested_text(result, shown))
         except ParleyError as exc:
             log.info("file not indexed", extra={"file": name, "code": exc.code.value, "ref": exc.reference})
-            if ticker:
-                ticker.cancel()
-            if getattr(exc, "silent", False) or exc.code is ErrorCode.RATE_LIMITED:
+            silent = getattr(exc, "silent", False)
+            if silent or exc.code is ErrorCode.RATE_LIMITED:  # the sharer's business alone
                 if handle:
                     await target.delete(handle)
-                if not getattr(exc, "silent", False):
+                if not silent:
                     await self._ephemeral(origin, f":warning: I didn't index {shown}: {exc.render()}")
-            elif handle:
-                await target.edit(handle, f":warning: I couldn't index {shown}: {exc.render()}")
+            else:
+                text = f":warning: I couldn't index {shown}: {exc.render()}"
+                await (target.edit(handle, text) if handle else target.post(text))
         except Exception as exc:  # noqa: BLE001
-            if ticker:
-                ticker.cancel()
             error = ParleyError(ErrorCode.INTERNAL)
             log.error("file ingest failed", extra={"file": name, "ref": error.reference}, exc_info=exc)
             with contextlib.suppress(Exception):
                 text = f":warning: I couldn't index {shown}: {error.render()}"
                 await (target.edit(handle, text) if handle else target.post(text))
-
-    @staticmethod
-    def _ingested_text(result: IngestResult, shown: str) -> str:
-        if result.duplicate:
-            return f"{shown} is already indexed here (version {result.version}); nothing changed."
-        pages = f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else ""
-        chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
-        version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
-        return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."
-
-    def _trusted(self, url: str) -> bool:
-        """The bot token goes only to Slack's hosts (or the configured API host, e.g. a test fake)."""
-        parsed = urlparse(url)
-        host = (parsed.hostname or "").lower()
-        if host and host == (urlparse(self.api_url).hostname or "").lower():
-            return True
-        return parsed.scheme == "https" and any(host == d or host.endswith("." + d) for d in TRUSTED_FILE_DOMAINS)
-
-    async def _download(self, file: dict, name: str) -> bytes:
-        if file.get("mode") in ("tombstone", "hidden_by_limit") or file.get("is_external"):
-            raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{name} is not stored in Slack, so I can't read it.")
-        limit = int(self.config.knowledge.max_file_mb * 1024 * 1024)
-        size = int(file.get("size") or 0)
-        if size > limit:
-            raise ParleyError(ErrorCode.FILE_TOO_LARGE,
-                              f"{name} is {size / 2**20:.1f} MB; the limit is {self.config.knowledge.max_file_mb:g} MB.")
-        if not (file.get("url_private_download") or file.get("url_private")) and file.get("id"):
-            file = (await self.client.files_info(file=file["id"]))["file"]
-        url = file.get("url_private_download") or file.get("url_private") or ""
-        if not url or not self._trusted(url):
-            log.warning("file url refused", extra={"file": name, "host": urlparse(url).hostname})
-            raise ParleyError(ErrorCode.FILE_UNREADABLE, f"I can't download {name} from where Slack says it is.")
-        assert self._http is not None, "start() first"
-        try:
-            async with self._http.get(url, headers={"Authorization": f"Bearer {self._bot_token}"}) as resp:
-                if resp.status != 200:
-                    raise ParleyError(ErrorCode.FILE_UNREADABLE, f"Slack refused the download of {name} (HTTP {resp.status}).")
-                if resp.content_type == "text/html" and not name.lower().endswith((".html", ".htm")):
-                    # Slack answers a token without files:read with its sign-in page.
-                    raise ParleyError(ErrorCode.FILE_UNREADABLE,
-                                      f"Slack did not let me download {name}: the app needs the files:read scope.")
-                data = bytearray()
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    data += chunk
-                    if len(data) > limit:
-                        raise ParleyError(ErrorCode.FILE_TOO_LARGE, f"{name} is over the {self.config.knowledge.max_file_mb:g} MB limit.")
-                return bytes(data)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ParleyError(ErrorCode.FILE_UNREADABLE, f"The download of {name} from Slack failed ({type(exc).__name__}).") from exc
-
-    # ---- slash commands ----------------------------------------------------------------------
-
-    async def _on_stats_command(self, ack, body: dict, respond) -> None:
-        await ack()  # within Slack's 3 s; the answer follows through response_url
-        self._spawn(self._stats_command(body, respond), name="slack-llm-stats")
-
-    async def _on_model_command(self, ack, body: dict, respond) -> None:
-        await ack()
-        self._spawn(self._model_command(body, respond), name="slack-llm-model")
-
-    async def _on_config_command(self, ack, body: dict, respond) -> None:
-        await ack()
-        self._spawn(self._config_command(body, respond), name="slack-llm-config")
-
-    async def _config_command(self, body: dict, respond) -> None:
-        """/llm-config: channel settings; anyone may view, admins may change (the engine decides)."""
-        where = self._command_where(body)
-        if where is None:
-            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
-            return
-        try:
-            user = await self._user(body.get("user_id", ""))
-            reply = await self.engine.configure(where, user, body.get("text") or "")
-            await respond(text=_as_code_if_usage(reply), response_type="ephemeral")
-        except ParleyError as exc:
-            await respond(text=f":warning: {_as_code_if_usage(exc.render())}", response_type="ephemeral")
-
-    def _command_where(self, body: dict) -> Conversation | None:
-        team, enterprise = self._team(body)
-        if not self._allowed(team, enterprise):
-            return None
-        return Conversation("slack", team, body.get("channel_id", ""), "")
-
-    async def _stats_command(self, body: dict, respond) -> None:
-        where = self._command_where(body)
-        if where is None:
-            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
-            return
-        try:
-            report = await self.engine.stats(where)
-            await respond(text=markdown_to_mrkdwn(report.render()), response_type="ephemeral")
-        except ParleyError as exc:
-            await respond(text=f":warning: {exc.render()}", response_type="ephemeral")
-
-    async def _model_command(self, body: dict, respond) -> None:
-        where = self._command_where(body)
-        if where is None:
-            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
-            return
-        name = (body.get("text") or "").strip()
-        if not name:
-            await respond(text=self._models_text(), response_type="ephemeral")
-            return
-        user = await self._user(body.get("user_id", ""))
-        if not self.engine.is_admin(where, user):
-            log.info("model switch refused", extra={"user": user.id, "model": name})
-            await respond(text="Sorry, only workspace admins and the admins listed in Parley's config can switch "
-                               "the model. `/llm-model` without a name shows which one is live.",
-                          response_type="ephemeral")
-            return
-        if self.engine.live_model == name:
-            await respond(text=f"`{name}` is already the live model.", response_type="ephemeral")
-            return
-        await respond(text=f"_Loading `{name}`… answers in progress finish on the current model._",
-                      response_type="ephemeral")
-        try:
-            info = await self.engine.switch_model(name, where, user)
-        except ParleyError as exc:
-            await respond(text=f":warning: {exc.render()}", response_type="ephemeral")
-            return
-        details = ", ".join(x for x in (info.device, info.dtype) if x)
-        await respond(text=f"Now answering with *{info.name}*" + (f" ({details})." if details else "."),
-                      response_type="ephemeral")
-
-    def _models_text(self) -> str:
-        lines = ["*Models* (● live)"]
-        for m in self.engine.list_models():
-            facts = ", ".join(str(x) for x in (m.source, m.device, m.dtype,
-                                               f"{m.context_window} tokens" if m.context_window else "") if x)
-            line = f"{'●' if m.live else '○'} `{m.name}`" + (" *live*" if m.live else "") + f" — {facts}"
-            if m.description:
-                line += f" — {markdown_to_mrkdwn(m.description)}"
-            lines.append(line)
-        lines.append("Admins switch with `/llm-model NAME`.")
-        return "\n".join(lines)
+        finally:
+            if ticker:
+                ticker.cancel()
 
     async def _on_error(self, error: Exception, body: dict) -> None:
         log.error("slack listener error", extra={"type": body.get("type") if isinstance(body, dict) else None},
                   exc_info=error)
 
-
-def _as_code_if_usage(text: str) -> str:
-    """Usage blocks are column-aligned plain text: show them as code so Slack keeps the columns."""
-    if "Usage:" not in text:
-        return markdown_to_mrkdwn(text)
-    head, _, usage = text.partition("Usage:")
-    return (markdown_to_mrkdwn(head.strip()) + "\n" if head.strip() else "") + "```Usage:" + escape(usage.replace("```", "")) + "```"
