@@ -287,7 +287,8 @@ class SlackAdapter(SlackCommands):
     async def _dedupe(self, body: dict, request, next):  # noqa: A002 - Bolt injects `next` by name
         """Events already in hand (a retry, or a redelivery after a restart) are acked and dropped."""
         if body.get("type") == "event_callback" and body.get("event_id"):
-            if not self.state.first_time("event:" + body["event_id"]):
+            # In memory only: after a restart, the answer and file keys still stop a redelivery.
+            if not self.state.first_time("event:" + body["event_id"], persist=False):
                 retry = (request.headers.get("x-slack-retry-num") or [None])[0]
                 log.info("duplicate event ignored", extra={"event_id": body["event_id"], "retry": retry})
                 return BoltResponse(status=200, body="")
@@ -423,7 +424,7 @@ class SlackAdapter(SlackCommands):
         if isinstance(event, TextDelta):
             await reply.append(event.text)
         elif isinstance(event, Queued):
-            await reply.status(f"_Queued, {event.ahead} ahead…_" if event.ahead else THINKING)
+            await reply.status(f"_Queued, {event.ahead} ahead…_" if event.ahead else "_Queued, next in line…_")
         elif isinstance(event, AnswerDone):
             await reply.finish(self._final_text(event))
             log.info("answered", extra={"session": origin.where.session_key, "tokens": event.completion_tokens,

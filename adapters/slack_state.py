@@ -78,16 +78,18 @@ class SlackState:
 
     # ---- dedupe ------------------------------------------------------------------------------
 
-    def first_time(self, *keys: str) -> bool:
+    def first_time(self, *keys: str, persist: bool = True) -> bool:
         """True, and remember every key, when none of `keys` was seen before. Synchronous, so
-        two deliveries of one event racing on the loop cannot both pass."""
+        two deliveries of one event racing on the loop cannot both pass. `persist=False` keeps a
+        key in memory only (event ids: what must survive a restart is the answer/file key)."""
         keys = tuple(k for k in keys if k)
         now = time.time()
         if any(now - self._seen.get(k, float("-inf")) <= SEEN_TTL_S for k in keys):
             return False
         for key in keys:
             self._seen[key] = now
-            self._write(self._seen_db, key, now)
+            if persist:
+                self._write(self._seen_db, key, now)
         if len(self._seen) > 50_000:  # a long-running process: forget the oldest
             for key in [k for k, at in self._seen.items() if now - at > SEEN_TTL_S]:
                 del self._seen[key]

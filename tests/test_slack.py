@@ -117,7 +117,7 @@ async def test_mention_is_answered_in_its_thread_with_streamed_updates(slack_fac
 
 async def test_thread_reply_without_mention_continues_with_history_even_after_restart(slack_factory, tmp_path):
     h = await slack_factory()
-    _, ts = await h.mention("My name is Ada. Please remember it.", user=ADA)
+    first, ts = await h.mention("My name is Ada. Please remember it.", user=ADA)
     assert h.turns(ts) == 2
 
     assert await h.send(h.fake.message("What is my name?", user=ADA, thread_ts=ts)) == 200
@@ -139,6 +139,10 @@ async def test_thread_reply_without_mention_continues_with_history_even_after_re
     await h2.settle()
     assert len(h2.fake.bot_messages(CHANNEL, ts)) == 1
     assert h.turns(ts) == 6
+    # Slack redelivering the first mention after the restart does not get it answered again.
+    assert await h2.send(first, retry_num=3) == 200
+    await h2.settle()
+    assert len(h2.fake.bot_messages(CHANNEL, ts)) == 1 and h.turns(ts) == 6
 
 
 async def test_a_retried_event_is_answered_once(slack_factory):
@@ -226,6 +230,17 @@ async def test_long_answers_are_split_and_edits_survive_rate_limits(slack_factor
     answer = h.engine.sessions.get(f"slack/{h.fake.team_id}/{CHANNEL}/{ts}").turns[-1].text
     shown = sum(len(p.text) for p in parts)
     assert shown >= 0.8 * len(answer), "no part of the answer is lost in the split"
+
+
+async def test_a_busy_bot_shows_the_queue_position(slack_factory):
+    h = await slack_factory(scheduler={"max_batch": 1})
+    bodies = [h.fake.mention(f"Question number {i}: name a colour.", user=ADA) for i in range(3)]
+    assert await asyncio.gather(*(h.send(b) for b in bodies)) == [200, 200, 200]
+    await h.settle()
+    shown = [m.history for b in bodies for m in h.fake.bot_messages(CHANNEL, b["event"]["ts"])]
+    assert len(shown) == 3, "every question is answered"
+    assert any(t == "_Queued, 1 ahead…_" for history in shown for t in history), shown
+    assert not any(t.startswith("_Queued") for history in shown for t in history[-1:]), "queued notes are replaced"
 
 
 async def test_engine_errors_reach_only_the_asker(slack_factory):
