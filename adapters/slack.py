@@ -37,7 +37,7 @@ from adapters.mrkdwn import markdown_to_mrkdwn, mentions, slack_to_plain, source
 from adapters.slack_commands import SlackCommands
 from adapters.slack_files import FileFetcher, ProgressBoard, ingested_text, shown_name
 from adapters.slack_state import SlackState
-from adapters.streaming import StreamingReply
+from adapters.streaming import EditBudget, StreamingReply
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
 from engine.types import (
@@ -60,6 +60,9 @@ SLACK_API_URL = "https://slack.com/api/"
 MESSAGE_LIMIT = 3900  # Slack accepts ~40k, but a reader scrolls: keep each message a screenful
 MESSAGE_SOFT_LIMIT = 3000  # prefer to cut at a paragraph after this many characters
 PEEK_S = 0.4  # how long to wait for the engine's first event before showing a placeholder
+# chat.update is a Tier 3 method: about 50 calls a minute per workspace, with short bursts.
+EDIT_RATE_PER_S = 50 / 60
+EDIT_BURST = 10
 USER_CACHE_S = 600.0
 SHUTDOWN_GRACE_S = 10.0
 THINKING = "_Thinking…_"
@@ -154,6 +157,7 @@ class SlackAdapter(SlackCommands):
         self.bot_user_id = ""
         self._users: dict[str, tuple[float, User]] = {}
         self._thread_locks: dict[str, asyncio.Lock] = {}
+        self._edit_budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
         self._ingests: dict[str, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -272,6 +276,12 @@ class SlackAdapter(SlackCommands):
         self._users[user_id] = (now, user)
         return user
 
+    def _edit_budget(self, workspace: str) -> EditBudget:
+        budget = self._edit_budgets.get(workspace)
+        if budget is None:
+            budget = self._edit_budgets[workspace] = EditBudget(EDIT_RATE_PER_S, EDIT_BURST)
+        return budget
+
     def _thread_lock(self, key: str) -> asyncio.Lock:
         """One answer at a time per thread, so each sees the previous one in its history."""
         lock = self._thread_locks.get(key)
@@ -387,7 +397,8 @@ class SlackAdapter(SlackCommands):
         request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.ts)
         reply = StreamingReply(_SlackThread(self.client, origin.channel, origin.reply_thread_ts),
                                interval_s=self.config.slack.stream_interval_s, limit=MESSAGE_LIMIT,
-                               soft_limit=MESSAGE_SOFT_LIMIT, render=markdown_to_mrkdwn)
+                               soft_limit=MESSAGE_SOFT_LIMIT, render=markdown_to_mrkdwn,
+                               budget=self._edit_budget(origin.where.workspace))
         events = self.engine.answer(request)
         first = asyncio.ensure_future(events.__anext__())
         log.info("answering", extra={"session": origin.where.session_key, "user": user.id, "ts": origin.ts})

@@ -73,6 +73,36 @@ def split_message(text: str, limit: int, soft: int | None = None) -> list[str]:
     return parts or [""]
 
 
+class EditBudget:
+    """A token bucket shared by every reply streaming at once into one workspace (or guild):
+    platforms limit edits per app, not per message, so sixteen answers streaming together must
+    not each edit once a second. Interim edits that find the bucket empty are skipped (the next
+    one shows the text so far); final edits always go and only drain it."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate_per_s = rate_per_s
+        self.burst = float(burst)
+        self.clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+
+    def try_take(self) -> bool:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def take(self) -> None:
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1)
+
+
 class MessageTarget(Protocol):
     """Where a reply goes: a thread, a channel, a DM. `post` returns a handle for `edit`."""
 
@@ -93,7 +123,7 @@ class StreamingReply:
 
     def __init__(self, target: MessageTarget, *, interval_s: float, limit: int, soft_limit: int | None = None,
                  render: Callable[[str], str] = lambda s: s, cursor: str = " ▍",
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, budget: EditBudget | None = None):
         self.target = target
         self.interval_s = interval_s
         self.limit = limit
@@ -101,6 +131,7 @@ class StreamingReply:
         self.render = render
         self.cursor = cursor
         self.clock = clock
+        self.budget = budget
         self.raw = ""  # the answer text so far, as the model wrote it
         self.handles: list[Any] = []  # the messages this reply owns, in order
         self.shown: list[str] = []  # what each of them shows now
@@ -129,11 +160,15 @@ class StreamingReply:
         self.raw += delta
         now = self.clock()
         if now - self._last_flush >= self.interval_s and now >= self._backoff_until and self.raw.strip():
+            if self.budget is not None and not self.budget.try_take():
+                return  # the workspace's edit budget is spent: the next delta tries again
             self._last_flush = now
             await self._try(self._sync(self._layout(self.render(self.raw) + self.cursor)))
 
     async def finish(self, final_text: str) -> None:
         """Show `final_text` (already rendered) over as many messages as it needs."""
+        if self.budget is not None:
+            self.budget.take()
         await self._sync(self._layout(final_text), final=True)
 
     async def replace(self, text: str) -> None:

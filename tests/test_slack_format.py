@@ -78,3 +78,22 @@ async def test_a_stream_is_shown_in_few_edits_and_continues_in_new_messages():
     shown = [history[-1] for handle, history in sorted(target.messages.items()) if handle not in target.deleted]
     assert len(shown) >= 3 and all(len(t) <= 200 for t in shown)
     assert " ".join(shown).split() == final.split()
+
+
+async def test_answers_streaming_together_share_one_edit_budget():
+    from adapters.streaming import EditBudget
+
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    budget = EditBudget(rate_per_s=1.0, burst=3, clock=clock)
+    targets = [RecordingTarget() for _ in range(8)]
+    replies = [StreamingReply(t, interval_s=1.0, limit=4000, clock=clock, budget=budget) for t in targets]
+    for step in range(100):  # eight answers streaming together for 10 seconds
+        now[0] += 0.1
+        for reply in replies:
+            await reply.append(f"w{step} ")
+    posts_and_edits = sum(len(h) for t in targets for h in t.messages.values())
+    assert posts_and_edits <= 3 + 10 + 1, "the platform sees about one write per second in all"
+    for reply in replies:
+        await reply.finish(reply.raw.strip())
+    assert all(t.messages[0][-1] == " ".join(f"w{i}" for i in range(100)) for t in targets), "finals always go"
