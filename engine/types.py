@@ -101,6 +101,7 @@ class AnswerFailed:
     code: ErrorCode
     message: str
     reference: str
+    silent: bool = False  # a repeat refusal inside a rate-limit cool-down: adapters show nothing
 
     def render(self) -> str:
         return f"{self.message} ({self.code.value}, ref {self.reference})"
