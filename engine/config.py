@@ -69,6 +69,7 @@ class ModelConfig:
     base_url: str = ""
     api_model: str = ""
     api_key_env: str = ""  # name of the environment variable holding the API key, never the key
+    tokenizer: str = ""  # openai_compatible: a local tokenizer (directory or tokenizer.json) for exact counts
     dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     device: str = field(default="auto", metadata=_check(
         lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
@@ -84,6 +85,9 @@ class ModelConfig:
 class SessionsConfig:
     history_tokens: int = field(default=1024, metadata=_at_least(64))  # budget for past turns in a prompt
     idle_expiry_hours: float = field(default=168.0, metadata=_positive())  # a thread idle this long is forgotten
+    backend: str = field(default="sqlite", metadata=_choice("sqlite", "redis"))  # redis: shared by several bots
+    redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
+    redis_prefix: str = "parley:session:"  # key prefix, so several deployments can share one Redis
 
 
 @dataclass
@@ -122,6 +126,7 @@ class LimitsConfig:
     admins_exempt: bool = True
     backend: str = field(default="memory", metadata=_choice("memory", "redis"))
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
+    redis_prefix: str = "parley:limits:"
 
 
 @dataclass
@@ -163,6 +168,8 @@ class MaintenanceConfig:
     knowledge_check_hours: float = field(default=24.0, metadata=_positive())
     memory_warn_fraction: float = field(default=0.8, metadata=_between(0.1, 1.0))
     memory_act_fraction: float = field(default=0.9, metadata=_between(0.1, 1.0))
+    leak_checks: int = field(default=6, metadata=_at_least(3))  # memory checks in a row that must rise
+    leak_growth_mb: float = field(default=100.0, metadata=_positive())  # ...by at least this much in all
 
 
 @dataclass

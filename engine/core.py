@@ -7,6 +7,7 @@ it owns the live model backend, the sessions, the knowledge base and the stats. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -27,6 +28,7 @@ from engine.intent import is_document_question
 from engine.models import LoadedModel, load_model
 from engine.prompting import plan_prompt
 from engine.scheduler import GenFinished, GenQueued, GenText, SamplingParams
+from engine.redis_sessions import open_session_store
 from engine.sessions import SessionStore, Turn
 from engine.stats import EngineStats
 from engine.types import (
@@ -50,6 +52,31 @@ from engine.types import (
 log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[ModelConfig], LoadedModel]
+DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save themselves
+# Failures that are faults (logged as errors); the others are refusals (warnings).
+_FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
+
+
+def _reported(action: str):
+    """Every failure of a command reaches the caller as a ParleyError, counted and logged once
+    with the reference the user sees; an unexpected exception becomes INTERNAL."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        async def run(self: "Engine", *args, **kwargs):
+            try:
+                return await method(self, *args, **kwargs)
+            except ParleyError as exc:
+                self._failure(exc, action=action, args=args)
+                raise
+            except Exception as exc:  # noqa: BLE001
+                error = ParleyError(ErrorCode.INTERNAL)
+                self._failure(error, cause=exc, action=action, args=args)
+                raise error from exc
+
+        return run
+
+    return wrap
 
 
 @dataclasses.dataclass
@@ -77,29 +104,51 @@ class Engine:
         self.channels: ChannelSettingsStore | None = None
         self.knowledge = None  # engine.knowledge.KnowledgeBase when enabled
         self.stats_counters = EngineStats()
+        self.limiter = None  # engine.limits.RateLimiter, from start()
+        self.monitor = None  # engine.monitor.MemoryMonitor
+        self.maintenance = None  # engine.maintenance.Maintenance
+        self.metrics = None  # engine.metrics.MetricsServer when config.metrics.enabled
+        self._in_flight = 0  # answer() iterators still open
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the stores and load the default model (in a worker thread)."""
+        from engine.limits import RateLimiter
+
         data = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.sessions = await asyncio.to_thread(SessionStore.open_sqlite, data / "sessions.sqlite")
+        self.limiter = RateLimiter.from_config(self.config.limits)
+        self.sessions = await asyncio.to_thread(open_session_store, self.config)  # sqlite or redis
         self.channels = await asyncio.to_thread(ChannelSettingsStore, self.config, data / "settings.sqlite")
         if self.config.knowledge.enabled:
             from engine.knowledge import KnowledgeBase
 
             self.knowledge = await asyncio.to_thread(KnowledgeBase, self.config.knowledge, data)
         self._backend = await self._create_backend(self.config.model(self.config.default_model))
+        await self._start_operations()
         self._state = "ready"
         log.info("engine ready", extra={"model": self.config.default_model})
 
     async def stop(self, *, cancel: bool = True) -> None:
         """Stop taking work, end (cancel=True) or finish in-flight answers, flush the stores."""
         self._state = "stopping"
+        if self.maintenance is not None:
+            await self.maintenance.stop()
         backends = [b for b in (self._backend, *self._extra_backends.values()) if b is not None]
         self._backend, self._extra_backends = None, {}
         await asyncio.gather(*(b.shutdown(cancel=cancel) for b in backends))
+        # Answers that just ended (cancelled ones too) still save their text: let them, then close.
+        try:
+            await asyncio.wait_for(self._drained.wait(), DRAIN_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("answers still open at stop", extra={"count": self._in_flight})
+        if self.metrics is not None:
+            await self.metrics.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self.knowledge is not None:
             await asyncio.to_thread(self.knowledge.close)
         if self.sessions is not None:
@@ -109,11 +158,39 @@ class Engine:
         self._state = "stopped"
         log.info("engine stopped")
 
+    async def _start_operations(self) -> None:
+        """The memory monitor, maintenance tasks and (when enabled) the metrics endpoint."""
+        from engine.maintenance import Maintenance
+        from engine.monitor import MemoryMonitor
+
+        self.monitor = MemoryMonitor(self.config.maintenance, self._live_backends)
+        self.maintenance = Maintenance(self)
+        self.maintenance.start()
+        if self.config.metrics.enabled:
+            from engine.metrics import MetricsServer
+
+            self.metrics = MetricsServer(self, self.config.metrics)
+            await self.metrics.start()
+
+    def _live_backends(self) -> list[Backend]:
+        return [b for b in (self._backend, *self._extra_backends.values()) if b is not None]
+
+    async def _admit(self, where: Conversation, user: User, action: str) -> None:
+        """Before any work: refuse it while memory is short (OVERLOADED) or past a rate limit."""
+        if self.monitor is not None:
+            self.monitor.admit()
+        if self.limiter is None or (self.config.limits.admins_exempt and self.is_admin(where, user)):
+            return
+        if action == "ingest":
+            await self.limiter.check_ingest(where, user)
+        else:
+            await self.limiter.check_answer(where, user)
+
     async def _create_backend(self, cfg: ModelConfig) -> Backend:
         if cfg.source == "openai_compatible":
             from engine.remote import RemoteBackend
 
-            return RemoteBackend(cfg)
+            return await asyncio.to_thread(RemoteBackend, cfg)  # may load a local tokenizer
         loaded = await asyncio.to_thread(self._model_loader, cfg)
         if loaded.config is not cfg:  # a shared or cached model serves under this entry's name and settings
             loaded = dataclasses.replace(loaded, config=cfg)
@@ -149,9 +226,22 @@ class Engine:
 
         Closing the iterator early cancels the generation.
         """
+        self._in_flight += 1  # stop() waits for open answers to save themselves
+        self._drained.clear()
+        try:
+            async with contextlib.aclosing(self._answer(request)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._drained.set()
+
+    async def _answer(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
         self.stats_counters.record_request()
         started = time.perf_counter()
         try:
+            await self._admit(request.where, request.user, "answer")
             for attempt in range(2):
                 prepared = await self._prepare(request)
                 if prepared.reply is not None:
@@ -278,17 +368,31 @@ class Engine:
                               Turn("assistant", answer, "", now), settings=settings))
 
     def _failure(self, exc: ParleyError, request: ChatRequest | None = None,
-                 cause: BaseException | None = None) -> AnswerFailed:
+                 cause: BaseException | None = None, *, action: str = "answer", args: tuple = ()) -> AnswerFailed:
         """Count and log a failure once, with the reference the user sees."""
-        self.stats_counters.record_error(exc.code.value)
-        extra = {"code": exc.code.value, "ref": exc.reference}
-        if request is not None:
-            extra.update(session=request.where.session_key, user=request.user.id)
+        if exc.code is ErrorCode.RATE_LIMITED:
+            self.stats_counters.record_rate_limited(getattr(exc, "limit", "user"))
+        else:
+            self.stats_counters.record_error(exc.code.value)
+        extra = {"code": exc.code.value, "ref": exc.reference, "action": action}
+        if exc.detail:
+            extra["detail"] = exc.detail
+        for arg in (request, *args):  # who and where, from whatever the call was given
+            if isinstance(arg, (ChatRequest, FileUpload)):
+                extra.update(session=arg.where.session_key, user=arg.user.id)
+            elif isinstance(arg, Conversation):
+                extra["session"] = arg.session_key
+            elif isinstance(arg, User):
+                extra["user"] = arg.id
         if cause is not None:
-            log.error("request failed", extra=extra, exc_info=cause)
+            log.error("request failed: %s", exc.user_message, extra=extra, exc_info=cause)
+        elif exc.silent:
+            log.debug("request refused again in its cool-down", extra=extra)  # a flood: one line is enough
+        elif exc.code in _FAULTS:
+            log.error("request failed: %s", exc.user_message, extra=extra)
         else:
             log.warning("request refused: %s", exc.user_message, extra=extra)
-        return AnswerFailed(code=exc.code, message=exc.user_message, reference=exc.reference)
+        return AnswerFailed(code=exc.code, message=exc.user_message, reference=exc.reference, silent=exc.silent)
 
     # ---- admin -------------------------------------------------------------------------------
 
@@ -313,6 +417,7 @@ class Engine:
                 dtype=described.get("dtype", "") if is_live else m.dtype))
         return infos
 
+    @_reported("switch_model")
     async def switch_model(self, name: str, where: Conversation, user: User) -> ModelInfo:
         """Load `name`, route new requests to it, let the old model finish its answers, free it."""
         if not self.is_admin(where, user):
@@ -336,6 +441,7 @@ class Engine:
         """The effective settings of `where`'s channel, with where each one comes from."""
         return await asyncio.to_thread(self.channels.effective, where, self.live_model)
 
+    @_reported("configure")
     async def configure(self, where: Conversation, user: User, text: str) -> str:
         """`/llm-config [workspace] [KEY VALUE | reset [KEY] | help]`: returns the reply to show.
 
@@ -358,6 +464,7 @@ class Engine:
         head = "Settings for this channel" + (" (new threads use them)" if command.action != "show" else "")
         return "\n".join([head + ":", *settings.render()])
 
+    @_reported("stats")
     async def stats(self, where: Conversation | None = None) -> StatsReport:
         from engine.report import build_stats_report
 
@@ -370,20 +477,21 @@ class Engine:
             raise ParleyError(ErrorCode.INVALID_REQUEST, "Documents are turned off on this server.")
         return self.knowledge
 
+    @_reported("ingest")
     async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
         knowledge = self._require_knowledge()
-        try:
-            result = await knowledge.ingest(upload, progress)
-        except ParleyError as exc:
-            self._failure(exc)
-            raise
+        await self._admit(upload.where, upload.user, "ingest")
+        result = await knowledge.ingest(upload, progress)
+        self.stats_counters.record_ingest(result.chunks)
         log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,
                                              "chunks": result.chunks, "version": result.version})
         return result
 
+    @_reported("list_documents")
     async def list_documents(self, where: Conversation) -> list[DocumentInfo]:
         return await self._require_knowledge().list_documents(where)
 
+    @_reported("delete_document")
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:
         """Forget a document of this scope: its uploader or an admin may."""
         knowledge = self._require_knowledge()

@@ -68,12 +68,13 @@ class ParleyError(Exception):
     """A failure with a code and a message a chat user can read."""
 
     def __init__(self, code: ErrorCode, message: str | None = None, *, reference: str | None = None,
-                 silent: bool = False):
+                 silent: bool = False, detail: str = ""):
         self.code = code
         self.user_message = message or DEFAULT_MESSAGES[code]
         self.reference = reference or new_reference()
         # A repeat refusal inside a rate-limit cool-down: adapters show nothing (no reply spam).
         self.silent = silent
+        self.detail = detail  # for the log line only (e.g. a remote server's status), never the user
         super().__init__(f"{code.value}: {self.user_message}")
 
     def render(self) -> str:

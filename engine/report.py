@@ -52,6 +52,8 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
     day_ago = time.time() - 86400
     sessions_active = await asyncio.to_thread(engine.sessions.active_since, day_ago) if engine.sessions else 0
     knowledge = await asyncio.to_thread(engine.knowledge.stats) if engine.knowledge else {}
+    monitor = getattr(engine, "monitor", None)
+    pressure = monitor.snapshot() if monitor is not None else {}
 
     lines = []
     if backend:
@@ -62,9 +64,12 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
             + (f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") else ""))
     else:
         lines.append("*Model* none loaded")
+    limited = s["rate_limited"]
+    by_bucket = ", ".join(f"{n} {kind}" for kind, n in sorted(s.get("rate_limited_by", {}).items()))
     lines.append(
         f"*Requests* {s['requests']} ({s['answered']} answered, {s['cancelled']} cancelled, "
-        f"{sum(s['errors'].values())} errors, {s['rate_limited']} rate-limited)")
+        f"{sum(s['errors'].values())} errors, {limited} rate-limited"
+        + (f": {by_bucket}" if limited and by_bucket else "") + ")")
     busy = sched.get("busy_seconds") or 0
     throughput = sched.get("tokens_generated", 0) / busy if busy else None
     lines.append(
@@ -83,6 +88,10 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
         mem += (f"; GPU {_mib(memory['cuda_allocated_bytes'])} allocated, {_mib(memory['cuda_reserved_bytes'])} "
                 f"reserved, peak {_mib(memory['cuda_peak_bytes'])}, "
                 f"fragmentation {memory['cuda_fragmentation']:.0%}")
+    if pressure.get("fraction") is not None:
+        device = "GPU" if str(pressure.get("device", "")).startswith("cuda") else "RAM"
+        state = {"ok": "", "warn": " (high)", "act": " (critical: new work refused, batch shrunk)"}
+        mem += f"; {device} {pressure['fraction']:.0%} used{state.get(pressure['state'], '')}"
     lines.append(mem)
     if knowledge:
         mean = knowledge.get("mean_search_ms")
@@ -95,5 +104,5 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
     if s["errors"]:
         lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
     values = {**s, "model": model, "scheduler": sched, "memory": memory, "knowledge": knowledge,
-              "sessions_active": sessions_active}
+              "sessions_active": sessions_active, "pressure": pressure}
     return StatsReport(lines=tuple(lines), values=values)

@@ -8,6 +8,32 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 SAMPLES = 2000  # latency samples kept for percentiles
+# Histogram bounds (seconds) for the Prometheus latency metrics; the last bucket is +Inf.
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-at-export counts per bucket, as Prometheus histograms want them."""
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, running = [], 0
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.counts):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -28,7 +54,12 @@ class EngineStats:
     completion_tokens: int = 0
     generation_seconds: float = 0.0
     rate_limited: int = 0
+    rate_limited_by: Counter = field(default_factory=Counter)  # bucket kind -> hits
     errors: Counter = field(default_factory=Counter)
+    ingests: int = 0
+    ingested_chunks: int = 0
+    first_token_hist: Histogram = field(default_factory=Histogram)
+    latency_hist: Histogram = field(default_factory=Histogram)
     first_token_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     latency_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -49,15 +80,23 @@ class EngineStats:
             self.answered += 1
             if first_token_s is not None:
                 self.first_token_s.append(first_token_s)
+                self.first_token_hist.observe(first_token_s)
             self.latency_s.append(total_s)
+            self.latency_hist.observe(total_s)
 
     def record_error(self, code: str) -> None:
         with self._lock:
             self.errors[code] += 1
 
-    def record_rate_limited(self) -> None:
+    def record_rate_limited(self, bucket: str = "user") -> None:
         with self._lock:
             self.rate_limited += 1
+            self.rate_limited_by[bucket] += 1
+
+    def record_ingest(self, chunks: int) -> None:
+        with self._lock:
+            self.ingests += 1
+            self.ingested_chunks += chunks
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -76,5 +115,10 @@ class EngineStats:
                 "latency_p50_s": percentile(latency, 50),
                 "latency_p95_s": percentile(latency, 95),
                 "rate_limited": self.rate_limited,
+                "rate_limited_by": dict(self.rate_limited_by),
                 "errors": dict(self.errors),
+                "ingests": self.ingests,
+                "ingested_chunks": self.ingested_chunks,
+                "first_token_hist": (self.first_token_hist.cumulative(), self.first_token_hist.total),
+                "latency_hist": (self.latency_hist.cumulative(), self.latency_hist.total),
             }
