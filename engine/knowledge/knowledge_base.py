@@ -1,0 +1,278 @@
+"""KnowledgeBase: files shared into a channel become passages that its questions retrieve.
+
+The engine core calls ingest / search / list_documents / delete_document from the event loop;
+each runs its blocking work (parsing, embedding, Chroma) in a worker thread.
+
+Atomic ingest: a file's chunks are written under a version that no search returns until the
+registry names it live; on any failure they are deleted again, and a crash in between leaves
+only unregistered chunks, which check() removes. The superseded version's chunks go once the
+new one is live.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.config import KnowledgeConfig
+from engine.errors import ErrorCode, ParleyError
+from engine.knowledge import loaders
+from engine.knowledge.embedder import Embedder, shared_embedder
+from engine.knowledge.records import Passage
+from engine.knowledge.splitting import make_splitter, split_pages, token_counter
+from engine.knowledge.store import (ChromaStore, DocumentRecord, chunk_id, document_id, open_client,
+                                    scope_where)
+from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+# Extra candidates fetched per search so that stale chunks dropped by the live-version filter
+# still leave k passages.
+_CANDIDATE_FACTOR = 3
+
+
+def clean_filename(name: str) -> str:
+    """The bare file name a user sees: no directories, no control characters."""
+    name = re.split(r"[\\/]", name or "")[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
+    return name[:200] or "upload"
+
+
+class KnowledgeBase:
+    def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder | None = None, *,
+                 load_embedder: bool = True):
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.store = ChromaStore(open_client(config, self.data_dir))
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # one writer at a time: dedupe, versions, restore
+        self._stats_lock = threading.Lock()
+        self._searches = 0
+        self._search_ms_total = 0.0
+        self._ingests = 0
+        if load_embedder:
+            self.embedder  # noqa: B018 - load now, not at the first question
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = shared_embedder(self.config.embed_dtype, self.config.embed_batch_size)
+        return self._embedder
+
+    def _workspace_wide(self, where: Conversation, override: bool | None) -> bool:
+        return override if override is not None else where.workspace in self.config.workspace_scope
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Future] = set()
+
+        def deliver(event: IngestProgress) -> None:  # on the loop: the callback may touch adapter state
+            try:
+                result = progress(event)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            except Exception:  # noqa: BLE001 - a failing progress display must not fail the ingest
+                log.warning("ingest progress callback failed", exc_info=True)
+
+        def emit(stage: str, done: int, total: int, unit: str) -> None:
+            if progress is not None:
+                loop.call_soon_threadsafe(deliver, IngestProgress(stage=stage, done=done, total=total, unit=unit))
+
+        try:
+            return await asyncio.to_thread(self._ingest_sync, upload, emit)
+        finally:
+            if pending:
+                results = await asyncio.gather(*pending, return_exceptions=True)
+                for r in results:
+                    if isinstance(r, Exception):
+                        log.warning("ingest progress callback failed", exc_info=r)
+
+    def _ingest_sync(self, upload: FileUpload, emit) -> IngestResult:
+        started = time.perf_counter()
+        name = clean_filename(upload.filename)
+        where = upload.where
+        data = upload.data
+        limit = self.config.max_file_mb * 1024 * 1024
+        if len(data) > limit:
+            raise ParleyError(ErrorCode.FILE_TOO_LARGE,
+                              f"{name} is {len(data) / 1048576:.1f} MB; the limit is {self.config.max_file_mb:g} MB.")
+        if not data.strip():
+            raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
+        sha = hashlib.sha256(data).hexdigest()
+        duplicate = self._find_duplicate(where, sha)
+        if duplicate is not None:
+            return duplicate
+
+        kind = loaders.sniff(name, data)
+        document = loaders.load(kind, name, data, on_page=lambda done, total: emit("reading", done, total, "pages"))
+        count = token_counter(self.embedder.tokenizer)
+        chunk_tokens = min(self.config.chunk_tokens, self.embedder.max_tokens - 2)  # [CLS] and [SEP]
+        overlap = min(self.config.chunk_overlap_tokens, chunk_tokens // 2)
+        drafts = split_pages(document.pages, make_splitter(count, chunk_tokens, overlap, kind))
+        if not drafts:
+            raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} has no text in it.")
+        texts = [d.text for d in drafts]
+        emit("embedding", 0, len(texts), "chunks")
+        vectors = self.embedder.encode(texts, progress=lambda done, total: emit("embedding", done, total, "chunks"))
+
+        doc_id = document_id(where, name)
+        with self._write_lock:
+            duplicate = self._find_duplicate(where, sha)  # another upload of it may have won the race
+            if duplicate is not None:
+                return duplicate
+            previous = self.store.get_document(doc_id)
+            version = previous.version + 1 if previous else 1
+            this_version = {"$and": [{"doc_id": doc_id}, {"version": version}]}
+            self.store.delete_chunks(this_version)  # leftovers of a crashed attempt at this version
+            record = DocumentRecord(
+                doc_id=doc_id, platform=where.platform, workspace=where.workspace, channel=where.channel,
+                filename=name, version=version, kind=kind, pages=document.page_count, chunks=len(drafts),
+                uploader=upload.user.id, uploaded_at=float(upload.uploaded_at), sha256=sha)
+            base = {"platform": where.platform, "workspace": where.workspace, "channel": where.channel,
+                    "file": name, "uploader": upload.user.id, "uploaded_at": float(upload.uploaded_at),
+                    "sha256": sha, "version": version, "doc_id": doc_id, "kind": kind}
+            metadatas = [{**base, "page": d.page or 0, "chunk": d.index} for d in drafts]
+            ids = [chunk_id(doc_id, version, d.index) for d in drafts]
+            try:
+                emit("storing", 0, len(ids), "chunks")
+                self.store.add_chunks(ids, vectors, texts, metadatas)
+                self.store.register(record)  # the commit point
+            except BaseException as exc:
+                self._undo(this_version, name)
+                if isinstance(exc, ParleyError):
+                    raise
+                log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
+                raise ParleyError(ErrorCode.INTERNAL, f"{name} could not be stored; nothing of it was kept.") from exc
+            emit("storing", len(ids), len(ids), "chunks")
+            if previous is not None:
+                try:
+                    self.store.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": {"$ne": version}}]})
+                except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
+                    log.warning("old version not deleted", extra={"file": name}, exc_info=True)
+        with self._stats_lock:
+            self._ingests += 1
+        log.info("file ingested", extra={"file": name, "kind": kind, "pages": document.page_count,
+                                         "chunks": len(ids), "version": version,
+                                         "seconds": round(time.perf_counter() - started, 2)})
+        return IngestResult(filename=name, pages=document.page_count, chunks=len(ids), version=version)
+
+    def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
+        found = self.store.find_documents({"$and": [*scope_where(where, False)["$and"], {"sha256": sha}]})
+        if not found:
+            return None
+        doc = found[0]
+        return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
+                            duplicate=True)
+
+    def _undo(self, where: dict, name: str) -> None:
+        try:
+            self.store.delete_chunks(where)
+        except Exception:  # noqa: BLE001 - unregistered chunks are never retrieved; check() removes them
+            log.error("could not remove a failed ingest's chunks", extra={"file": name}, exc_info=True)
+
+    # ---- search ------------------------------------------------------------------------------
+
+    async def search(self, where: Conversation, query: str, k: int | None = None, *,
+                     workspace_wide: bool | None = None) -> list[Passage]:
+        if not query.strip():
+            return []
+        return await asyncio.to_thread(self.search_sync, where, query, k, self._workspace_wide(where, workspace_wide))
+
+    def search_sync(self, where: Conversation, query: str, k: int | None, workspace_wide: bool) -> list[Passage]:
+        started = time.perf_counter()
+        k = k or self.config.top_k
+        vector = self.embedder.encode_query(query)
+        hits = self.store.query(vector, scope_where(where, workspace_wide), k * _CANDIDATE_FACTOR)
+        live = self.store.live_versions([m["doc_id"] for _, _, m, _ in hits])
+        passages = [
+            Passage(text=text, file=m["file"], page=int(m["page"]) or None, version=int(m["version"]),
+                    score=round(score, 4), channel=m["channel"], doc_id=m["doc_id"], chunk=int(m["chunk"]),
+                    uploader=m.get("uploader", ""), uploaded_at=float(m.get("uploaded_at", 0.0)))
+            for _, text, m, score in hits
+            if score >= self.config.min_relevance and live.get(m["doc_id"]) == int(m["version"])
+        ]
+        passages.sort(key=lambda p: -p.score)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        with self._stats_lock:
+            self._searches += 1
+            self._search_ms_total += elapsed_ms
+        log.debug("knowledge search", extra={"scope": where.session_key, "hits": len(hits),
+                                              "kept": len(passages[:k]), "ms": round(elapsed_ms, 1)})
+        return passages[:k]
+
+    # ---- documents ---------------------------------------------------------------------------
+
+    async def list_documents(self, where: Conversation, *, workspace_wide: bool | None = None) -> list[DocumentInfo]:
+        wide = self._workspace_wide(where, workspace_wide)
+        return await asyncio.to_thread(self.list_documents_sync, where, wide)
+
+    def list_documents_sync(self, where: Conversation, workspace_wide: bool = False) -> list[DocumentInfo]:
+        records = self.store.find_documents(scope_where(where, workspace_wide))
+        records.sort(key=lambda r: (r.filename.lower(), r.channel))
+        return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
+                             uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel)
+                for r in records]
+
+    async def delete_document(self, where: Conversation, filename: str) -> int:
+        return await asyncio.to_thread(self.delete_document_sync, where, filename)
+
+    def delete_document_sync(self, where: Conversation, filename: str) -> int:
+        name = clean_filename(filename)
+        doc_id = document_id(where, name)
+        with self._write_lock:
+            if self.store.get_document(doc_id) is None:
+                raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {name} in this channel.")
+            self.store.unregister(doc_id)  # first: from here on nothing of it is retrieved
+            removed = self.store.delete_chunks({"doc_id": doc_id})
+        log.info("document deleted", extra={"file": name, "scope": where.session_key, "chunks": removed})
+        return removed
+
+    # ---- maintenance -------------------------------------------------------------------------
+
+    def backup(self, target: Path) -> dict:
+        from engine.knowledge.maintenance import backup
+
+        with self._write_lock:
+            return backup(self.store, Path(target), embedder_name=self._embedder_name())
+
+    def restore(self, source: Path) -> dict:
+        from engine.knowledge.maintenance import restore
+
+        with self._write_lock:
+            return restore(self.store, Path(source), embedder_name=self._embedder_name())
+
+    def check(self, repair: bool = True) -> dict:
+        from engine.knowledge.maintenance import check
+
+        with self._write_lock:
+            return check(self.store, repair=repair)
+
+    def _embedder_name(self) -> str:
+        return self._embedder.name if self._embedder is not None else "all-MiniLM-L6-v2"
+
+    def stats(self) -> dict[str, Any]:
+        documents, chunks = self.store.counts()
+        with self._stats_lock:
+            searches, total_ms, ingests = self._searches, self._search_ms_total, self._ingests
+        return {"documents": documents, "chunks": chunks, "searches": searches,
+                "mean_search_ms": round(total_ms / searches, 1) if searches else None,
+                "ingests": ingests, "store": self.config.chroma.mode,
+                "embedder": (f"{self._embedder.name} on {self._embedder.device} ({self._embedder.dtype})"
+                             if self._embedder is not None else "not loaded")}
+
+    def close(self) -> None:
+        self.store.close()

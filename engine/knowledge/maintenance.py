@@ -1,0 +1,179 @@
+"""Backup, restore and integrity check of the knowledge store.
+
+A backup is a plain export through Chroma's API (not a copy of its files, which an open
+client may be writing): manifest.json, documents.jsonl (the registry), chunks.jsonl (id, text,
+metadata) and embeddings.npy (float32, one row per chunk line), with sha256 sums in the
+manifest. It works the same against an embedded Chroma and a server. Only live documents are
+exported. A restore builds fresh collections beside the live ones and swaps them in at the end,
+so a restore that fails leaves the store as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.knowledge.store import ChromaStore, DocumentRecord
+
+log = logging.getLogger(__name__)
+
+FORMAT = "parley-knowledge-backup"
+FORMAT_VERSION = 1
+_FILES = ("documents.jsonl", "chunks.jsonl", "embeddings.npy")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def backup(store: ChromaStore, target: Path, *, embedder_name: str) -> dict:
+    if target.exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} is not empty; choose a new directory for the backup")
+    started = time.perf_counter()
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    records = {r.doc_id: r for r in store.find_documents()}
+    vectors: list[np.ndarray] = []
+    count = 0
+    with open(staging / "chunks.jsonl", "w", encoding="utf-8") as out:
+        for page in store.iter_chunks(["documents", "metadatas", "embeddings"]):
+            keep = [i for i, m in enumerate(page["metadatas"])
+                    if m.get("doc_id") in records and int(m.get("version", -1)) == records[m["doc_id"]].version]
+            for i in keep:
+                out.write(json.dumps({"id": page["ids"][i], "text": page["documents"][i],
+                                      "metadata": page["metadatas"][i]}, ensure_ascii=False) + "\n")
+            if keep:
+                vectors.append(np.asarray(page["embeddings"], dtype=np.float32)[keep])
+            count += len(keep)
+    with open(staging / "documents.jsonl", "w", encoding="utf-8") as out:
+        for r in records.values():
+            out.write(json.dumps({"id": r.doc_id, "metadata": r.metadata()}, ensure_ascii=False) + "\n")
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    np.save(staging / "embeddings.npy", matrix)
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created_at": time.time(),
+                "embedder": embedder_name, "dimension": int(matrix.shape[1]) if count else 0,
+                "documents": len(records), "chunks": count,
+                "sha256": {name: _sha256(staging / name) for name in _FILES}}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if target.exists():
+        target.rmdir()
+    os.replace(staging, target)
+    seconds = round(time.perf_counter() - started, 2)
+    log.info("knowledge backup written", extra={"path": str(target), "documents": len(records),
+                                                "chunks": count, "seconds": seconds})
+    return {"path": str(target), "documents": len(records), "chunks": count, "seconds": seconds}
+
+
+def read_backup(source: Path, *, embedder_name: str) -> tuple[dict, list[dict], list[dict], np.ndarray]:
+    """Validate and load a backup; raises ValueError saying what is wrong with it."""
+    manifest_path = source / "manifest.json"
+    if not manifest_path.is_file():
+        raise ValueError(f"{source} holds no manifest.json: not a Parley knowledge backup")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{source}: unknown backup format {manifest.get('format')!r} "
+                         f"version {manifest.get('format_version')!r}")
+    if manifest.get("embedder") != embedder_name:
+        raise ValueError(f"{source} was made with embeddings of {manifest.get('embedder')!r}, "
+                         f"this server uses {embedder_name!r}")
+    for name in _FILES:
+        if _sha256(source / name) != manifest["sha256"][name]:
+            raise ValueError(f"{source / name} does not match its checksum: the backup is damaged")
+    with open(source / "documents.jsonl", encoding="utf-8") as f:
+        documents = [json.loads(line) for line in f if line.strip()]
+    with open(source / "chunks.jsonl", encoding="utf-8") as f:
+        chunks = [json.loads(line) for line in f if line.strip()]
+    vectors = np.load(source / "embeddings.npy")
+    if len(chunks) != manifest["chunks"] or len(documents) != manifest["documents"] or \
+            (chunks and vectors.shape[0] != len(chunks)):
+        raise ValueError(f"{source}: counts do not match the manifest")
+    return manifest, documents, chunks, vectors
+
+
+def restore(store: ChromaStore, source: Path, *, embedder_name: str) -> dict:
+    started = time.perf_counter()
+    manifest, documents, chunks, vectors = read_backup(source, embedder_name=embedder_name)
+    suffix = f"_restore_{int(time.time())}"
+    staged = ChromaStore(store.client, chunks_name=store.chunks_name + suffix,
+                         documents_name=store.documents_name + suffix)
+    try:
+        if chunks:
+            staged.add_chunks([c["id"] for c in chunks], vectors, [c["text"] for c in chunks],
+                              [c["metadata"] for c in chunks])
+        for d in documents:
+            staged.register(DocumentRecord.from_chroma(d["id"], d["metadata"]))
+    except BaseException:
+        _drop(store.client, staged.chunks_name, staged.documents_name)
+        raise
+    # Swap: the live collections go, the staged ones take their names.
+    _drop(store.client, store.chunks_name, store.documents_name)
+    staged.chunks.modify(name=store.chunks_name)
+    staged.documents.modify(name=store.documents_name)
+    store.reopen()
+    seconds = round(time.perf_counter() - started, 2)
+    log.info("knowledge restored", extra={"path": str(source), "documents": len(documents),
+                                          "chunks": len(chunks), "seconds": seconds})
+    return {"path": str(source), "documents": len(documents), "chunks": len(chunks), "seconds": seconds,
+            "backup_created_at": manifest["created_at"]}
+
+
+def _drop(client, *names: str) -> None:
+    for name in names:
+        try:
+            client.delete_collection(name)
+        except Exception:  # noqa: BLE001 - already gone
+            log.debug("collection not dropped", extra={"collection": name}, exc_info=True)
+
+
+def check(store: ChromaStore, *, repair: bool = True) -> dict:
+    """Every chunk must have a finite unit embedding and belong to the live version of a
+    registered document, and every document must have all its chunks. With repair, orphan
+    chunks are deleted and broken documents removed (their names are reported, to re-share)."""
+    started = time.perf_counter()
+    records = {r.doc_id: r for r in store.find_documents()}
+    orphans: list[str] = []
+    bad_vectors: list[str] = []
+    live_counts: dict[str, int] = {}
+    dimension = None
+    total = 0
+    for page in store.iter_chunks(["metadatas", "embeddings"]):
+        vectors = page["embeddings"]
+        for i, (cid, meta) in enumerate(zip(page["ids"], page["metadatas"])):
+            total += 1
+            doc = records.get((meta or {}).get("doc_id"))
+            if doc is None or int(meta.get("version", -1)) != doc.version:
+                orphans.append(cid)
+                continue
+            vector = None if vectors is None else np.asarray(vectors[i], dtype=np.float32)
+            dimension = dimension or (None if vector is None else vector.shape[0])
+            if vector is None or vector.shape[0] != dimension or not np.all(np.isfinite(vector)) \
+                    or abs(float(np.linalg.norm(vector)) - 1.0) > 0.05:
+                bad_vectors.append(cid)
+                continue
+            live_counts[doc.doc_id] = live_counts.get(doc.doc_id, 0) + 1
+    broken = [r for r in records.values() if live_counts.get(r.doc_id, 0) != r.chunks]
+    if repair:
+        store.delete_chunk_ids(orphans)
+        for doc in broken:
+            store.unregister(doc.doc_id)
+            store.delete_chunks({"doc_id": doc.doc_id})
+            log.warning("broken document removed", extra={"file": doc.filename, "doc_id": doc.doc_id,
+                                                          "expected": doc.chunks, "found": live_counts.get(doc.doc_id, 0)})
+    result = {"documents": len(records), "chunks": total, "orphans": len(orphans),
+              "bad_embeddings": len(bad_vectors),
+              "broken_documents": [f"{d.platform}/{d.workspace}/{d.channel}/{d.filename}" for d in broken],
+              "repaired": repair, "ok": not (orphans or bad_vectors or broken),
+              "seconds": round(time.perf_counter() - started, 2)}
+    log.info("knowledge check", extra={k: v for k, v in result.items() if k != "broken_documents"})
+    return result

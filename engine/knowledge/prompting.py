@@ -1,0 +1,86 @@
+"""Turn retrieved passages into a prompt block and into the sources an answer shows."""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Sequence
+
+from engine.knowledge.records import Passage
+from engine.types import Source
+
+CONTEXT_HEADER = ("Passages from the documents shared here. Answer from them when "
+                  "they are relevant and cite them by number, like [1]. If they do not hold the answer, "
+                  "say so instead of guessing.")
+EXCERPT_CHARS = 220
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _tag(number: int, passage: Passage, text: str) -> str:
+    return f"[{number}] {passage.label()}: {' '.join(text.split())}"
+
+
+def build_context(passages: Sequence[Passage], budget_tokens: int,
+                  count_tokens: Callable[[str], int]) -> tuple[str, list[Passage]]:
+    """The header and as many passages (best first) as fit in budget_tokens, and the passages used.
+
+    A passage that does not fit whole is skipped for a shorter one after it; the first passage is
+    cut to fit rather than dropped, so a tight budget still gets the best evidence.
+    """
+    if not passages:
+        return "", []
+    used: list[Passage] = []
+    parts = [CONTEXT_HEADER]
+    spent = count_tokens(CONTEXT_HEADER)
+    for passage in passages:
+        block = _tag(len(used) + 1, passage, passage.text)
+        cost = count_tokens(block) + 1  # the blank line between passages
+        if spent + cost <= budget_tokens:
+            parts.append(block)
+            used.append(passage)
+            spent += cost
+        elif not used:
+            cut = _cut_to_fit(passage, budget_tokens - spent - 1, count_tokens)
+            if cut:
+                parts.append(cut)
+                used.append(passage)
+                spent += count_tokens(cut) + 1
+    if not used:
+        return "", []
+    return "\n\n".join(parts), used
+
+
+def _cut_to_fit(passage: Passage, budget: int, count_tokens: Callable[[str], int]) -> str:
+    words = passage.text.split()
+    lo, hi, best = 1, len(words), ""
+    while lo <= hi:  # the longest prefix of words that fits
+        mid = (lo + hi) // 2
+        block = _tag(1, passage, " ".join(words[:mid]) + " …")
+        if count_tokens(block) <= budget:
+            best, lo = block, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The first sentence or two of a passage, at most `limit` characters."""
+    flat = " ".join(text.split())
+    sentences = _SENTENCE_END.split(flat)
+    out = sentences[0]
+    if len(sentences) > 1 and len(out) + 1 + len(sentences[1]) <= limit:
+        out = f"{out} {sentences[1]}"
+    if len(out) > limit:
+        out = out[:limit].rsplit(" ", 1)[0] + " …"
+    return out
+
+
+def to_sources(passages: Iterable[Passage]) -> tuple[Source, ...]:
+    """One Source per passage used, in the order they were tagged (so [n] matches), with a
+    short excerpt to check the answer against."""
+    return tuple(Source(file=p.file, page=p.page, excerpt=excerpt(p.text), score=p.score, version=p.version)
+                 for p in passages)
+
+
+def sources_footer(sources: Iterable[Source]) -> str:
+    """ "Sources: report.pdf p.4, notes.md" - each file/page once, in order."""
+    labels = list(dict.fromkeys(s.label() for s in sources))
+    return f"Sources: {', '.join(labels)}" if labels else ""

@@ -1,0 +1,169 @@
+"""Chroma access: a collection of chunks and a small collection registering live documents.
+
+The registry entry of a document is the commit point of an ingest: chunks whose (doc_id,
+version) is not the registered one are never returned, whatever else is in the collection
+(a half-finished ingest, a superseded version not yet deleted). Both collections live in the
+same Chroma (embedded PersistentClient or a server), so several Parley processes sharing one
+Chroma server see the same documents.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from engine.config import KnowledgeConfig
+from engine.types import Conversation
+
+log = logging.getLogger(__name__)
+
+CHUNKS = "parley_chunks"
+DOCUMENTS = "parley_documents"
+_REGISTRY_VECTOR = [1.0]  # registry entries are looked up by id and metadata, never by vector
+PAGE_SIZE = 2000
+
+
+def scope_where(where: Conversation, workspace_wide: bool) -> dict:
+    """The Chroma filter for a scope: a channel, or all channels of a workspace; never wider."""
+    terms: list[dict] = [{"platform": where.platform}, {"workspace": where.workspace}]
+    if not workspace_wide:
+        terms.append({"channel": where.channel})
+    return {"$and": terms}
+
+
+def document_id(where: Conversation, filename: str) -> str:
+    """Stable id of a document (all its versions) in its channel."""
+    key = "\x00".join((where.platform, where.workspace, where.channel, filename))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+
+
+def chunk_id(doc_id: str, version: int, index: int) -> str:
+    return f"{doc_id}-v{version}-{index}"
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    doc_id: str
+    platform: str
+    workspace: str
+    channel: str
+    filename: str
+    version: int
+    kind: str
+    pages: int
+    chunks: int
+    uploader: str
+    uploaded_at: float
+    sha256: str
+
+    def metadata(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "doc_id"}
+
+    @classmethod
+    def from_chroma(cls, doc_id: str, meta: dict[str, Any]) -> "DocumentRecord":
+        return cls(doc_id=doc_id, **{k: meta[k] for k in cls.__dataclass_fields__ if k != "doc_id"})
+
+
+def open_client(config: KnowledgeConfig, data_dir: Path):
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if config.chroma.mode == "http":
+        return chromadb.HttpClient(host=config.chroma.host, port=config.chroma.port, settings=settings)
+    path = Path(data_dir) / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+class ChromaStore:
+    def __init__(self, client, *, chunks_name: str = CHUNKS, documents_name: str = DOCUMENTS):
+        self.client = client
+        self.chunks_name, self.documents_name = chunks_name, documents_name
+        self.chunks = self._collection(chunks_name, cosine=True)
+        self.documents = self._collection(documents_name, cosine=False)
+
+    def _collection(self, name: str, *, cosine: bool):
+        configuration = {"hnsw": {"space": "cosine"}} if cosine else None
+        return self.client.get_or_create_collection(name, configuration=configuration, embedding_function=None)
+
+    def reopen(self) -> None:
+        self.chunks = self._collection(self.chunks_name, cosine=True)
+        self.documents = self._collection(self.documents_name, cosine=False)
+
+    # ---- registry ----------------------------------------------------------------------------
+
+    def get_document(self, doc_id: str) -> DocumentRecord | None:
+        got = self.documents.get(ids=[doc_id], include=["metadatas"])
+        return DocumentRecord.from_chroma(got["ids"][0], got["metadatas"][0]) if got["ids"] else None
+
+    def find_documents(self, where: dict | None = None) -> list[DocumentRecord]:
+        got = self.documents.get(where=where, include=["metadatas"])
+        return [DocumentRecord.from_chroma(i, m) for i, m in zip(got["ids"], got["metadatas"])]
+
+    def live_versions(self, doc_ids: list[str]) -> dict[str, int]:
+        if not doc_ids:
+            return {}
+        got = self.documents.get(ids=list(dict.fromkeys(doc_ids)), include=["metadatas"])
+        return {i: int(m["version"]) for i, m in zip(got["ids"], got["metadatas"])}
+
+    def register(self, record: DocumentRecord) -> None:
+        self.documents.upsert(ids=[record.doc_id], embeddings=[_REGISTRY_VECTOR], metadatas=[record.metadata()],
+                              documents=[record.filename])
+
+    def unregister(self, doc_id: str) -> None:
+        self.documents.delete(ids=[doc_id])
+
+    # ---- chunks ------------------------------------------------------------------------------
+
+    def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str], metadatas: list[dict]) -> None:
+        step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
+        for start in range(0, len(ids), step):
+            end = start + step
+            self.chunks.add(ids=ids[start:end], embeddings=embeddings[start:end], documents=texts[start:end],
+                            metadatas=metadatas[start:end])
+
+    def chunk_ids(self, where: dict) -> list[str]:
+        return self.chunks.get(where=where, include=[])["ids"]
+
+    def delete_chunks(self, where: dict) -> int:
+        ids = self.chunk_ids(where)
+        self.delete_chunk_ids(ids)
+        return len(ids)
+
+    def delete_chunk_ids(self, ids: list[str]) -> None:
+        step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
+        for start in range(0, len(ids), step):
+            self.chunks.delete(ids=ids[start:start + step])
+
+    def query(self, vector: np.ndarray, where: dict, n: int) -> list[tuple[str, str, dict, float]]:
+        """(id, text, metadata, cosine similarity), best first."""
+        got = self.chunks.query(query_embeddings=[vector], n_results=n, where=where,
+                                include=["documents", "metadatas", "distances"])
+        return [(i, t, m, 1.0 - float(d)) for i, t, m, d in
+                zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
+
+    def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE_SIZE) -> Iterator[dict]:
+        """Pages of get() over the whole collection, so memory stays bounded on big stores."""
+        offset = 0
+        while True:
+            got = self.chunks.get(where=where, include=include, limit=page, offset=offset)
+            if not got["ids"]:
+                return
+            yield got
+            offset += len(got["ids"])
+
+    def counts(self) -> tuple[int, int]:
+        return self.documents.count(), self.chunks.count()
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing a client that a server already dropped
+                log.debug("chroma close failed", exc_info=True)

@@ -1,0 +1,327 @@
+"""Generate test documents of every supported type, with facts planted among filler text.
+
+Each Fact says which file holds it, a phrase that proves a passage contains it, and a question
+that asks for it in other words. Bad inputs (corrupt, encrypted, scanned, non-UTF-8, ...) are
+generated here too. Everything is made in memory; nothing is read from disk or the network.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import random
+import textwrap
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+
+@dataclass(frozen=True)
+class Fact:
+    file: str
+    text: str  # the sentence planted in the document
+    proof: str  # a phrase only a passage holding the fact contains
+    question: str  # a paraphrase a user might ask
+    page: int | None = None  # PDF page the fact is on
+
+
+FACTS: list[Fact] = [
+    # handbook.pdf: pages 2-5
+    Fact("handbook.pdf", "Employees receive 27 days of paid annual leave per calendar year, in addition to public holidays.",
+         "27 days of paid annual leave", "How many vacation days do staff get each year?", 2),
+    Fact("handbook.pdf", "The company pension scheme matches employee contributions up to 6 percent of base salary.",
+         "matches employee contributions", "How much does the employer put towards retirement savings?", 2),
+    Fact("handbook.pdf", "The office wireless network is called Heron-5G and its guest password changes every Monday.",
+         "Heron-5G", "What's the name of the Wi-Fi in the office?", 3),
+    Fact("handbook.pdf", "Expense claims must be submitted within 45 days of purchase through the Ledgerly portal.",
+         "within 45 days of purchase", "What is the deadline for filing reimbursement requests?", 4),
+    Fact("handbook.pdf", "In case of fire, the assembly point is the north car park next to the bicycle shelter.",
+         "north car park", "Where should we gather if the fire alarm goes off?", 5),
+    # policy.docx
+    Fact("policy.docx", "Passwords must be at least 14 characters long and are rotated every 180 days.",
+         "at least 14 characters", "What's the minimum length for a login password?"),
+    Fact("policy.docx", "A lost or stolen laptop must be reported to the security desk at extension 4410 within one hour.",
+         "extension 4410", "Who do I call if my work notebook computer goes missing?"),
+    Fact("policy.docx", "Signed customer invoices are retained for seven years in the finance archive.",
+         "retained for seven years", "How long do we keep invoices?"),
+    # wiki.html
+    Fact("wiki.html", "The staging database is backed up every night at 02:30 UTC to the Zurich region.",
+         "02:30 UTC", "When does the staging DB backup run?"),
+    Fact("wiki.html", "Deployments to production are frozen every Friday after 3 pm until Monday morning.",
+         "frozen every Friday", "Am I allowed to release to prod on a Friday afternoon?"),
+    Fact("wiki.html", "The on-call rotation hands over every Tuesday at 10:00 during the team stand-up.",
+         "hands over every Tuesday", "On which day does the on-call duty switch to the next person?"),
+    # runbook.md
+    Fact("runbook.md", "To restart the ingest worker, run systemctl restart orca-ingest and wait for the health check on port 9137.",
+         "orca-ingest", "How do I reboot the ingestion service?"),
+    Fact("runbook.md", "Disk alerts fire when a data volume is 85 percent full.",
+         "85 percent full", "At what storage usage level do the disk warnings trigger?"),
+    Fact("runbook.md", "Application logs are kept for 30 days in the Loki cluster and then deleted.",
+         "30 days in the Loki cluster", "How long are log files retained?"),
+    # inventory.csv (rows)
+    Fact("inventory.csv", "Projector,Meeting room Maple,3,Brightlux",
+         "Brightlux", "Which vendor supplies the projectors?"),
+    Fact("inventory.csv", "Standing desk,Second floor open space,14,ErgoNordic",
+         "ErgoNordic", "How many standing desks do we have?"),
+    Fact("inventory.csv", "Espresso machine,Kitchen,2,Bean and Barrel",
+         "Bean and Barrel", "Where did we buy the coffee machine from?"),
+    # budget.eml
+    Fact("budget.eml", "The Q3 marketing budget was approved at 84,000 euros.",
+         "84,000 euros", "How much money did marketing get for the third quarter?"),
+    Fact("budget.eml", "The team offsite will take place in Lisbon on 12 September.",
+         "Lisbon", "Where is the team retreat being held?"),
+    Fact("budget.eml", "Invoices above 10,000 euros need approval from the CFO before payment.",
+         "approval from the CFO", "Who has to sign off on large bills?"),
+    # notes.txt
+    Fact("notes.txt", "The customer Acme Rail renewed their contract for three more years.",
+         "Acme Rail renewed", "Did Acme Rail extend their agreement with us?"),
+    Fact("notes.txt", "Our largest competitor, Nimbus Freight, raised its prices by 8 percent this spring.",
+         "Nimbus Freight", "By how much did our main rival increase its pricing?"),
+    Fact("notes.txt", "The new office in Leeds opens on 3 March with twenty desks.",
+         "office in Leeds", "When does the Leeds branch open?"),
+]
+
+# Filler on unrelated subjects, so that a fact has to be found among other text.
+FILLER = [
+    "The quarterly town hall covered progress on the customer portal redesign and the hiring plan for the "
+    "design team. Several people asked about the timeline for the mobile release, which depends on the API work.",
+    "Meeting notes: the group reviewed the open tickets, agreed to close the stale ones, and moved the "
+    "remaining items to the next sprint. Action items were assigned to the owners listed in the tracker.",
+    "The style guide recommends short sentences, active voice, and concrete examples. Headings should be "
+    "written in sentence case, and acronyms spelled out the first time they appear in a document.",
+    "Our onboarding programme pairs every new colleague with a buddy for the first month. The buddy helps "
+    "with tools, introductions, and the unwritten rules of the team.",
+    "The research summary compares three approaches to caching product images and recommends the simplest "
+    "one, since the measured difference in page load time was within the noise of the experiment.",
+    "Facilities reminded everyone to label food in the shared fridge; unlabelled items are removed on "
+    "Thursdays. The plants on the third floor are watered by a volunteer rota.",
+    "The architecture review board meets monthly. Proposals should include the problem statement, the "
+    "options considered, the chosen design, and how success will be measured after launch.",
+    "Customer interviews showed that people want clearer invoices, faster support replies, and an export "
+    "button on the reports page. The product team will prioritise these in the roadmap.",
+]
+
+
+def filler(seed: int, paragraphs: int = 2) -> list[str]:
+    rng = random.Random(seed)
+    return rng.sample(FILLER, paragraphs)
+
+
+def facts_for(file: str) -> list[Fact]:
+    return [f for f in FACTS if f.file == file]
+
+
+# ---- good documents --------------------------------------------------------------------------
+
+def make_pdf(pages: list[list[str]], *, title: str = "") -> bytes:
+    """A text PDF (reportlab) with one list of paragraphs per page."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate
+
+    styles = getSampleStyleSheet()
+    out = io.BytesIO()
+    story = []
+    if title:
+        story.append(Paragraph(title, styles["Title"]))
+    for i, paragraphs in enumerate(pages):
+        if i:
+            story.append(PageBreak())
+        story.extend(Paragraph(p, styles["BodyText"]) for p in paragraphs)
+    SimpleDocTemplate(out, pagesize=A4, title=title or "document").build(story)
+    return out.getvalue()
+
+
+def handbook_pdf() -> bytes:
+    pages: list[list[str]] = [["Welcome to the company handbook. It explains how we work together."] + filler(1)]
+    for page in (2, 3, 4, 5):
+        facts = [f.text for f in facts_for("handbook.pdf") if f.page == page]
+        pages.append(filler(page, 1) + facts + filler(page + 10, 1))
+    return make_pdf(pages, title="Company handbook")
+
+
+def policy_docx() -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Information security policy", 1)
+    document.add_paragraph(filler(20, 1)[0])
+    facts = facts_for("policy.docx")
+    document.add_heading("Accounts", 2)
+    document.add_paragraph(facts[0].text)
+    document.add_heading("Devices", 2)
+    document.add_paragraph(facts[1].text)
+    document.add_paragraph(filler(21, 1)[0])
+    document.add_heading("Retention", 2)
+    table = document.add_table(rows=3, cols=2)
+    for row, (a, b) in zip(table.rows, [("Record", "Rule"), ("Customer invoices", facts[2].text),
+                                         ("Meeting notes", "Kept for one year, then deleted.")]):
+        row.cells[0].text, row.cells[1].text = a, b
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def wiki_html() -> bytes:
+    facts = facts_for("wiki.html")
+    body = "".join(f"<p>{p}</p>" for p in filler(30, 1))
+    body += f"<h2>Backups</h2><p>{facts[0].text}</p><h2>Releases</h2><ul><li>{facts[1].text}</li></ul>"
+    body += "".join(f"<p>{p}</p>" for p in filler(31, 1))
+    body += f"<h2>On-call</h2><table><tr><td>Rotation</td><td>{facts[2].text}</td></tr></table>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Platform wiki</title>"
+            f"<style>p {{ color: #333 }}</style><script>var tracking = 'no facts here';</script></head>"
+            f"<body><h1>Platform wiki</h1>{body}</body></html>").encode("utf-8")
+
+
+def runbook_md() -> bytes:
+    facts = facts_for("runbook.md")
+    return textwrap.dedent(f"""\
+        # Operations runbook
+
+        {filler(40, 1)[0]}
+
+        ## Restarting services
+
+        {facts[0].text}
+
+        ## Alerts
+
+        - {facts[1].text}
+        - Paging goes to the primary on-call first.
+
+        ## Logging
+
+        {facts[2].text}
+
+        {filler(41, 1)[0]}
+        """).encode("utf-8")
+
+
+def inventory_csv() -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["item", "location", "quantity", "supplier"])
+    rng = random.Random(50)
+    things = ["Office chair", "Monitor", "Keyboard", "Whiteboard", "Desk lamp", "Filing cabinet",
+              "Headset", "Webcam", "Printer", "Bookshelf", "Sofa", "Plant pot"]
+    places = ["First floor", "Reception", "Meeting room Oak", "Third floor", "Storage room"]
+    vendors = ["OfficeHub", "Deskline", "Paperway", "Northwind Supplies"]
+    rows = [[t, rng.choice(places), str(rng.randint(1, 40)), rng.choice(vendors)] for t in things]
+    for fact in facts_for("inventory.csv"):
+        rows.insert(rng.randint(0, len(rows)), fact.text.split(","))
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def budget_eml() -> bytes:
+    facts = facts_for("budget.eml")
+    message = EmailMessage()
+    message["From"] = "Dana Finance <dana@example.com>"
+    message["To"] = "team@example.com"
+    message["Subject"] = "Budget decisions and the offsite"
+    message["Date"] = "Mon, 02 Jun 2025 09:30:00 +0000"
+    message.set_content("Hi all,\n\n" + "\n\n".join([facts[0].text, filler(60, 1)[0], facts[1].text,
+                                                      facts[2].text]) + "\n\nBest,\nDana\n")
+    message.add_alternative("<html><body><p>" + "</p><p>".join(f.text for f in facts) + "</p></body></html>",
+                            subtype="html")
+    return bytes(message)
+
+
+def notes_txt() -> bytes:
+    facts = facts_for("notes.txt")
+    paragraphs = [filler(70, 1)[0], facts[0].text, filler(71, 1)[0], facts[1].text + " " + facts[2].text]
+    return "\n\n".join(paragraphs).encode("utf-8")
+
+
+def all_documents() -> dict[str, bytes]:
+    return {"handbook.pdf": handbook_pdf(), "policy.docx": policy_docx(), "wiki.html": wiki_html(),
+            "runbook.md": runbook_md(), "inventory.csv": inventory_csv(), "budget.eml": budget_eml(),
+            "notes.txt": notes_txt()}
+
+
+def long_pdf(pages: int = 100, seed: int = 7) -> bytes:
+    """A report of `pages` pages of filler prose (for the benchmark)."""
+    rng = random.Random(seed)
+    return make_pdf([[f"Section {n}. " + " ".join(rng.sample(FILLER, 4))] + rng.sample(FILLER, 3)
+                     for n in range(1, pages + 1)], title="Annual report")
+
+
+# ---- bad inputs ------------------------------------------------------------------------------
+
+def corrupt_pdf() -> bytes:
+    """A PDF header followed by garbage: no objects, no xref, no trailer."""
+    rng = random.Random(3)
+    return b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(rng.randrange(256) for _ in range(4000))
+
+
+def truncated_pdf() -> bytes:
+    """A real PDF cut off a third of the way through."""
+    data = handbook_pdf()
+    return data[: len(data) // 3]
+
+
+def encrypted_pdf(password: str = "s3cret") -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(handbook_pdf())))
+    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def owner_only_encrypted_pdf() -> bytes:
+    """Encrypted against editing only (empty user password): readable like any PDF."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(handbook_pdf())))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def scanned_pdf() -> bytes:
+    """Pages that hold only a picture of text, as a scanner makes them: no text layer."""
+    from PIL import Image, ImageDraw
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    image = Image.new("L", (600, 800), 255)
+    draw = ImageDraw.Draw(image)
+    for y in range(40, 760, 24):
+        draw.text((40, y), "Scanned page: the quarterly figures are in the attached table.", fill=0)
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4)
+    for _ in range(2):
+        pdf.drawImage(ImageReader(image), 0, 0, width=A4[0], height=A4[1])
+        pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
+def latin1_txt() -> bytes:
+    return "Le café de la gare ouvre à 7 h. Prix réduits le lundi.".encode("latin-1")
+
+
+def huge_single_line(words: int = 150_000) -> bytes:
+    """One line of about 1 MB: prose without a single newline, with a fact in the middle."""
+    rng = random.Random(9)
+    vocabulary = " ".join(FILLER).replace(".", "").split()
+    text = [rng.choice(vocabulary) for _ in range(words)]
+    text[words // 2: words // 2] = "The secret launch code word is PELICAN-SUNRISE .".split()
+    return " ".join(text).encode("utf-8")
+
+
+def huge_token_line(chars: int = 400_000) -> bytes:
+    """One line with no whitespace at all (a base64-like blob)."""
+    rng = random.Random(11)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return "".join(rng.choice(alphabet) for _ in range(chars)).encode("ascii")
+
+
+def png_image() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out, format="PNG")
+    return out.getvalue()
