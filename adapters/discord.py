@@ -64,6 +64,7 @@ EDIT_RATE_PER_S = 25.0
 EDIT_BURST = 25
 SHUTDOWN_GRACE_S = 10.0
 DM_CHECK_CACHE_S = 600.0
+REPLY_MODE_CACHE_S = 10.0  # a channel's reply mode is re-read at most this often (every message asks)
 THINKING = "*Thinking…*"
 WARN = "⚠️"
 # What the engine can read; anything else attached (images, archives…) is skipped with a note.
@@ -115,19 +116,21 @@ async def run_discord(engine: Engine, config: Config, env: Mapping[str, str], st
         await adapter.shutdown()
         if not runner.done():
             runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner  # re-raises a login or gateway failure
-    # The gateway loop only ends by itself on a fatal error, raised above; or on stop.
+        try:
+            await runner  # the gateway loop ends by itself only on a fatal error: raise it
+        except asyncio.CancelledError:
+            pass
+        except (discord.LoginFailure, discord.PrivilegedIntentsRequired) as exc:
+            log.error(_explain(exc))
+            raise
 
 
-def _explain(exc: BaseException) -> str | None:
+def _explain(exc: BaseException) -> str:
     """A line an operator can act on, for the failures that need their action."""
-    if isinstance(exc, discord.LoginFailure):
-        return "Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal (Bot → Reset Token)."
     if isinstance(exc, discord.PrivilegedIntentsRequired):
         return ("Discord refused the Message Content intent: turn on Bot → Privileged Gateway Intents → "
-                "Message Content Intent in the developer portal.")
-    return None
+                "Message Content Intent in the developer portal, then restart.")
+    return "Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal (Bot → Reset Token)."
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class DiscordAdapter(discord.Client):
         self._locks: dict[str, asyncio.Lock] = {}
         self._edit_budget = EditBudget(EDIT_RATE_PER_S, EDIT_BURST)
         self._dm_checks: dict[int, tuple[float, bool]] = {}
+        self._reply_modes: dict[str, tuple[float, str]] = {}  # channel -> (checked at, "mentions" | "all")
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self._saved_hooks: tuple[str, yarl.URL] | None = None
@@ -217,7 +221,7 @@ class DiscordAdapter(discord.Client):
 
     async def on_ready(self) -> None:
         names = {str(g.id): g.name for g in self.guilds}
-        served = [gid for gid in names if self._guild_allowed(gid)]
+        served = [gid for gid in names if self.guild_allowed(gid)]
         log.info("discord connected", extra={"guilds": len(names), "served": len(served)})
         for gid, name in names.items():
             if gid not in served:
@@ -263,7 +267,7 @@ class DiscordAdapter(discord.Client):
 
     # ---- who and where -----------------------------------------------------------------------
 
-    def _guild_allowed(self, guild_id: int | str | None) -> bool:
+    def guild_allowed(self, guild_id: int | str | None) -> bool:
         return guild_id is not None and (not self.guilds_allowed or str(guild_id) in self.guilds_allowed)
 
     async def dm_allowed(self, user_id: int) -> bool:
@@ -342,18 +346,20 @@ class DiscordAdapter(discord.Client):
             if isinstance(channel, discord.DMChannel) or getattr(channel, "type", None) == discord.ChannelType.private:
                 self.spawn(self._on_dm(message), name=f"discord-dm-{message.id}")
             return
-        if not self._guild_allowed(message.guild.id):
+        if not self.guild_allowed(message.guild.id):
             return
         mentioned = self._mentioned(message)
         if isinstance(channel, discord.Thread):
             ours = self.threads.get(channel.id) is not None or channel.owner_id == self.user.id
             if ours or mentioned:
-                self.spawn(self._in_thread(message, channel.id, channel.parent_id), name=f"discord-msg-{message.id}")
+                self.spawn(self._in_thread(message, channel.id, channel.parent_id, ours),
+                           name=f"discord-msg-{message.id}")
         elif isinstance(channel, discord.PartialMessageable):
             # Not in the cache: a thread of ours from before a restart, or somewhere we were mentioned.
             record = self.threads.get(channel.id)
             if record is not None:
-                self.spawn(self._in_thread(message, channel.id, int(record.parent)), name=f"discord-msg-{message.id}")
+                self.spawn(self._in_thread(message, channel.id, int(record.parent), True),
+                           name=f"discord-msg-{message.id}")
             elif mentioned:
                 self.spawn(self._uncached(message), name=f"discord-msg-{message.id}")
         elif mentioned:
@@ -364,19 +370,27 @@ class DiscordAdapter(discord.Client):
     async def _uncached(self, message: discord.Message) -> None:
         channel = await self.fetch_channel(message.channel.id)
         if isinstance(channel, discord.Thread):
-            await self._in_thread(message, channel.id, channel.parent_id)
+            await self._in_thread(message, channel.id, channel.parent_id, channel.owner_id == self.user.id)
         else:
             await self._in_channel(message)
 
     async def _reply_all(self, message: discord.Message) -> None:
         """A channel an admin set to `reply all` (/llm-config) answers every message."""
         where = Conversation("discord", str(message.guild.id), str(message.channel.id), "")
-        try:
-            settings = await self.engine.channel_settings(where)
-        except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
-            log.warning("channel settings unavailable", extra={"channel": where.channel}, exc_info=True)
-            return
-        if getattr(settings, "reply", "mentions") == "all":
+        now = time.monotonic()
+        cached = self._reply_modes.get(where.channel)
+        if cached and now - cached[0] < REPLY_MODE_CACHE_S:
+            mode = cached[1]
+        else:
+            try:
+                mode = getattr(await self.engine.channel_settings(where), "reply", "mentions")
+            except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
+                log.warning("channel settings unavailable", extra={"channel": where.channel}, exc_info=True)
+                return
+            if len(self._reply_modes) > 5000:
+                self._reply_modes.clear()
+            self._reply_modes[where.channel] = (now, mode)
+        if mode == "all":
             await self._in_channel(message)
 
     async def _on_dm(self, message: discord.Message) -> None:
@@ -387,10 +401,10 @@ class DiscordAdapter(discord.Client):
         origin = _Origin(Conversation("discord", "dm", cid, cid), _Target(message.channel), str(message.id))
         await self._handle(message, origin)
 
-    async def _in_thread(self, message: discord.Message, thread_id: int, parent_id: int | None) -> None:
+    async def _in_thread(self, message: discord.Message, thread_id: int, parent_id: int | None, ours: bool) -> None:
         guild = str(message.guild.id)
         parent = str(parent_id or thread_id)
-        if self.threads.get(thread_id) is not None:
+        if ours:
             self.threads.mark(thread_id, guild, parent)  # keep it alive while people talk in it
         origin = _Origin(Conversation("discord", guild, parent, str(thread_id)), _Target(message.channel),
                          str(message.id))
@@ -401,8 +415,9 @@ class DiscordAdapter(discord.Client):
         question = self._question(message)
         files = [a.filename for a in message.attachments]
         if not question and not files:
-            await message.reply("Ask me something after the mention, e.g. `@Parley what can you do?`",
-                                mention_author=False)
+            if self._mentioned(message):  # a bare mention: say how to ask (a reply-all channel stays quiet)
+                await message.reply("Ask me something after the mention, e.g. `@Parley what can you do?`",
+                                    mention_author=False)
             return
         guild, channel = str(message.guild.id), str(message.channel.id)
         try:
@@ -434,8 +449,8 @@ class DiscordAdapter(discord.Client):
                                          f"({ErrorCode.UNSUPPORTED_FILE.value}).")
             if question:
                 await self._answer(origin, user, question)
-            elif not message.attachments:
-                await origin.target.post("Ask me something, e.g. *what can you do?*")
+            elif not message.attachments and self._mentioned(message):
+                await origin.target.post("Ask me something after the mention, e.g. `@Parley what can you do?`")
 
     # ---- answers -----------------------------------------------------------------------------
 

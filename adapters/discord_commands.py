@@ -74,7 +74,7 @@ class ParleyCommands:
 
     def where(self, interaction: discord.Interaction) -> Conversation | None:
         """The command's scope: guild and channel (a thread's parent channel); None if not served."""
-        if not self.adapter._guild_allowed(interaction.guild_id):
+        if not self.adapter.guild_allowed(interaction.guild_id):
             return None
         channel = interaction.channel
         parent = channel.parent_id if isinstance(channel, discord.Thread) else None

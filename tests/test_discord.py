@@ -362,3 +362,34 @@ async def test_run_discord_serves_until_stopped(tmp_path, engine_factory, capsys
         assert Route.BASE == "https://discord.com/api/v10", "the API hook is restored on shutdown"
     finally:
         await fake.close()
+
+
+async def test_a_refused_token_is_explained_without_showing_it(tmp_path, engine_factory, caplog):
+    import discord
+
+    fake = await FakeDiscord().start()
+    try:
+        fake.add_guild()
+        config = make_config(tmp_path / "data", knowledge={"enabled": False})
+        engine = await engine_factory(config)
+        wrong = "MTA-wrong." + "x" * 24
+        with pytest.raises(discord.LoginFailure):
+            await asyncio.wait_for(run_discord(engine, config, {"DISCORD_TOKEN": wrong, "DISCORD_API_URL": fake.api_url},
+                                               asyncio.Event()), 20)
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "Discord refused DISCORD_TOKEN" in logged and wrong not in logged
+    finally:
+        await fake.close()
+
+
+async def test_a_channel_set_to_reply_all_needs_no_mention(discord_factory):
+    h = await discord_factory()
+    [refused] = await h.slash("ada", "llm-config", {"args": "reply all"})
+    assert "Only admins" in refused
+    changed = await h.slash("grace", "llm-config", {"args": "reply all"}, permissions=MANAGE_GUILD)
+    assert "reply: all (channel)" in changed[-1]
+    payload = await h.say(h.general, "ada", "What is the capital of France?")
+    [thread] = h.fake.threads_of(h.general)
+    assert thread["id"] == payload["id"] and len(h.fake.bot_messages(int(thread["id"]))) == 1
+    await h.say(h.general, "ada", "")  # an empty message (a sticker, say) is not a question
+    assert len(h.fake.threads_of(h.general)) == 1
