@@ -163,7 +163,7 @@ class StreamingReply:
             if self.budget is not None and not self.budget.try_take():
                 return  # the workspace's edit budget is spent: the next delta tries again
             self._last_flush = now
-            await self._try(self._sync(self._layout(self.render(self.raw) + self.cursor)))
+            await self._try(self._sync(self._layout(self.render(self.raw.rstrip()) + self.cursor)))
 
     async def finish(self, final_text: str) -> None:
         """Show `final_text` (already rendered) over as many messages as it needs."""
