@@ -67,8 +67,11 @@ DM_CHECK_CACHE_S = 600.0
 REPLY_MODE_CACHE_S = 10.0  # a channel's reply mode is re-read at most this often (every message asks)
 THINKING = "*Thinking…*"
 WARN = "⚠️"
-# What the engine can read; anything else attached (images, archives…) is skipped with a note.
-DOCUMENT_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx", ".csv", ".eml")
+# What the engine can read (engine/knowledge/loaders.py, which sniffs the bytes too); anything
+# else attached (images, archives…) is not downloaded, and gets a note.
+DOCUMENT_SUFFIXES = (".pdf", ".docx", ".txt", ".text", ".log", ".rst", ".md", ".markdown", ".html", ".htm",
+                     ".xhtml", ".csv", ".eml")
+DOCUMENT_KINDS = "PDF, DOCX, TXT, Markdown, HTML, CSV or EML"
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 # Exactly what Parley does: read channels, post, open public threads on messages and post in
@@ -86,6 +89,13 @@ def parley_intents() -> discord.Intents:
     intents.dm_messages = True
     intents.message_content = True
     return intents
+
+
+def is_document(attachment: discord.Attachment) -> bool:
+    """Worth downloading: a document by its name, or text by the type Discord detected."""
+    suffix = PurePath(attachment.filename).suffix.lower()
+    kind = (attachment.content_type or "").split(";")[0].strip().lower()
+    return suffix in DOCUMENT_SUFFIXES or (not suffix and (kind.startswith("text/") or kind == "message/rfc822"))
 
 
 def invite_url(application_id: int) -> str:
@@ -438,14 +448,13 @@ class DiscordAdapter(discord.Client):
         question = self._question(message) if question is None else question
         async with self._lock(origin.where.session_key):
             user = self.user_of(message.author)
-            documents = [a for a in message.attachments if PurePath(a.filename).suffix.lower() in DOCUMENT_SUFFIXES]
+            documents = [a for a in message.attachments if is_document(a)]
             skipped = [a for a in message.attachments if a not in documents]
             for attachment in documents:
                 await self._ingest(attachment, origin, user)
             if skipped:
                 names = ", ".join(shown_name(a.filename) for a in skipped[:5]) + (" …" if len(skipped) > 5 else "")
-                kinds = ", ".join(s.lstrip(".").upper() for s in DOCUMENT_SUFFIXES if s not in (".markdown", ".htm"))
-                await origin.target.post(f"{WARN} I can't read {names}: I index {kinds} files "
+                await origin.target.post(f"{WARN} I can't read {names}: I index {DOCUMENT_KINDS} files "
                                          f"({ErrorCode.UNSUPPORTED_FILE.value}).")
             if question:
                 await self._answer(origin, user, question)

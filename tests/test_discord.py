@@ -240,6 +240,17 @@ async def test_long_answers_continue_in_further_messages(discord_factory, monkey
     assert any(refused in p.history for p in parts), "discord.py waited out the 429 and sent the edit again"
 
 
+async def test_a_busy_bot_shows_the_queue_position(discord_factory):
+    h = await discord_factory(scheduler={"max_batch": 1})
+    sent = [await h.fake.say(h.general, h.people["ada"], f"Question number {i}: name a colour.", mention=True)
+            for i in range(3)]
+    await h.settle()
+    shown = [m.history for p in sent for m in h.fake.bot_messages(int(p["id"]))]
+    assert len(shown) == 3, "every question is answered, each in its own thread"
+    assert any(t == "*Queued, 1 ahead…*" for history in shown for t in history), shown
+    assert not any(history[-1].startswith("*Queued") for history in shown), "queue notes are replaced"
+
+
 async def test_llm_model_is_for_admins_and_commands_are_ephemeral(discord_factory):
     h = await discord_factory()
     [listing] = await h.slash("ada", "llm-model")
