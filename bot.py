@@ -66,10 +66,11 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
             platforms.append("discord")
     use_console = args.console or not platforms
 
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # tells the adapters to close
+    shutdown = asyncio.Event()  # SIGINT/SIGTERM or the console's end: the engine stops first
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, shutdown.set)
 
     engine = Engine(config)
     if use_console and sys.stdin.isatty():
@@ -89,11 +90,15 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
             from adapters.console import run_console
 
             console = asyncio.create_task(run_console(engine, stop, args.thread), name="console")
-            console.add_done_callback(lambda _: stop.set())  # end of input ends the bot
+            console.add_done_callback(lambda _: shutdown.set())  # end of input ends the bot
             tasks.append(console)
         log.info("parley running", extra={"adapters": [t.get_name() for t in tasks]})
-        stop_waiter = asyncio.create_task(stop.wait())
+        stop_waiter = asyncio.create_task(shutdown.wait())
         await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        # The engine first, while the adapters still run: it refuses new work, cancels the answers
+        # in progress and waits until each has been shown in its thread ("answer cancelled") and
+        # saved to its session; then it flushes the stores.
+        await engine.stop(cancel=True)
         stop.set()
         # Adapters see `stop` and close; give them a moment to post their last messages.
         done, pending = await asyncio.wait(tasks, timeout=15)

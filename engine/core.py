@@ -134,6 +134,8 @@ class Engine:
 
     async def stop(self, *, cancel: bool = True) -> None:
         """Stop taking work, end (cancel=True) or finish in-flight answers, flush the stores."""
+        if self._state in ("stopping", "stopped"):
+            return  # bot.py stops the engine on a signal, and again on its way out
         self._state = "stopping"
         if self.maintenance is not None:
             await self.maintenance.stop()
