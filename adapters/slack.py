@@ -35,9 +35,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.mrkdwn import markdown_to_mrkdwn, mentions, slack_to_plain, sources_mrkdwn
 from adapters.slack_commands import SlackCommands
-from adapters.slack_files import FileFetcher, ProgressBoard, ingested_text, shown_name
+from adapters.slack_files import FileFetcher
 from adapters.slack_state import SlackState
-from adapters.streaming import EditBudget, StreamingReply
+from adapters.streaming import EditBudget, ProgressBoard, StreamingReply, ingested_text, shown_name
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
 from engine.types import (

@@ -1,4 +1,4 @@
-"""Files shared in Slack: fetching them with the bot token, and showing ingest progress.
+"""Files shared in Slack: fetching them with the bot token (progress display: adapters.streaming).
 
 The bot token is sent only to Slack's own hosts (or the configured API host, e.g. a local fake),
 never to whatever URL a payload names. Slack answers a token without files:read with its HTML
@@ -7,62 +7,17 @@ sign-in page rather than an error status, so that is recognised and explained.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import aiohttp
 
+from adapters.streaming import ProgressBoard, ingested_text, shown_name  # noqa: F401 - re-exported
 from engine.errors import ErrorCode, ParleyError
-from engine.types import IngestProgress, IngestResult
 
 log = logging.getLogger(__name__)
 
 TRUSTED_FILE_DOMAINS = ("slack.com", "slack-gov.com", "slack-edge.com")
-STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
-
-
-class _Editable(Protocol):
-    async def edit(self, handle: Any, text: str) -> None: ...
-
-
-def shown_name(name: str) -> str:
-    return f"`{name.replace('`', '')}`"
-
-
-def ingested_text(result: IngestResult, shown: str) -> str:
-    """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants."""
-    if result.duplicate:
-        return f"{shown} is already indexed here (version {result.version}); nothing changed."
-    pages = f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else ""
-    chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
-    version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
-    return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."
-
-
-class ProgressBoard:
-    """Shows ingest progress in one message. The engine may report from a worker thread, so the
-    callback only records the latest figures; a ticker on the loop edits at most once per interval."""
-
-    def __init__(self, target: _Editable, handle: Any, shown: str, interval_s: float):
-        self.target, self.handle, self.shown, self.interval_s = target, handle, shown, interval_s
-        self.latest: IngestProgress | None = None
-        self._displayed: IngestProgress | None = None
-
-    def __call__(self, progress: IngestProgress) -> None:
-        self.latest = progress  # a reference assignment: safe from any thread
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            p = self.latest
-            if p is None or p == self._displayed:
-                continue
-            self._displayed = p
-            stage = STAGES.get(p.stage, p.stage.capitalize())
-            with contextlib.suppress(Exception):  # progress is best effort
-                await self.target.edit(self.handle, f"_{stage} {self.shown}: {p.done}/{p.total} {p.unit}…_")
 
 
 class FileFetcher:
