@@ -80,3 +80,14 @@ async def collect(engine, request):
     final = events[-1]
     assert isinstance(final, (AnswerDone, AnswerFailed))
     return text, final, events
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged all-MiniLM-L6-v2, loaded once per session; Engines built in tests reuse it
+    (KnowledgeBase takes the same process-wide instance)."""
+    from engine.config import KnowledgeConfig
+    from engine.knowledge.embedder import shared_embedder
+
+    defaults = KnowledgeConfig()
+    return shared_embedder(defaults.embed_dtype, defaults.embed_batch_size)

@@ -126,7 +126,8 @@ def make_pdf(pages: list[list[str]], *, title: str = "") -> bytes:
         if i:
             story.append(PageBreak())
         story.extend(Paragraph(p, styles["BodyText"]) for p in paragraphs)
-    SimpleDocTemplate(out, pagesize=A4, title=title or "document").build(story)
+    # invariant: no creation date or random id, so the same call gives the same bytes
+    SimpleDocTemplate(out, pagesize=A4, title=title or "document", invariant=1).build(story)
     return out.getvalue()
 
 
@@ -222,6 +223,7 @@ def budget_eml() -> bytes:
                                                       facts[2].text]) + "\n\nBest,\nDana\n")
     message.add_alternative("<html><body><p>" + "</p><p>".join(f.text for f in facts) + "</p></body></html>",
                             subtype="html")
+    message.set_boundary("parley-test-boundary")  # a fixed boundary: the same bytes every time
     return bytes(message)
 
 
@@ -291,7 +293,7 @@ def scanned_pdf() -> bytes:
     for y in range(40, 760, 24):
         draw.text((40, y), "Scanned page: the quarterly figures are in the attached table.", fill=0)
     out = io.BytesIO()
-    pdf = canvas.Canvas(out, pagesize=A4)
+    pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
     for _ in range(2):
         pdf.drawImage(ImageReader(image), 0, 0, width=A4[0], height=A4[1])
         pdf.showPage()

@@ -62,7 +62,8 @@ class Embedder:
         self.model = SentenceTransformer(str(model_path), device=self.device,
                                          model_kwargs={"dtype": getattr(torch, self.dtype)})
         self.model.eval()
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
         self._lock = threading.Lock()

@@ -30,7 +30,15 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     the same pieces as tokenizer.tokenize() about four times faster.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode"):
+    if backend is not None and hasattr(backend, "to_str"):
+        from tokenizers import Tokenizer
+
+        # A private copy: the shared one truncates at the model's window (every long text would
+        # count 128) and sentence-transformers re-arms truncation on it at every encode.
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+
         def count(text: str) -> int:
             return len(backend.encode(text, add_special_tokens=False).ids)
     else:
