@@ -255,6 +255,22 @@ async def test_engine_errors_reach_only_the_asker(slack_factory):
     assert "CONTEXT_TOO_LONG" in note["text"] and "ref " in note["text"]
 
 
+async def test_a_flood_of_mentions_gets_one_private_notice(slack_factory):
+    h = await slack_factory(limits={"user_per_minute": 2})
+    h.fake.add_user("U0BOB", "Bob")
+    flood = [h.fake.mention(f"Question {i}?", user=ADA) for i in range(8)]
+    statuses = await asyncio.gather(*(h.send(b) for b in flood))
+    assert statuses == [200] * 8
+    await h.settle()
+    answered = [b for b in flood if h.fake.bot_messages(CHANNEL, b["event"]["ts"])]
+    assert len(answered) == 2, "the user's bucket lets two through"
+    notices = [e for e in h.fake.ephemerals if e["user"] == ADA]
+    assert len(notices) == 1 and "RATE_LIMITED" in notices[0]["text"] and "Try again in" in notices[0]["text"]
+    assert not h.fake.calls_of("chat.delete"), "refused questions never flash a placeholder"
+    _, ts = await h.mention("Am I limited too?", user="U0BOB")  # someone else is still served
+    assert len(h.fake.bot_messages(CHANNEL, ts)) == 1
+
+
 async def test_direct_messages_are_answered_without_a_mention(slack_factory):
     h = await slack_factory()
     dm = "D0ADA"
