@@ -242,10 +242,10 @@ class RateLimiter:
 
     async def check_answer(self, where: Conversation, user: User) -> None:
         scope = self._scope(where)
-        await self._check("answer", where, user, [
-            Bucket(f"{scope}:user:{user.id}", self.config.user_per_minute, "user"),
-            Bucket(f"{scope}:workspace", self.config.workspace_per_minute, "workspace"),
-        ])
+        buckets = [Bucket(f"{scope}:user:{user.id}", self.config.user_per_minute, "user")]
+        if where.workspace != "dm":  # Discord DMs have no workspace: strangers must not share one bucket
+            buckets.append(Bucket(f"{scope}:workspace", self.config.workspace_per_minute, "workspace"))
+        await self._check("answer", where, user, buckets)
 
     async def check_ingest(self, where: Conversation, user: User) -> None:
         scope = self._scope(where)
