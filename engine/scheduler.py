@@ -1,0 +1,510 @@
+"""Continuous-batching generation: one worker thread owns the model and serves every request at once.
+
+Each loop of the worker admits waiting requests (FIFO, within max_batch and max_tokens_in_flight),
+prefills the newcomers together, joins them to the running batch (engine/kvbatch.py), then runs one
+decode step that advances every running request by one token. A request leaves at a stop token,
+its max_new_tokens, or a cancel; the others never notice (per-row masks and positions), and nobody
+waits for someone else's long answer.
+
+Events cross to the event loop with loop.call_soon_threadsafe. Each handle buffers on the worker
+side and schedules at most one callback at a time, merging text deltas meanwhile, so a slow
+consumer costs the worker nothing but a string append.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.config import SchedulerConfig
+from engine.detokenize import IncrementalDetokenizer
+from engine.errors import ErrorCode, ParleyError, new_reference
+from engine.kvbatch import KVBatch, prefill_inputs
+from engine.models import LoadedModel
+from engine.sampling import RowSampler, SamplingParams, choose_tokens
+
+__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
+
+log = logging.getLogger(__name__)
+
+# Padded prompt tokens prefilled in one forward pass; more newcomers wait one decode step, so a
+# burst of long prompts never stalls the running answers for long.
+PREFILL_TOKEN_BUDGET = 4096
+
+
+@dataclass(frozen=True)
+class GenQueued:
+    ahead: int  # waiting requests in front of this one (0 = next)
+
+
+@dataclass(frozen=True)
+class GenText:
+    text: str  # detokenized delta
+
+
+@dataclass(frozen=True)
+class GenFinished:
+    reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    first_token_s: float  # since submit; 0.0 when no token came out
+    total_s: float  # since submit
+
+
+Event = GenQueued | GenText | GenFinished
+
+
+class GenerationHandle:
+    """One request's stream: async-iterate for GenQueued* GenText* GenFinished; cancel() any time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_cancel):
+        self._loop = loop
+        self._on_cancel = on_cancel
+        self._queue: asyncio.Queue[list] = asyncio.Queue()
+        self._lock = threading.Lock()
+        self._pending: list = []  # worker-side buffer, handed over by one scheduled callback
+        self._scheduled = False
+        self._cancelled = threading.Event()
+        self._closed = False  # the final event (or error) was delivered
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Thread-safe: the request leaves the queue or the batch at the worker's next step."""
+        if not self._cancelled.is_set():
+            self._cancelled.set()
+            self._on_cancel()
+
+    # ---- worker side ----
+    def _emit(self, event: Event | ParleyError) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            last = self._pending[-1] if self._pending else None
+            if isinstance(event, GenText) and isinstance(last, GenText):
+                self._pending[-1] = GenText(last.text + event.text)
+            elif isinstance(event, GenQueued) and isinstance(last, GenQueued):
+                self._pending[-1] = event
+            else:
+                self._pending.append(event)
+            if isinstance(event, (GenFinished, ParleyError)):
+                self._closed = True
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._hand_over)
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+            self._cancelled.set()
+
+    # ---- event loop side ----
+    def _hand_over(self) -> None:
+        with self._lock:
+            batch, self._pending, self._scheduled = self._pending, [], False
+        self._queue.put_nowait(batch)
+
+    def __aiter__(self):
+        return self._events()
+
+    async def _events(self):
+        ready: collections.deque = collections.deque()
+        while True:
+            if not ready:
+                ready.extend(await self._queue.get())
+                while not self._queue.empty():  # a slow consumer gets what piled up, merged
+                    ready.extend(self._queue.get_nowait())
+            event = ready.popleft()
+            while isinstance(event, GenText) and ready and isinstance(ready[0], GenText):
+                event = GenText(event.text + ready.popleft().text)
+            if isinstance(event, ParleyError):
+                raise event
+            yield event
+            if isinstance(event, GenFinished):
+                return
+
+
+@dataclass(eq=False)
+class _Request:
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    max_new: int  # max_new_tokens clipped to the context window
+    handle: GenerationHandle
+    submitted: float
+    reported_ahead: int | None = None
+    sampler: RowSampler | None = None
+    detok: IncrementalDetokenizer | None = None
+    generated: int = 0  # tokens sampled, the stop token included
+    first_token_s: float = 0.0
+
+    @property
+    def budget(self) -> int:
+        return len(self.prompt) + self.max_new
+
+
+@dataclass
+class _Stats:
+    tokens_generated: int = 0
+    prompt_tokens: int = 0
+    requests_finished: int = 0
+    requests_cancelled: int = 0
+    requests_failed: int = 0
+    busy_seconds: float = 0.0
+    decode_steps: int = 0
+    decode_rows: int = 0
+    prefill_seconds: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class GenerationScheduler:
+    def __init__(self, loaded: LoadedModel, config: SchedulerConfig) -> None:
+        self._loaded = loaded
+        self._config = config
+        self._device = loaded.device
+        self._max_batch = config.cuda_max_batch if loaded.device.type == "cuda" else config.max_batch
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._running: list[_Request] = []  # row order of the batch
+        self._starting = 0  # admitted, being prefilled
+        self._closing = False
+        self._cancel_all = False
+        self._dead: str | None = None  # the worker died: refuse new work instead of queueing forever
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._stats = _Stats()
+        self._kv: KVBatch | None = None  # the running rows' cache, mask, positions and next inputs
+        self._seen: torch.Tensor | None = None  # [B, V] bool, only while a row uses a repetition penalty
+        # transformers v5 renamed forward(past_key_values=) to cache=; accept either.
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(loaded.model.forward).parameters \
+            else "past_key_values"
+        self._stop_ids = sorted(loaded.stop_token_ids)
+        self._stop_tensor = torch.tensor(self._stop_ids, dtype=torch.long, device=self._device)
+        tok = loaded.tokenizer
+        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self._stop_ids or [0])[0]
+
+    # ---- public API (event loop thread) ----
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name=f"generate-{self._loaded.name}", daemon=True)
+            self._thread.start()
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationHandle:
+        window = self._loaded.context_window
+        if not prompt_ids:
+            raise ParleyError(ErrorCode.INVALID_REQUEST, "There is nothing to answer: the prompt is empty.")
+        if len(prompt_ids) + 1 > window:
+            raise ParleyError(ErrorCode.CONTEXT_TOO_LONG)
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._closing:
+                raise ParleyError(ErrorCode.SHUTTING_DOWN)
+            if self._dead:
+                raise ParleyError(ErrorCode.GENERATION_FAILED, reference=self._dead)
+            free = max(0, self._max_batch - len(self._running) - self._starting)
+            if len(self._queue) - free >= self._config.max_queue:
+                raise ParleyError(ErrorCode.QUEUE_FULL)
+            handle = GenerationHandle(loop, self._wake)
+            request = _Request(id=next(self._ids), prompt=list(prompt_ids), params=params,
+                               max_new=max(1, min(params.max_new_tokens, window - len(prompt_ids))),
+                               handle=handle, submitted=time.perf_counter())
+            if len(self._queue) >= free:  # it will wait: say so at once
+                request.reported_ahead = len(self._queue) - free
+                handle._emit(GenQueued(request.reported_ahead))
+            self._queue.append(request)
+            self._cond.notify()
+        return handle
+
+    async def shutdown(self, *, cancel: bool) -> None:
+        """Take no new work; finish (cancel=False) or cancel (cancel=True) the rest; join the worker."""
+        with self._cond:
+            self._closing = True
+            self._cancel_all = self._cancel_all or cancel
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        else:  # never started: nothing runs, the queued end here
+            with self._cond:
+                waiting, self._queue = list(self._queue), collections.deque()
+            for request in waiting:
+                self._finish(request, "cancelled")
+
+    def set_max_batch(self, n: int) -> None:
+        """Limit the batch (the memory monitor lowers it under pressure). Running rows above the new
+        limit finish normally; no new row joins until the batch is below it."""
+        with self._cond:
+            self._max_batch = max(1, int(n))
+            self._cond.notify()
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            s = self._stats
+            running = len(self._running)
+            return {
+                "queued": len(self._queue),
+                "running": running,
+                "max_batch": self._max_batch,
+                "max_queue": self._config.max_queue,
+                "tokens_in_flight": sum(r.budget for r in self._running),
+                "max_tokens_in_flight": self._config.max_tokens_in_flight,
+                "tokens_generated": s.tokens_generated,
+                "prompt_tokens": s.prompt_tokens,
+                "requests_finished": s.requests_finished,
+                "requests_cancelled": s.requests_cancelled,
+                "requests_failed": s.requests_failed,
+                "busy_seconds": round(s.busy_seconds, 3),
+                "prefill_seconds": round(s.prefill_seconds, 3),
+                "decode_steps": s.decode_steps,
+                "mean_batch": round(s.decode_rows / s.decode_steps, 2) if s.decode_steps else 0.0,
+                "kv_cache_bytes": self._kv_bytes(),
+                "worker_alive": bool(self._thread and self._thread.is_alive()),
+            }
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    # ---- worker thread ----
+    def _worker(self) -> None:
+        try:
+            with torch.inference_mode():
+                while self._serve_once():
+                    pass
+        except BaseException as exc:  # a bug in the loop itself: fail everything, refuse new work
+            reference = new_reference()
+            log.exception("generation worker died", extra={"reference": reference, "model": self._loaded.name})
+            with self._cond:
+                self._dead = reference
+                victims = list(self._queue) + list(self._running)
+                self._queue.clear()
+            self._fail(victims, reference, exc)
+            self._drop_batch()
+
+    def _serve_once(self) -> bool:
+        """One round: drop cancelled, admit, prefill newcomers, one decode step. False = exit."""
+        with self._cond:
+            while True:
+                cancelled = [r for r in self._queue if r.handle.cancelled or self._cancel_all]
+                for r in cancelled:
+                    self._queue.remove(r)
+                newcomers = self._admit()
+                if cancelled or newcomers or self._running:
+                    self._starting = len(newcomers)
+                    break
+                if self._closing and not self._queue:
+                    return False
+                self._cond.wait()
+            self._report_positions()
+        for r in cancelled:
+            self._finish(r, "cancelled")
+        if newcomers:
+            self._prefill(newcomers)
+        if self._running:
+            self._decode_step()
+        return True
+
+    def _admit(self) -> list[_Request]:
+        """Waiting requests that may start now, first come first served (caller holds the lock)."""
+        admitted: list[_Request] = []
+        in_flight = sum(r.budget for r in self._running)
+        while self._queue and not self._cancel_all:
+            r = self._queue[0]
+            if len(self._running) + len(admitted) >= self._max_batch:
+                break
+            alone = not self._running and not admitted  # one request over the token limit still runs, alone
+            if in_flight + r.budget > self._config.max_tokens_in_flight and not alone:
+                break
+            width = max([len(r.prompt)] + [len(a.prompt) for a in admitted])
+            if admitted and width * (len(admitted) + 1) > PREFILL_TOKEN_BUDGET:
+                break
+            self._queue.popleft()
+            admitted.append(r)
+            in_flight += r.budget
+        return admitted
+
+    def _report_positions(self) -> None:
+        for ahead, r in enumerate(self._queue):
+            if r.reported_ahead != ahead:
+                r.reported_ahead = ahead
+                r.handle._emit(GenQueued(ahead))
+
+    def _prefill(self, newcomers: list[_Request]) -> None:
+        started = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            ids, mask, positions = prefill_inputs([r.prompt for r in newcomers], self._pad_id, self._device)
+            kv = KVBatch.empty(self._loaded.model.config, mask, mask.sum(dim=1))
+            logits = self._forward(ids, mask, positions, kv)
+            for r in newcomers:
+                r.sampler = RowSampler(r.params, self._device)
+                r.detok = IncrementalDetokenizer(self._loaded.tokenizer)
+            seen = self._new_seen(newcomers)
+            tokens = self._choose(logits, newcomers, seen)
+        except Exception as exc:  # noqa: BLE001 - only these newcomers fail; the batch goes on
+            failure = exc
+        elapsed = time.perf_counter() - started
+        with self._cond:
+            self._starting = 0
+            self._stats.busy_seconds += elapsed
+            self._stats.prefill_seconds += elapsed
+            if failure is None:
+                self._stats.prompt_tokens += sum(len(r.prompt) for r in newcomers)
+        if failure is not None:
+            if len(newcomers) == 1:
+                self._failed_step(newcomers, failure, "prefill")
+            else:  # find the one at fault: the others still get their answers
+                for r in newcomers:
+                    self._prefill([r])
+            return
+        kv.last_tokens = tokens
+        if self._kv is None:
+            self._kv = kv
+        else:
+            self._kv.merge(kv)
+        with self._cond:
+            self._running.extend(newcomers)
+        self._seen = self._join_seen(seen, len(newcomers))
+        self._advance(newcomers, tokens)
+
+    def _decode_step(self) -> None:
+        started = time.perf_counter()
+        rows = list(self._running)
+        try:
+            ids, mask, positions = self._kv.step_inputs()
+            logits = self._forward(ids, mask, positions, self._kv)
+            tokens = self._choose(logits, rows, self._seen)
+            self._kv.advance(tokens)
+        except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: fail its rows
+            self._failed_step(rows, exc, "decode")
+            return
+        finally:
+            with self._cond:
+                self._stats.busy_seconds += time.perf_counter() - started
+                self._stats.decode_steps += 1
+                self._stats.decode_rows += len(rows)
+        self._advance(rows, tokens)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KVBatch) -> torch.Tensor:
+        """One forward pass over the batch; the next-token logits [B, V] (only the last position's)."""
+        out = self._loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                 logits_to_keep=1, **{self._cache_kwarg: kv.cache})
+        return out.logits[:, -1, :]
+
+    def _kv_bytes(self) -> int:
+        kv = self._kv
+        if kv is None:
+            return 0
+        return sum(t.numel() * t.element_size() for layer in kv.cache.layers
+                   for t in (layer.kbuf, layer.vbuf) if t is not None)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Request], seen: torch.Tensor | None) -> torch.Tensor:
+        suppress = None
+        if any(r.generated < r.params.min_new_tokens for r in rows):
+            suppress = torch.tensor([r.generated < r.params.min_new_tokens for r in rows], device=logits.device)
+        tokens = choose_tokens(logits, [r.sampler for r in rows], seen, suppress, self._stop_tensor)
+        if seen is not None:
+            seen[torch.arange(len(rows), device=seen.device), tokens] = True
+        return tokens
+
+    def _advance(self, rows: list[_Request], tokens: torch.Tensor) -> None:
+        """Record each row's new token, stream its text, and drop the rows that are done."""
+        now = time.perf_counter()
+        done: list[tuple[_Request, str]] = []
+        for r, token in zip(rows, tokens.tolist()):
+            r.generated += 1
+            if r.generated == 1:
+                r.first_token_s = now - r.submitted
+            if r.handle.cancelled or self._cancel_all:
+                done.append((r, "cancelled"))
+                continue
+            if token in self._loaded.stop_token_ids:
+                done.append((r, "stop"))
+                continue
+            delta = r.detok.push(token)
+            if delta:
+                r.handle._emit(GenText(delta))
+            if r.generated >= r.max_new:
+                done.append((r, "length"))
+        with self._cond:
+            self._stats.tokens_generated += len(rows)
+        if done:
+            self._remove({id(r) for r, _ in done})
+            for r, reason in done:
+                self._finish(r, reason)
+
+    def _remove(self, leaving: set[int]) -> None:
+        keep = [i for i, r in enumerate(self._running) if id(r) not in leaving]
+        with self._cond:
+            self._running = [self._running[i] for i in keep]
+        if not keep:
+            self._kv, self._seen = None, None
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self._device)
+        self._kv.select(index)
+        if self._seen is not None:
+            if any(r.params.repetition_penalty != 1.0 for r in self._running):
+                self._seen = self._seen.index_select(0, index)
+            else:
+                self._seen = None
+
+    def _finish(self, r: _Request, reason: str) -> None:
+        if reason != "cancelled" and r.detok is not None:
+            rest = r.detok.finish()
+            if rest:
+                r.handle._emit(GenText(rest))
+        completion = len(r.detok.ids) if r.detok is not None else 0
+        total = time.perf_counter() - r.submitted
+        with self._cond:
+            self._stats.requests_finished += 1
+            self._stats.requests_cancelled += reason == "cancelled"
+        r.handle._emit(GenFinished(reason=reason, prompt_tokens=len(r.prompt), completion_tokens=completion,
+                                   first_token_s=r.first_token_s, total_s=total))
+        log.debug("generation finished", extra={"request": r.id, "reason": reason, "prompt_tokens": len(r.prompt),
+                                               "completion_tokens": completion, "seconds": round(total, 3)})
+
+    def _new_seen(self, rows: list[_Request]) -> torch.Tensor | None:
+        """Tokens each new row has seen (its prompt), when any row of the batch uses a penalty."""
+        if self._seen is None and not any(r.params.repetition_penalty != 1.0 for r in rows):
+            return None
+        vocab = self._loaded.model.get_output_embeddings().weight.shape[0]
+        seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=self._device)
+        for i, r in enumerate(rows):
+            if r.params.repetition_penalty != 1.0:
+                seen[i, torch.tensor(r.prompt, device=self._device)] = True
+        return seen
+
+    def _join_seen(self, new_seen: torch.Tensor | None, n_new: int) -> torch.Tensor | None:
+        old_rows = len(self._running) - n_new
+        if new_seen is None:
+            return self._seen  # None as well: _new_seen builds one whenever the batch has one
+        if self._seen is None:
+            old = torch.zeros(old_rows, new_seen.shape[1], dtype=torch.bool, device=self._device)
+            return torch.cat([old, new_seen])
+        return torch.cat([self._seen, new_seen])
+
+    def _failed_step(self, rows: list[_Request], exc: BaseException, stage: str) -> None:
+        reference = new_reference()
+        log.exception("generation step failed", extra={"stage": stage, "reference": reference,
+                                                       "rows": len(rows), "model": self._loaded.name})
+        if stage == "decode":
+            self._drop_batch()
+        self._fail(rows, reference, exc)
+
+    def _drop_batch(self) -> None:
+        with self._cond:
+            self._running = []
+        self._kv, self._seen = None, None
+
+    def _fail(self, rows: list[_Request], reference: str, exc: BaseException) -> None:
+        with self._cond:
+            self._stats.requests_failed += len(rows)
+        for r in rows:
+            r.handle._emit(ParleyError(ErrorCode.GENERATION_FAILED, reference=reference, detail=repr(exc)))

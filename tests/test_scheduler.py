@@ -1,0 +1,309 @@
+"""The continuous-batching scheduler, on the real packaged model.
+
+What a user would notice: an answer does not change because other people are being answered at
+the same time (greedy answers alone == inside a busy, changing batch == transformers' generate),
+a cancel stops only its own answer, limits are enforced with the right error, streamed text joins
+into exactly the decoded answer (accents and emoji included), queued users see their position,
+and a shutdown ends everything cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import torch
+
+from engine.config import SchedulerConfig
+from engine.errors import ErrorCode, ParleyError
+from engine.scheduler import (GenerationScheduler, GenFinished, GenQueued, GenText, SamplingParams)
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me three tips for sleeping better.",
+    "Why is the sky blue? Explain it to a ten year old child in a few sentences.",
+]
+FILLERS = [
+    "Name a colour.", "What is 2 + 2?", "Tell me a joke about cats.", "List four fruits.",
+    "Write one sentence about trains.", "What do bees make?", "Describe a forest at night in detail.",
+    "Say hello in Spanish.", "What is the largest planet?", "Write a short poem about rain.",
+    "How many days are in a week?", "Suggest a name for a dog.",
+]
+EMOJI = "Reply with three emoji that describe happiness."
+FRENCH = "Translate into French: 'The summer is very hot, and my brother is at the café near the sea.'"
+
+
+@dataclasses.dataclass
+class Result:
+    events: list
+    text: str
+    final: GenFinished
+
+
+async def collect(handle, on_first_text=None) -> Result:
+    events, parts = [], []
+    async for event in handle:
+        events.append(event)
+        if isinstance(event, GenText):
+            if not parts and on_first_text is not None:
+                on_first_text()
+            parts.append(event.text)
+    assert isinstance(events[-1], GenFinished), events[-1]
+    return Result(events, "".join(parts), events[-1])
+
+
+@pytest.fixture
+async def make_scheduler(loaded_model):
+    """Start schedulers on the shared model; each is shut down (cancelling) after the test."""
+    made: list[GenerationScheduler] = []
+
+    def build(loaded=None, **config) -> GenerationScheduler:
+        scheduler = GenerationScheduler(loaded or loaded_model, SchedulerConfig(**config))
+        scheduler.start()
+        made.append(scheduler)
+        return scheduler
+
+    yield build
+    for scheduler in made:
+        await asyncio.wait_for(scheduler.shutdown(cancel=True), 60)
+
+
+def prompt(loaded, question: str) -> list[int]:
+    return loaded.chat_prompt_ids([{"role": "user", "content": question}])
+
+
+def hf_greedy(loaded, ids: list[int], max_new_tokens: int) -> list[int]:
+    """transformers' own greedy answer, cut at the first stop token (the stop token excluded)."""
+    x = torch.tensor([ids], device=loaded.device)
+    with torch.inference_mode():
+        out = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                    do_sample=False, eos_token_id=sorted(loaded.stop_token_ids))
+    answer = []
+    for token in out[0, len(ids):].tolist():
+        if token in loaded.stop_token_ids:
+            break
+        answer.append(token)
+    return answer
+
+
+_alone: dict[str, Result] = {}
+
+
+async def answers_alone(make_scheduler, loaded) -> dict[str, Result]:
+    """Each question answered with nobody else around (computed once per test session)."""
+    if not _alone:
+        scheduler = make_scheduler(max_batch=16)
+        for q in QUESTIONS:
+            _alone[q] = await collect(scheduler.submit(prompt(loaded, q), GREEDY))
+    return _alone
+
+
+async def test_greedy_answer_alone_is_transformers_generate(make_scheduler, loaded_model):
+    alone = await answers_alone(make_scheduler, loaded_model)
+    q = QUESTIONS[0]
+    expected = loaded_model.tokenizer.decode(hf_greedy(loaded_model, prompt(loaded_model, q), 24),
+                                             skip_special_tokens=True)
+    assert alone[q].text == expected
+    assert "Paris" in alone[q].text
+
+
+@pytest.mark.slow
+async def test_answers_do_not_change_inside_a_busy_changing_batch(make_scheduler, loaded_model):
+    alone = await answers_alone(make_scheduler, loaded_model)
+    scheduler = make_scheduler(max_batch=16)
+    started = asyncio.Event()
+
+    async def filler(i: int) -> Result:
+        await asyncio.sleep(0.15 * (i % 4))
+        # Short answers leave mid-way; long ones keep the batch busy after the questions join.
+        params = SamplingParams(temperature=0.0, max_new_tokens=(3, 9, 40)[i % 3])
+        return await collect(scheduler.submit(prompt(loaded_model, FILLERS[i]), params), started.set)
+
+    async def question(i: int) -> Result:
+        if i:  # all but the first join a batch that is already decoding
+            await started.wait()
+            await asyncio.sleep(0.2 * i)
+        return await collect(scheduler.submit(prompt(loaded_model, QUESTIONS[i]), GREEDY))
+
+    results = await asyncio.gather(*(filler(i) for i in range(len(FILLERS))),
+                                   *(question(i) for i in range(len(QUESTIONS))))
+    for q, got in zip(QUESTIONS, results[len(FILLERS):]):
+        assert got.text == alone[q].text, q
+        assert got.final.completion_tokens == alone[q].final.completion_tokens
+    lengths = [r.final.completion_tokens for r in results[:len(FILLERS)]]
+    assert all(n <= (3, 9, 40)[i % 3] for i, n in enumerate(lengths))
+    snap = scheduler.snapshot()
+    assert snap["requests_finished"] == len(FILLERS) + len(QUESTIONS)
+    assert snap["decode_steps"] > 0 and snap["tokens_generated"] >= sum(lengths)
+    assert snap["running"] == 0 and snap["queued"] == 0
+
+
+async def test_cancelling_one_answer_leaves_the_others_untouched(make_scheduler, loaded_model):
+    alone = await answers_alone(make_scheduler, loaded_model)
+    scheduler = make_scheduler(max_batch=8)
+    victim = scheduler.submit(prompt(loaded_model, "Write a long story about a dragon and a knight."),
+                              SamplingParams(max_new_tokens=200))
+    others = [scheduler.submit(prompt(loaded_model, q), GREEDY) for q in QUESTIONS[:3]]
+    results = await asyncio.gather(collect(victim, victim.cancel), *(collect(h) for h in others))
+    assert results[0].final.reason == "cancelled"
+    assert results[0].final.completion_tokens < 200
+    for q, got in zip(QUESTIONS, results[1:]):
+        assert got.text == alone[q].text
+        assert got.final.reason in ("stop", "length")
+
+
+async def test_a_full_queue_refuses_with_queue_full(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=1, max_queue=1)
+    long = SamplingParams(max_new_tokens=300)
+    first = scheduler.submit(prompt(loaded_model, "Tell me a long story."), long)
+    async for event in first:  # the first request is running once its text flows
+        if isinstance(event, GenText):
+            break
+    second = scheduler.submit(prompt(loaded_model, "And another one."), long)
+    with pytest.raises(ParleyError) as refused:
+        scheduler.submit(prompt(loaded_model, "One more?"), long)
+    assert refused.value.code is ErrorCode.QUEUE_FULL
+    assert scheduler.snapshot()["queued"] == 1
+    first.cancel()
+    second.cancel()
+    assert (await collect(second)).final.reason == "cancelled"
+
+
+async def test_context_window_is_enforced_and_answers_are_clipped_to_it(make_scheduler, loaded_model):
+    small = dataclasses.replace(loaded_model, config=dataclasses.replace(loaded_model.config, context_window=256))
+    scheduler = make_scheduler(loaded=small)
+    words = loaded_model.tokenizer.encode(" lighthouse" * 400, add_special_tokens=False)
+    with pytest.raises(ParleyError) as too_long:
+        scheduler.submit(words[:256], GREEDY)
+    assert too_long.value.code is ErrorCode.CONTEXT_TOO_LONG
+    # Room for 6 more tokens: the answer stops there however many were asked for.
+    got = await collect(scheduler.submit(words[:250], SamplingParams(max_new_tokens=100)))
+    assert got.final.prompt_tokens == 250
+    assert 1 <= got.final.completion_tokens <= 6
+    assert got.final.reason in ("length", "stop")
+
+
+async def test_max_new_tokens_is_respected(make_scheduler, loaded_model):
+    scheduler = make_scheduler()
+    got = await collect(scheduler.submit(prompt(loaded_model, "Write a long essay about the history of Rome."),
+                                         SamplingParams(max_new_tokens=5)))
+    assert got.final.reason == "length"
+    assert got.final.completion_tokens == 5
+    assert got.final.total_s >= got.final.first_token_s > 0
+
+
+@pytest.mark.parametrize("question,tokens", [(FRENCH, 40), (EMOJI, 40)])
+async def test_streamed_text_joins_into_the_decoded_answer(make_scheduler, loaded_model, question, tokens):
+    """Accents and emoji span several tokens: no broken characters, no lost spaces, no lost text."""
+    scheduler = make_scheduler()
+    ids = prompt(loaded_model, question)
+    got = await collect(scheduler.submit(ids, SamplingParams(max_new_tokens=tokens)))
+    expected = loaded_model.tokenizer.decode(hf_greedy(loaded_model, ids, tokens), skip_special_tokens=True)
+    assert got.text == expected
+    assert any(ord(c) > 127 for c in got.text), "the prompt makes the model write non-ASCII text"
+    deltas = [e.text for e in got.events if isinstance(e, GenText)]
+    # Only the very end may hold an unfinished character (the answer was cut mid-emoji).
+    assert not any("\ufffd" in d for d in deltas[:-1])
+
+
+def test_incremental_detokenizer_matches_full_decode_on_hard_text(loaded_model):
+    from engine.detokenize import IncrementalDetokenizer
+
+    tok = loaded_model.tokenizer
+    samples = ["Le café est très chaud, naïve élève!", "Emoji: 🌱🎉👩‍👩‍👧 done.", "  leading spaces\n\tand tabs",
+               "中文字符和日本語のテキスト", "mixed: ü ö ä ß — “quotes” … €100"]
+    for text in samples:
+        ids = tok.encode(text, add_special_tokens=False)
+        detok = IncrementalDetokenizer(tok)
+        deltas = [detok.push(t) for t in ids]
+        deltas.append(detok.finish())
+        assert "".join(deltas) == tok.decode(ids, skip_special_tokens=True), text
+        assert not any("\ufffd" in d for d in deltas), text
+
+
+async def test_queued_requests_see_their_position(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=1)
+    params = SamplingParams(max_new_tokens=6, min_new_tokens=6)  # each holds the slot for 6 tokens
+    handles = [scheduler.submit(prompt(loaded_model, f"Question number {i}: name a colour."), params)
+               for i in range(3)]
+    results = await asyncio.gather(*(collect(h) for h in handles))
+    positions = [[e.ahead for e in r.events if isinstance(e, GenQueued)] for r in results]
+    assert positions[1] and positions[1][0] == 0
+    assert positions[2][:2] == [1, 0], positions  # moves up when the one in front starts
+    for r in results:
+        kinds = [type(e) for e in r.events]
+        first_text = kinds.index(GenText) if GenText in kinds else len(kinds)
+        assert GenQueued not in kinds[first_text:], "no queue note after the answer started"
+        assert r.final.reason == "length"
+    assert results[2].final.first_token_s > results[0].final.first_token_s
+
+
+async def test_shutdown_with_cancel_ends_everything(loaded_model):
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=2))
+    scheduler.start()
+    long = SamplingParams(max_new_tokens=400)
+    handles = [scheduler.submit(prompt(loaded_model, f"Tell me a long story number {i}."), long) for i in range(4)]
+    tasks = [asyncio.ensure_future(collect(h)) for h in handles]
+    while scheduler.snapshot()["tokens_generated"] == 0:
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(scheduler.shutdown(cancel=True), 60)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert [r.final.reason for r in results] == ["cancelled"] * 4
+    with pytest.raises(ParleyError) as refused:
+        scheduler.submit(prompt(loaded_model, "Anyone there?"), GREEDY)
+    assert refused.value.code is ErrorCode.SHUTTING_DOWN
+
+
+async def test_shutdown_without_cancel_lets_answers_finish(loaded_model):
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=1))
+    scheduler.start()
+    handles = [scheduler.submit(prompt(loaded_model, q), SamplingParams(max_new_tokens=4)) for q in QUESTIONS[:2]]
+    tasks = [asyncio.ensure_future(collect(h)) for h in handles]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(scheduler.shutdown(cancel=False), 60)
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert all(r.final.reason in ("length", "stop") and r.text for r in results)
+
+
+async def test_a_seeded_sample_is_reproducible_in_any_company(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=8)
+    ids = prompt(loaded_model, "Write a sentence about a cat.")
+    sampled = SamplingParams(temperature=0.9, top_p=0.95, top_k=50, repetition_penalty=1.1,
+                             max_new_tokens=16, seed=1234)
+    alone = await collect(scheduler.submit(ids, sampled))
+    crowd = [scheduler.submit(prompt(loaded_model, q), GREEDY) for q in QUESTIONS[:3]]
+    again, *_ = await asyncio.gather(collect(scheduler.submit(ids, sampled)), *(collect(h) for h in crowd))
+    assert again.text == alone.text
+    other = await collect(scheduler.submit(ids, dataclasses.replace(sampled, seed=99)))
+    assert other.text != alone.text
+
+
+async def test_a_bad_request_fails_alone_with_generation_failed(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=4)
+    vocab = loaded_model.model.config.vocab_size
+    good = scheduler.submit(prompt(loaded_model, QUESTIONS[0]), SamplingParams(max_new_tokens=8))
+    bad = scheduler.submit([1, 2, vocab + 10], SamplingParams(max_new_tokens=8))  # no such token
+    with pytest.raises(ParleyError) as failed:
+        await collect(bad)
+    assert failed.value.code is ErrorCode.GENERATION_FAILED
+    assert (await collect(good)).final.reason in ("stop", "length")
+    # The scheduler keeps serving.
+    assert (await collect(scheduler.submit(prompt(loaded_model, "Hi!"), SamplingParams(max_new_tokens=3)))).text
+
+
+async def test_a_smaller_batch_limit_makes_newcomers_wait(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=4)
+    scheduler.set_max_batch(1)
+    assert scheduler.snapshot()["max_batch"] == 1
+    params = SamplingParams(max_new_tokens=4)
+    first = scheduler.submit(prompt(loaded_model, "Name a fruit."), params)
+    second = scheduler.submit(prompt(loaded_model, "Name a tree."), params)
+    a, b = await asyncio.gather(collect(first), collect(second))
+    assert any(isinstance(e, GenQueued) for e in b.events)
+    snap = scheduler.snapshot()
+    for key in ("queued", "running", "max_batch", "tokens_generated", "requests_finished", "busy_seconds",
+                "decode_steps"):
+        assert key in snap, key
