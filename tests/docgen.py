@@ -161,6 +161,17 @@ def policy_docx() -> bytes:
     return out.getvalue()
 
 
+def simple_docx(*paragraphs: str) -> bytes:
+    import docx
+
+    document = docx.Document()
+    for paragraph in paragraphs:
+        document.add_paragraph(paragraph)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
 def wiki_html() -> bytes:
     facts = facts_for("wiki.html")
     body = "".join(f"<p>{p}</p>" for p in filler(30, 1))
