@@ -33,8 +33,7 @@ from discord.http import Route
 from adapters.discord_commands import ParleyCommands
 from adapters.discord_state import DiscordThreads
 from adapters.discord_text import final_text, question_text, thread_name
-from adapters.slack_files import ProgressBoard, ingested_text, shown_name  # platform-neutral helpers
-from adapters.streaming import EditBudget, StreamingReply
+from adapters.streaming import EditBudget, ProgressBoard, StreamingReply, ingested_text, shown_name
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
 from engine.types import (
