@@ -5,6 +5,7 @@ are L2-normalised, so Chroma's cosine distance is 1 - dot product.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -89,6 +90,13 @@ class Embedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+    @functools.cached_property
+    def count_tokens(self) -> Callable[[str], int]:
+        """Word pieces in a text (no special tokens), memoised across ingests."""
+        from engine.knowledge.splitting import token_counter
+
+        return token_counter(self.tokenizer)
 
 
 _shared: dict[tuple[str, int], Embedder] = {}

@@ -11,10 +11,10 @@ new one is live.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import logging
-import os
 import re
 import threading
 import time
@@ -25,8 +25,9 @@ from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge import loaders
 from engine.knowledge.embedder import Embedder, shared_embedder
+from engine.knowledge.prompting import excerpt, sentences
 from engine.knowledge.records import Passage
-from engine.knowledge.splitting import make_splitter, split_pages, token_counter
+from engine.knowledge.splitting import make_splitter, split_pages
 from engine.knowledge.store import (ChromaStore, DocumentRecord, chunk_id, document_id, open_client,
                                     scope_where)
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # Extra candidates fetched per search so that stale chunks dropped by the live-version filter
 # still leave k passages.
 _CANDIDATE_FACTOR = 3
+_MAX_SENTENCES = 12  # per passage, for choosing its excerpt
 
 
 def clean_filename(name: str) -> str:
@@ -119,7 +121,7 @@ class KnowledgeBase:
 
         kind = loaders.sniff(name, data)
         document = loaders.load(kind, name, data, on_page=lambda done, total: emit("reading", done, total, "pages"))
-        count = token_counter(self.embedder.tokenizer)
+        count = self.embedder.count_tokens
         chunk_tokens = min(self.config.chunk_tokens, self.embedder.max_tokens - 2)  # [CLS] and [SEP]
         overlap = min(self.config.chunk_overlap_tokens, chunk_tokens // 2)
         drafts = split_pages(document.pages, make_splitter(count, chunk_tokens, overlap, kind))
@@ -206,13 +208,31 @@ class KnowledgeBase:
             if score >= self.config.min_relevance and live.get(m["doc_id"]) == int(m["version"])
         ]
         passages.sort(key=lambda p: -p.score)
+        passages = self._with_excerpts(vector, passages[:k])
         elapsed_ms = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self._searches += 1
             self._search_ms_total += elapsed_ms
         log.debug("knowledge search", extra={"scope": where.session_key, "hits": len(hits),
-                                              "kept": len(passages[:k]), "ms": round(elapsed_ms, 1)})
-        return passages[:k]
+                                              "kept": len(passages), "ms": round(elapsed_ms, 1)})
+        return passages
+
+    def _with_excerpts(self, query_vector, passages: list[Passage]) -> list[Passage]:
+        """Pick, in each passage, the sentence closest in meaning to the question: the excerpt an
+        answer shows as its evidence (a chunk's first sentence is often about something else)."""
+        split = [sentences(p.text)[:_MAX_SENTENCES] for p in passages]
+        flat = [s for parts in split for s in parts]
+        if not flat:
+            return passages
+        scores = self.embedder.encode(flat) @ query_vector
+        out, at = [], 0
+        for passage, parts in zip(passages, split):
+            if parts:
+                best = int(scores[at:at + len(parts)].argmax())
+                passage = dataclasses.replace(passage, excerpt=excerpt(passage.text, start=best))
+            out.append(passage)
+            at += len(parts)
+        return out
 
     # ---- documents ---------------------------------------------------------------------------
 

@@ -61,13 +61,20 @@ def _cut_to_fit(passage: Passage, budget: int, count_tokens: Callable[[str], int
     return best
 
 
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """The first sentence or two of a passage, at most `limit` characters."""
-    flat = " ".join(text.split())
-    sentences = _SENTENCE_END.split(flat)
-    out = sentences[0]
-    if len(sentences) > 1 and len(out) + 1 + len(sentences[1]) <= limit:
-        out = f"{out} {sentences[1]}"
+def sentences(text: str) -> list[str]:
+    """A passage cut into sentences (and lines: list items, table rows, CSV fields)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        out.extend(s for s in _SENTENCE_END.split(" ".join(line.split())) if s)
+    return out
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS, start: int = 0) -> str:
+    """A sentence or two of a passage (from sentence `start`), at most `limit` characters."""
+    parts = sentences(text)[start:] or [" ".join(text.split())]
+    out = parts[0]
+    if len(parts) > 1 and len(out) < limit // 2 and len(out) + 1 + len(parts[1]) <= limit:
+        out = f"{out} {parts[1]}"
     if len(out) > limit:
         out = out[:limit].rsplit(" ", 1)[0] + " …"
     return out
@@ -76,8 +83,8 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 def to_sources(passages: Iterable[Passage]) -> tuple[Source, ...]:
     """One Source per passage used, in the order they were tagged (so [n] matches), with a
     short excerpt to check the answer against."""
-    return tuple(Source(file=p.file, page=p.page, excerpt=excerpt(p.text), score=p.score, version=p.version)
-                 for p in passages)
+    return tuple(Source(file=p.file, page=p.page, excerpt=p.excerpt or excerpt(p.text), score=p.score,
+                        version=p.version) for p in passages)
 
 
 def sources_footer(sources: Iterable[Source]) -> str:

@@ -22,6 +22,7 @@ class Passage:
     chunk: int = 0
     uploader: str = ""
     uploaded_at: float = 0.0
+    excerpt: str = ""  # the sentence or two of `text` closest to the question, to show as evidence
 
     def label(self) -> str:
         return f"{self.file} p.{self.page}" if self.page else self.file
