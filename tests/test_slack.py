@@ -60,7 +60,8 @@ async def slack_factory(tmp_path, engine_factory):
     """Start a fake Slack, an Engine and the adapter in HTTP mode; everything closes at the end."""
     started: list[tuple[FakeSlack, SlackAdapter]] = []
 
-    async def build(*, knowledge: bool = False, engine=None, data_dir=None, slack: dict | None = None, **overrides):
+    async def build(*, knowledge: bool = False, engine=None, data_dir=None, slack: dict | None = None,
+                    max_new_tokens: int = 20, **overrides):
         fake = await FakeSlack().start()
         fake.add_user(ADA, "Ada")
         fake.add_user(GRACE, "Grace", admin=True)
@@ -68,6 +69,8 @@ async def slack_factory(tmp_path, engine_factory):
         config = make_config(data_dir or tmp_path / "data",
                              slack={"mode": "http", "stream_interval_s": 0.2, **(slack or {})},
                              knowledge={"enabled": knowledge}, admins={"slack": {fake.team_id: [LIN]}}, **overrides)
+        for model in config.models:  # short answers keep the suite quick; the Slack side is the same
+            model.generation.max_new_tokens = max_new_tokens
         engine = engine or await engine_factory(config)
         adapter = SlackAdapter(engine, config, bot_token=fake.bot_token, signing_secret=fake.signing_secret,
                                api_url=fake.api_url)
@@ -218,14 +221,14 @@ async def test_llm_model_refused_for_non_admin_and_works_for_admins(slack_factor
 
 
 async def test_long_answers_are_split_and_edits_survive_rate_limits(slack_factory, monkeypatch):
-    monkeypatch.setattr(slack_module, "MESSAGE_LIMIT", 120)
-    monkeypatch.setattr(slack_module, "MESSAGE_SOFT_LIMIT", 60)
+    monkeypatch.setattr(slack_module, "MESSAGE_LIMIT", 48)
+    monkeypatch.setattr(slack_module, "MESSAGE_SOFT_LIMIT", 24)
     h = await slack_factory()
     h.fake.rate_limit("chat.update", retry_after=1)  # Slack says "slow down" once
     _, ts = await h.mention("Tell me a long story about a lighthouse keeper.", user=ADA)
     parts = h.fake.bot_messages(CHANNEL, ts)
     assert len(parts) >= 2, [p.text for p in parts]
-    assert all(len(p.text) <= 120 and p.text.strip() for p in parts)
+    assert all(len(p.text) <= 48 and p.text.strip() for p in parts)
     assert not any(CURSOR in p.text for p in parts)
     answer = h.engine.sessions.get(f"slack/{h.fake.team_id}/{CHANNEL}/{ts}").turns[-1].text
     shown = sum(len(p.text) for p in parts)
@@ -365,6 +368,8 @@ async def test_socket_mode_through_the_entry_point(tmp_path, engine_factory):
     fake = await FakeSlack().start()
     fake.add_user(ADA, "Ada")
     config = make_config(tmp_path / "data", knowledge={"enabled": False}, slack={"stream_interval_s": 0.2})
+    for model in config.models:
+        model.generation.max_new_tokens = 20
     engine = await engine_factory(config)
     env = {"SLACK_BOT_TOKEN": fake.bot_token, "SLACK_APP_TOKEN": fake.app_token, "SLACK_API_URL": fake.api_url}
     assert slack_configured(env, config)
@@ -381,7 +386,7 @@ async def test_socket_mode_through_the_entry_point(tmp_path, engine_factory):
         payload, key = fake.command_payload("/llm-model", "", user=ADA)
         command = await fake.push(payload, kind="slash_commands")
         await fake.wait_for(lambda: fake.responses_for(key), 10, "the /llm-model reply")
-        assert command in fake.socket_acks
+        await fake.wait_for(lambda: command in fake.socket_acks, 5, "the command's ack")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
