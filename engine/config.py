@@ -120,6 +120,7 @@ class KnowledgeConfig:
     workspace_scope: list[str] = field(default_factory=list)  # workspaces whose questions see all their channels
     embed_dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     embed_batch_size: int = field(default=16, metadata=_positive())
+    embed_threads: int = field(default=0, metadata=_at_least(0))  # CPU threads for embedding; 0 = a quarter of the cores
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
 
 

@@ -90,4 +90,4 @@ def embedder():
     from engine.knowledge.embedder import shared_embedder
 
     defaults = KnowledgeConfig()
-    return shared_embedder(defaults.embed_dtype, defaults.embed_batch_size)
+    return shared_embedder(defaults.embed_dtype, defaults.embed_batch_size, defaults.embed_threads)

@@ -5,8 +5,10 @@ are L2-normalised, so Chroma's cosine distance is 1 - dot product.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -41,12 +43,17 @@ def choose_device_dtype(dtype: str = "auto") -> tuple[str, str]:
     return device, "bfloat16" if _cpu_has_bf16() else "float32"
 
 
+def default_threads() -> int:
+    """A quarter of the cores (at least one): the rest stay with the generation model."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
 class Embedder:
     """Embeds texts in batches; safe to call from several threads (one batch at a time, so a
     long ingest lets searches through between its batches)."""
 
     def __init__(self, model_path: str | Path | None = None, *, dtype: str = "auto",
-                 batch_size: int = 16, device: str | None = None):
+                 batch_size: int = 16, device: str | None = None, threads: int = 0):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -58,6 +65,7 @@ class Embedder:
         self.device = device or auto_device
         self.dtype = auto_dtype
         self.batch_size = batch_size
+        self.threads = threads or default_threads()
         self.name = MODEL_NAME
         started = time.perf_counter()
         self.model = SentenceTransformer(str(model_path), device=self.device,
@@ -80,13 +88,33 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(texts), size):
             idx = order[start:start + size]
-            with self._lock:
+            with self._lock, self._cpu_threads():
                 vectors = self.model.encode([texts[i] for i in idx], batch_size=size, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False)
             out[idx] = np.asarray(vectors, dtype=np.float32)
             if progress is not None:
                 progress(min(start + size, len(texts)), len(texts))
         return out
+
+    @contextlib.contextmanager
+    def _cpu_threads(self):
+        """Run a batch on `threads` intra-op threads, then give the process its setting back.
+
+        The embedder shares the CPU with the generation model. Two OpenMP teams each as wide as
+        the machine spin against each other: measured on 2 busy cores, embedding ran at 10
+        chunks/s on 2 threads and at 70 on 1.
+        """
+        if self.device != "cpu":
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
@@ -99,15 +127,15 @@ class Embedder:
         return token_counter(self.tokenizer)
 
 
-_shared: dict[tuple[str, int], Embedder] = {}
+_shared: dict[tuple[str, int, int], Embedder] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_embedder(dtype: str = "auto", batch_size: int = 16) -> Embedder:
+def shared_embedder(dtype: str = "auto", batch_size: int = 16, threads: int = 0) -> Embedder:
     """One embedder per process and setting: every KnowledgeBase (and every Engine a test
     starts) reuses the loaded model instead of loading ~90 MB again."""
-    key = (dtype, batch_size)
+    key = (dtype, batch_size, threads)
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = Embedder(dtype=dtype, batch_size=batch_size)
+            _shared[key] = Embedder(dtype=dtype, batch_size=batch_size, threads=threads)
         return _shared[key]

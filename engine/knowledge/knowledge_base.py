@@ -68,7 +68,8 @@ class KnowledgeBase:
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:
-                    self._embedder = shared_embedder(self.config.embed_dtype, self.config.embed_batch_size)
+                    self._embedder = shared_embedder(self.config.embed_dtype, self.config.embed_batch_size,
+                                                     self.config.embed_threads)
         return self._embedder
 
     def _workspace_wide(self, where: Conversation, override: bool | None) -> bool:
