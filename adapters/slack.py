@@ -96,6 +96,10 @@ async def run_slack(engine: Engine, config: Config, env: Mapping[str, str], stop
         await adapter.close()
 
 
+class SlackStartError(RuntimeError):
+    """Slack refused to let the adapter start (a wrong or revoked token); the message says which."""
+
+
 @dataclass(frozen=True)
 class _Origin:
     """Where a message came from and where the reply goes."""
@@ -180,7 +184,8 @@ class SlackAdapter(SlackCommands):
         self.app.error(self._on_error)
 
     async def start(self, host: str = "0.0.0.0", port: int | None = None) -> None:
-        """Open the state and start receiving events (Socket Mode, or the HTTP listener)."""
+        """Check the tokens, open the state and start receiving events (Socket Mode or HTTP)."""
+        await self._preflight()
         await self.state.open()
         await self.files.open()
         if self.mode == "http":
@@ -192,6 +197,21 @@ class SlackAdapter(SlackCommands):
             self._socket = AsyncSocketModeHandler(self.app, app_token=self._app_token)
             await self._socket.connect_async()
             log.info("slack connected", extra={"mode": "socket"})
+
+    async def _preflight(self) -> None:
+        """Fail at start, with a clear reason, when Slack refuses a token (rather than retrying forever)."""
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise SlackStartError(f"Slack refused SLACK_BOT_TOKEN: {exc.response.get('error')}") from None
+        self.bot_user_id = auth.get("user_id", "")
+        log.info("slack bot identified", extra={"team": auth.get("team_id"), "bot_user": self.bot_user_id})
+        if self.mode == "socket":
+            try:
+                await self.client.apps_connections_open(app_token=self._app_token)
+            except SlackApiError as exc:
+                raise SlackStartError(f"Slack refused SLACK_APP_TOKEN: {exc.response.get('error')} "
+                                      "(it needs the connections:write scope)") from None
 
     def web_app(self) -> web.Application:
         """The aiohttp application serving the Events API / slash commands at slack.path."""

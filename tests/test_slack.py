@@ -394,3 +394,23 @@ async def test_socket_mode_through_the_entry_point(tmp_path, engine_factory):
     assert len(fake.bot_messages(CHANNEL, ts)) == 1
     assert fake.calls_of("apps.connections.open")[0].authorized
     assert "● `smollm2-135m` *live*" in fake.responses_for(key)[0]["text"]
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_refused_token_stops_the_start_with_a_clear_reason(tmp_path, mode):
+    from adapters.slack import SlackStartError
+
+    fake = await FakeSlack().start()
+    config = make_config(tmp_path / "data", slack={"mode": mode})
+    good = {"bot_token": fake.bot_token, "app_token": fake.app_token, "signing_secret": fake.signing_secret}
+    try:
+        for wrong, variable in (("bot_token", "SLACK_BOT_TOKEN"), ("app_token", "SLACK_APP_TOKEN")):
+            if wrong == "app_token" and mode == "http":
+                continue
+            tokens = {**good, wrong: "xoxb-revoked-0000" if wrong == "bot_token" else "xapp-revoked-0000"}
+            adapter = SlackAdapter(None, config, api_url=fake.api_url, **tokens)
+            with pytest.raises(SlackStartError, match=variable) as raised:
+                await adapter.start("127.0.0.1", 0)
+            assert "revoked" not in str(raised.value), "the token itself is never shown"
+    finally:
+        await fake.close()
