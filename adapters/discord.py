@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
@@ -147,7 +148,7 @@ class _Origin:
     """Where a message was said (the engine's view) and where the replies go."""
 
     where: Conversation
-    target: "_Target"
+    target: _Target
     message_id: str
 
 
@@ -234,7 +235,7 @@ class DiscordAdapter(discord.Client):
         log.info("discord connected", extra={"guilds": len(names), "served": len(served)})
         for gid, name in names.items():
             if gid not in served:
-                log.info("discord guild not in discord.guilds: ignored", extra={"guild": gid, "name": name})
+                log.info("discord guild not in discord.guilds: ignored", extra={"guild": gid, "guild_name": name})
 
     async def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop taking messages, give answers in hand `grace_s` to finish, then disconnect."""
@@ -393,7 +394,7 @@ class DiscordAdapter(discord.Client):
         else:
             try:
                 mode = getattr(await self.engine.channel_settings(where), "reply", "mentions")
-            except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
+            except Exception:
                 log.warning("channel settings unavailable", extra={"channel": where.channel}, exc_info=True)
                 return
             if len(self._reply_modes) > 5000:
@@ -484,7 +485,7 @@ class DiscordAdapter(discord.Client):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(reply.replace(f"{WARN} {ParleyError(ErrorCode.SHUTTING_DOWN).render()}"), 3)
             raise
-        except Exception as exc:  # noqa: BLE001 - a Discord failure must not go unexplained
+        except Exception as exc:
             error = ParleyError(ErrorCode.INTERNAL)
             log.error("discord reply failed", extra={"ref": error.reference, "session": origin.where.session_key},
                       exc_info=exc)
@@ -551,7 +552,7 @@ class DiscordAdapter(discord.Client):
                 return
             text = f"{WARN} I couldn't index {shown}: {exc.render()}"
             await (target.edit(handle, text) if handle is not None else target.post(text))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             error = ParleyError(ErrorCode.INTERNAL)
             log.error("file ingest failed", extra={"file": name, "ref": error.reference}, exc_info=exc)
             with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ wrote them; mentions in them never ping anyone (the client sends no allowed ment
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from engine.types import AnswerDone, Source
 

@@ -36,7 +36,7 @@ def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Resp
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 @dataclass
@@ -104,7 +104,7 @@ class FakeDiscord:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> "FakeDiscord":
+    async def start(self) -> FakeDiscord:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/attachments/{path:.*}", self._cdn)

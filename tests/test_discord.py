@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 import time
 
 import pytest
+from conftest import make_config
+from fake_discord import FakeDiscord
 
 from adapters import discord as discord_module
 from adapters.discord import DiscordAdapter, discord_configured, run_discord
-from conftest import make_config
-from fake_discord import EPHEMERAL, FakeDiscord
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -152,7 +153,7 @@ async def test_mention_opens_a_thread_and_streams_the_answer(discord_factory, ca
     caplog.set_level(logging.DEBUG)
     h = await discord_factory()
     question = "Write three sentences about the sea."
-    message, thread = await h.mention(question)
+    _, thread = await h.mention(question)
 
     [opened] = h.fake.threads_of(h.general)
     assert opened["name"] == question, "the thread is named from the question"
@@ -160,11 +161,11 @@ async def test_mention_opens_a_thread_and_streams_the_answer(discord_factory, ca
     assert reply.text.strip() and CURSOR not in reply.text
     interim = [t for t in reply.history if t.endswith(CURSOR)]
     assert len(interim) >= 2, f"the answer should be streamed in edits, got {reply.history}"
-    for earlier, later in zip(interim, interim[1:]):  # each edit shows more of the same answer
+    for earlier, later in itertools.pairwise(interim):  # each edit shows more of the same answer
         assert later.rstrip(CURSOR).startswith(earlier.rstrip(CURSOR).rstrip()[:-2])
     edits = [c.at for c in h.fake.calls_of("PATCH", rf"/channels/{thread}/messages/{reply.id}")
              if c.json.get("content", "").endswith(CURSOR)]
-    gaps = [b - a for a, b in zip(edits, edits[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(edits)]
     assert all(g >= 0.18 for g in gaps), f"at most one edit per stream interval, gaps {gaps}"
     assert h.turns(thread) == 2, "the thread is a session: guild / parent channel / thread"
     assert not h.fake.bot_messages(h.general), "nothing is posted in the channel itself"
@@ -287,14 +288,17 @@ async def test_direct_messages_are_one_conversation_per_channel(discord_factory)
     assert h.turns(dm, channel=dm, workspace="dm") == 4, "a DM channel is one conversation"
 
 
-async def test_unlisted_guilds_are_not_served(discord_factory):
+async def test_unlisted_guilds_are_not_served(discord_factory, caplog):
+    caplog.set_level(logging.INFO)
     h = await discord_factory(discord={"guilds": ["1234"]})
+    assert "discord guild not in discord.guilds: ignored" in caplog.text
     await h.say(h.general, "ada", "Hello?", mention=True)
     assert not h.fake.threads_of(h.general) and not h.fake.bot_messages(h.general)
     assert "not enabled" in (await h.slash("ada", "llm-stats"))[0]
     dm = h.fake.add_dm(h.people["ada"])  # a DM from someone outside the listed guilds
     await h.say(dm, "ada", "Hello?")
     assert not h.fake.bot_messages(dm)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "nothing failed on the way"
 
 
 async def test_engine_errors_and_missing_permissions_become_short_replies(discord_factory):

@@ -120,8 +120,8 @@ async def test_restart_with_redis_keeps_buckets_and_sessions(engine_factory, tmp
             return ops_config(data_dir, limits={"user_per_minute": 1, **shared}, sessions=shared)
 
         first = await engine_factory(config(tmp_path / "bot1"))
-        (_, a, _), (_, refused, _) = await asyncio.gather(
-            collect(first, ask("My name is Ada. Say hello to me.", "t1")), collect(first, ask("One more?", "t3")))
+        _, a, _ = await collect(first, ask("My name is Ada. Say hello to me.", "t1"))
+        _, refused, _ = await collect(first, ask("One more?", "t3"))
         assert isinstance(a, AnswerDone)
         assert refused.code is ErrorCode.RATE_LIMITED and not refused.silent
         await first.stop()
