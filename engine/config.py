@@ -96,6 +96,7 @@ class SchedulerConfig:
     max_tokens_in_flight: int = field(default=32768, metadata=_positive())  # prompt + output tokens of running sequences
     max_queue: int = field(default=128, metadata=_at_least(0))  # waiting requests before QUEUE_FULL
     cuda_max_batch: int = field(default=64, metadata=_positive())  # max_batch used when the model is on a GPU
+    cpu_threads: int = field(default=0, metadata=_at_least(0))  # generation threads on CPU; 0 = the cores the embedder leaves
 
 
 @dataclass

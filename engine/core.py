@@ -23,6 +23,7 @@ from engine.channels import (
     parse_config_command,
 )
 from engine.config import Config, ModelConfig
+from engine.cpu import embedding_threads, generation_threads
 from engine.errors import ErrorCode, ParleyError
 from engine.intent import is_document_question
 from engine.models import LoadedModel, load_model
@@ -196,7 +197,10 @@ class Engine:
         loaded = await asyncio.to_thread(self._model_loader, cfg)
         if loaded.config is not cfg:  # a shared or cached model serves under this entry's name and settings
             loaded = dataclasses.replace(loaded, config=cfg)
-        return LocalBackend(loaded, self.config.scheduler)
+        knowledge = self.config.knowledge
+        embed_threads = embedding_threads(knowledge.embed_threads) if knowledge.enabled else 0
+        threads = generation_threads(self.config.scheduler.cpu_threads, embed_threads)
+        return LocalBackend(loaded, dataclasses.replace(self.config.scheduler, cpu_threads=threads))
 
     @property
     def live_model(self) -> str | None:

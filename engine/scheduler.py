@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.config import SchedulerConfig
+from engine.cpu import cpu_count
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
 from engine.kvbatch import KVBatch, prefill_inputs
@@ -34,9 +35,13 @@ __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationH
 
 log = logging.getLogger(__name__)
 
-# Padded prompt tokens prefilled in one forward pass; more newcomers wait one decode step, so a
-# burst of long prompts never stalls the running answers for long.
-PREFILL_TOKEN_BUDGET = 4096
+# Prompt tokens prefilled between two decode steps (the first newcomer always goes in): a burst
+# of long prompts stalls the running answers for ~0.4 s (bf16) to ~1 s (fp32) at a time, not for
+# the whole burst.
+PREFILL_TOKEN_BUDGET = 1024
+# Newcomers are prefilled together only while padding adds at most this share of real tokens:
+# on a CPU a padded token costs as much as a real one, and batching long prompts gains little.
+PREFILL_PADDING = 0.25
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,20 @@ class GenerationHandle:
             yield event
             if isinstance(event, GenFinished):
                 return
+
+
+def length_groups(items: list, key) -> list[list]:
+    """`items` in groups to prefill together: longest first, each group's padding (to its longest
+    member) at most PREFILL_PADDING of its real tokens."""
+    groups: list[list] = []
+    for item in sorted(items, key=key, reverse=True):
+        group = groups[-1] if groups else None
+        if group is not None and key(group[0]) * (len(group) + 1) <= \
+                (1 + PREFILL_PADDING) * (sum(map(key, group)) + key(item)):
+            group.append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 @dataclass(eq=False)
@@ -274,6 +293,8 @@ class GenerationScheduler:
 
     # ---- worker thread ----
     def _worker(self) -> None:
+        if self._device.type == "cpu":  # this thread's own OpenMP pool (engine.cpu)
+            torch.set_num_threads(self._config.cpu_threads or cpu_count())
         try:
             with torch.inference_mode():
                 while self._serve_once():
@@ -322,8 +343,7 @@ class GenerationScheduler:
             alone = not self._running and not admitted  # one request over the token limit still runs, alone
             if in_flight + r.budget > self._config.max_tokens_in_flight and not alone:
                 break
-            width = max([len(r.prompt)] + [len(a.prompt) for a in admitted])
-            if admitted and width * (len(admitted) + 1) > PREFILL_TOKEN_BUDGET:
+            if admitted and sum(len(a.prompt) for a in admitted) + len(r.prompt) > PREFILL_TOKEN_BUDGET:
                 break
             self._queue.popleft()
             admitted.append(r)
@@ -337,6 +357,13 @@ class GenerationScheduler:
                 r.handle._emit(GenQueued(ahead))
 
     def _prefill(self, newcomers: list[_Request]) -> None:
+        """Prefill the newcomers in groups of similar prompt length, each joining the batch."""
+        for group in length_groups(newcomers, key=lambda r: len(r.prompt)):
+            self._prefill_group(group)
+            with self._cond:
+                self._starting -= len(group)
+
+    def _prefill_group(self, newcomers: list[_Request]) -> None:
         started = time.perf_counter()
         failure: Exception | None = None
         try:
@@ -352,7 +379,6 @@ class GenerationScheduler:
             failure = exc
         elapsed = time.perf_counter() - started
         with self._cond:
-            self._starting = 0
             self._stats.busy_seconds += elapsed
             self._stats.prefill_seconds += elapsed
             if failure is None:
@@ -362,7 +388,7 @@ class GenerationScheduler:
                 self._failed_step(newcomers, failure, "prefill")
             else:  # find the one at fault: the others still get their answers
                 for r in newcomers:
-                    self._prefill([r])
+                    self._prefill_group([r])
             return
         kv.last_tokens = tokens
         if self._kv is None:

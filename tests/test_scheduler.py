@@ -1,7 +1,9 @@
 """The continuous-batching scheduler, on the real packaged model.
 
 What a user would notice: an answer does not change because other people are being answered at
-the same time (greedy answers alone == inside a busy, changing batch == transformers' generate),
+the same time (greedy answers alone == inside a busy, changing batch == transformers' generate;
+exactly so in float32, where rounding does not depend on the batch's shape), a burst of long
+questions does not freeze the answers already streaming,
 a cancel stops only its own answer, limits are enforced with the right error, streamed text joins
 into exactly the decoded answer (accents and emoji included), queued users see their position,
 and a shutdown ends everything cleanly.
@@ -89,16 +91,15 @@ def hf_greedy(loaded, ids: list[int], max_new_tokens: int) -> list[int]:
     return answer
 
 
-_alone: dict[str, Result] = {}
+_alone: dict[int, dict[str, Result]] = {}
 
 
 async def answers_alone(make_scheduler, loaded) -> dict[str, Result]:
-    """Each question answered with nobody else around (computed once per test session)."""
-    if not _alone:
-        scheduler = make_scheduler(max_batch=16)
-        for q in QUESTIONS:
-            _alone[q] = await collect(scheduler.submit(prompt(loaded, q), GREEDY))
-    return _alone
+    """Each question answered with nobody else around (computed once per model and test session)."""
+    if id(loaded) not in _alone:
+        scheduler = make_scheduler(loaded, max_batch=16)
+        _alone[id(loaded)] = {q: await collect(scheduler.submit(prompt(loaded, q), GREEDY)) for q in QUESTIONS}
+    return _alone[id(loaded)]
 
 
 async def test_greedy_answer_alone_is_transformers_generate(make_scheduler, loaded_model):
@@ -111,9 +112,10 @@ async def test_greedy_answer_alone_is_transformers_generate(make_scheduler, load
 
 
 @pytest.mark.slow
-async def test_answers_do_not_change_inside_a_busy_changing_batch(make_scheduler, loaded_model):
+async def test_answers_do_not_change_inside_a_busy_changing_batch(make_scheduler, exact_model):
+    loaded_model = exact_model
     alone = await answers_alone(make_scheduler, loaded_model)
-    scheduler = make_scheduler(max_batch=16)
+    scheduler = make_scheduler(loaded_model, max_batch=16)
     started = asyncio.Event()
 
     async def filler(i: int) -> Result:
@@ -141,9 +143,10 @@ async def test_answers_do_not_change_inside_a_busy_changing_batch(make_scheduler
     assert snap["running"] == 0 and snap["queued"] == 0
 
 
-async def test_cancelling_one_answer_leaves_the_others_untouched(make_scheduler, loaded_model):
+async def test_cancelling_one_answer_leaves_the_others_untouched(make_scheduler, exact_model):
+    loaded_model = exact_model
     alone = await answers_alone(make_scheduler, loaded_model)
-    scheduler = make_scheduler(max_batch=8)
+    scheduler = make_scheduler(loaded_model, max_batch=8)
     victim = scheduler.submit(prompt(loaded_model, "Write a long story about a dragon and a knight."),
                               SamplingParams(max_new_tokens=200))
     others = [scheduler.submit(prompt(loaded_model, q), GREEDY) for q in QUESTIONS[:3]]
@@ -153,6 +156,52 @@ async def test_cancelling_one_answer_leaves_the_others_untouched(make_scheduler,
     for q, got in zip(QUESTIONS, results[1:]):
         assert got.text == alone[q].text
         assert got.final.reason in ("stop", "length")
+
+
+async def test_a_burst_of_long_questions_does_not_freeze_a_streaming_answer(make_scheduler, loaded_model):
+    scheduler = make_scheduler(max_batch=8)
+    loop = asyncio.get_running_loop()
+    streaming = scheduler.submit(prompt(loaded_model, "Write a long story about a lighthouse."),
+                                 SamplingParams(max_new_tokens=400))
+    story_at: list[float] = []
+    first_words = asyncio.Event()
+
+    async def read_story():
+        async for event in streaming:
+            if isinstance(event, GenText):
+                story_at.append(loop.time())
+                first_words.set()
+
+    reader = asyncio.create_task(read_story())
+    await first_words.wait()
+    context = "The harbour town lies at the mouth of a slow river, and its boats leave before dawn. " * 25
+    burst = [scheduler.submit(prompt(loaded_model, f"{context}\nQuestion {i}: when do the boats leave?"),
+                              SamplingParams(max_new_tokens=2)) for i in range(5)]
+    assert len(prompt(loaded_model, context)) > 400  # five of them: ~2,500 prompt tokens in all
+
+    async def first_token_at(handle) -> float:
+        async for event in handle:
+            if isinstance(event, GenText):
+                return loop.time()
+        raise AssertionError("no answer")
+
+    firsts = sorted(await asyncio.gather(*(first_token_at(h) for h in burst)))
+    streaming.cancel()
+    await reader
+    during = [t for t in story_at if firsts[0] < t < firsts[-1]]
+    assert during, "the story went on between the burst's prefills (about 1,000 prompt tokens at a time)"
+
+
+def test_prefill_groups_keep_padding_small():
+    from engine.scheduler import PREFILL_PADDING, length_groups
+
+    lengths = [265, 37, 37, 338, 638, 36, 339, 114, 37, 115, 638, 116, 266, 115, 189, 489]
+    groups = length_groups(lengths, key=lambda n: n)
+    assert sorted(n for g in groups for n in g) == sorted(lengths)
+    for group in groups:
+        assert max(group) * len(group) <= (1 + PREFILL_PADDING) * sum(group)
+    assert [g[0] for g in groups] == sorted((g[0] for g in groups), reverse=True)  # longest first
+    assert len(groups) <= 6, groups  # and not one forward pass per question
 
 
 async def test_a_full_queue_refuses_with_queue_full(make_scheduler, loaded_model):
