@@ -25,7 +25,7 @@ from engine.channels import (
 from engine.config import Config, ModelConfig
 from engine.cpu import embedding_threads, generation_threads
 from engine.errors import ErrorCode, ParleyError
-from engine.intent import is_document_question
+from engine.intent import is_document_question, topic_of
 from engine.models import LoadedModel, load_model
 from engine.prompting import plan_prompt
 from engine.scheduler import GenFinished, GenQueued, GenText, SamplingParams
@@ -350,7 +350,7 @@ class Engine:
             return "", (), ""
         from engine.knowledge import build_context, to_sources
 
-        passages = await self.knowledge.search(request.where, request.text, workspace_wide=workspace_wide)
+        passages = await self.knowledge.search(request.where, topic_of(request.text), workspace_wide=workspace_wide)
         if passages:
             block, used = await asyncio.to_thread(
                 build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)

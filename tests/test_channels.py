@@ -99,3 +99,50 @@ async def test_stats_show_the_channel_settings(engine_factory, core_config):
     report = (await engine.stats(SUPPORT)).render()
     assert "scope: workspace (channel)" in report
     assert "scope: channel (default)" in (await engine.stats(LEGAL)).render()
+
+
+# ---- with documents (the real embedder and Chroma) -------------------------------------------
+
+VACATION = "How many vacation days do staff get each year?"
+
+
+async def documents_engine(engine_factory, tmp_path):
+    import docgen
+    from conftest import make_config
+    from engine.types import FileUpload
+
+    engine = await engine_factory(make_config(tmp_path / "data"))
+    await engine.ingest(FileUpload(where=SUPPORT, user=MEMBER, filename="handbook.pdf", data=docgen.handbook_pdf()))
+    return engine
+
+
+@pytest.mark.slow
+async def test_workspace_scope_reaches_other_channels_of_the_workspace_only(engine_factory, tmp_path, embedder):
+    engine = await documents_engine(engine_factory, tmp_path)
+    _, final, _ = await collect(engine, ChatRequest(LEGAL, MEMBER, VACATION))
+    assert not final.sources, "channel scope: #legal does not see #support's handbook"
+
+    await engine.configure(LEGAL, ADMIN, "scope workspace")
+    _, final, _ = await collect(engine, ChatRequest(in_thread(LEGAL, "2.1"), MEMBER, VACATION))
+    assert [s.label() for s in final.sources][:1] == ["handbook.pdf p.2"] and "27 days" in final.sources[0].excerpt
+
+    await engine.configure(OTHER_WORKSPACE, ADMIN, "scope workspace")  # another workspace, just as wide
+    _, final, _ = await collect(engine, ChatRequest(OTHER_WORKSPACE, MEMBER, VACATION))
+    assert not final.sources, "workspace scope never crosses into another workspace"
+
+
+@pytest.mark.slow
+async def test_a_document_question_with_no_match_says_so(engine_factory, tmp_path, embedder):
+    engine = await documents_engine(engine_factory, tmp_path)
+    text, final, _ = await collect(engine, ChatRequest(in_thread(SUPPORT, "1.1"), MEMBER,
+                                                       "What does the handbook say about parking fees for visitors?"))
+    assert final.finish_reason == "not_found" and not final.sources
+    assert "couldn't find anything about that in this channel's documents (handbook.pdf)" in text
+
+    text, final, _ = await collect(engine, ChatRequest(LEGAL, MEMBER, "What does the report say about revenue?"))
+    assert final.finish_reason == "not_found"
+    assert "no documents in this channel yet" in text
+
+    # A question that is not about documents is answered by the model as usual.
+    _, final, _ = await collect(engine, ChatRequest(in_thread(SUPPORT, "1.2"), MEMBER, "What is the capital of France?"))
+    assert final.finish_reason in ("stop", "length") and final.completion_tokens > 0

@@ -75,3 +75,18 @@ async def test_an_answer_from_a_shared_pdf_cites_file_and_page(tmp_path, engine_
     elsewhere = Conversation("slack", "T1", "C2", "1700000000.000200")
     _, other, _ = await collect(engine, ChatRequest(elsewhere, User("U1"), "How many vacation days do staff get each year?"))
     assert not getattr(other, "sources", ())
+
+
+@pytest.mark.parametrize("question, topic", [
+    ("What does the handbook say about the dress code?", "the dress code"),
+    ("According to the report, how much did revenue grow?", "how much did revenue grow"),
+    ("What does runbook.md say about disk alerts?", "disk alerts"),
+    ("In the shared PDF, who signs off on large bills?", "who signs off on large bills"),
+    ("What is the policy on passwords?", "What is the policy on passwords"),  # "policy" is the topic here
+    ("How many vacation days do staff get each year?", "How many vacation days do staff get each year"),
+    ("What is in the file?", "What is in the file?"),  # nothing but the reference: searched whole
+])
+def test_questions_are_searched_without_their_references_to_documents(question, topic):
+    from engine.intent import topic_of
+
+    assert topic_of(question) == topic
