@@ -135,14 +135,17 @@ async def bench_search(config: KnowledgeConfig, embedder: Embedder, chunks: int,
         here = Conversation("slack", WORKSPACE, channels[0], "1")
         for q in QUESTIONS[:3]:  # warm-up: caches, first-query allocations
             kb.search_sync(here, q, None, False)
-        timings: dict[str, list[float]] = {"channel": [], "workspace": []}
+        timings: dict[str, list[float]] = {"channel": [], "workspace": [], "excerpts": []}
         for i in range(queries):
             question = QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" ({i})")
             for scope, wide in (("channel", False), ("workspace", True)):
                 where = Conversation("slack", WORKSPACE, channels[i % len(channels)], "1")
                 t = time.perf_counter()
-                kb.search_sync(where, question, None, wide)
+                found = kb.search_sync(where, question, None, wide)
                 timings[scope].append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()  # the engine does this while the answer is being written
+            kb.quote_sync(question, found)
+            timings["excerpts"].append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         for i in range(queries):
             embedder.encode_query(QUESTIONS[i % len(QUESTIONS)] + f" {i}")
@@ -197,7 +200,8 @@ async def main() -> int:
               f"channels, filled in {search['fill_s']} s), {search['queries']} queries: channel scope "
               f"p50 {search['channel_p50_ms']} ms / p95 {search['channel_p95_ms']} ms; workspace scope "
               f"p50 {search['workspace_p50_ms']} ms / p95 {search['workspace_p95_ms']} ms "
-              f"(query embedding alone {search['query_embed_ms']} ms)  goal p50 <= 50 ms: "
+              f"(query embedding alone {search['query_embed_ms']} ms; picking the excerpts, done while the answer "
+              f"is written: p50 {search['excerpts_p50_ms']} ms)  goal p50 <= 50 ms: "
               f"{'met' if search['channel_p50_ms'] <= 50 else 'MISSED'}")
         figures["search"] = search
     if args.json:

@@ -87,10 +87,11 @@ class _Prepared:
     backend: Backend
     prompt: list
     params: SamplingParams | None
-    sources: tuple[Source, ...]
+    passages: list  # the retrieved passages in the prompt (engine.knowledge.Passage)
     dropped: int
     settings: dict
     reply: str | None = None
+    quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
 
 
 class Engine:
@@ -273,6 +274,8 @@ class Engine:
                              completion_tokens=0, history_dropped=prepared.dropped)
             return
 
+        if prepared.passages and self.knowledge is not None:
+            prepared.quoting = asyncio.create_task(self.knowledge.quote(topic_of(request.text), prepared.passages))
         parts: list[str] = []
         finished: GenFinished | None = None
         first_token_at: float | None = None
@@ -296,6 +299,8 @@ class Engine:
         finally:
             if finished is None:
                 handle.cancel()  # the consumer went away, or the task was cancelled
+                if prepared.quoting is not None:
+                    prepared.quoting.cancel()
 
         text = "".join(parts).strip()
         cancelled = finished.reason == "cancelled"
@@ -305,7 +310,7 @@ class Engine:
         if text:
             await self._remember(request, text, prepared.settings)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
-                         completion_tokens=finished.completion_tokens, sources=prepared.sources,
+                         completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
                          history_dropped=prepared.dropped)
 
     async def _prepare(self, request: ChatRequest) -> "_Prepared":
@@ -320,10 +325,10 @@ class Engine:
         settings = dict(session.settings) if session and session.settings else \
             (await self.channel_settings(request.where)).as_dict()
         backend = await self._backend_for(settings["model"])
-        context_block, sources, not_found = await self._retrieve(
+        context_block, passages, not_found = await self._retrieve(
             request, backend, workspace_wide=settings["scope"] == "workspace")
         if not_found:
-            return _Prepared(backend, [], None, (), 0, settings, reply=not_found)
+            return _Prepared(backend, [], None, [], 0, settings, reply=not_found)
         generation = backend.config.generation
         effective = ChannelSettings(**{k: settings[k] for k in SETTING_HELP})
         max_new_tokens = effective.max_new_tokens(generation.max_new_tokens, backend.config.context_window)
@@ -341,30 +346,42 @@ class Engine:
             log.info("history trimmed", extra={"session": request.where.session_key,
                                                "dropped": plan_.history_dropped, "kept": plan_.history_kept})
         params = SamplingParams.from_defaults(generation, max_new_tokens=max_new_tokens)
-        return _Prepared(backend, prompt, params, sources, plan_.history_dropped, settings)
+        return _Prepared(backend, prompt, params, passages, plan_.history_dropped, settings)
 
     async def _retrieve(self, request: ChatRequest, backend: Backend, *, workspace_wide: bool
-                        ) -> tuple[str, tuple[Source, ...], str]:
-        """(prompt block of relevant passages, their sources, a "not found" reply or "")."""
+                        ) -> tuple[str, list, str]:
+        """(prompt block of relevant passages, those passages, a "not found" reply or "")."""
         if self.knowledge is None:
-            return "", (), ""
-        from engine.knowledge import build_context, to_sources
+            return "", [], ""
+        from engine.knowledge import build_context
 
         passages = await self.knowledge.search(request.where, topic_of(request.text), workspace_wide=workspace_wide)
         if passages:
             block, used = await asyncio.to_thread(
                 build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)
-            return block, to_sources(used), ""
+            return block, used, ""
         docs = await self.knowledge.list_documents(request.where, workspace_wide=workspace_wide)
         if not is_document_question(request.text, [d.filename for d in docs]):
-            return "", (), ""  # nothing relevant: the model answers plainly
+            return "", [], ""  # nothing relevant: the model answers plainly
         place = "this workspace" if workspace_wide else "this channel"
         if not docs:
-            return "", (), (f"There are no documents in {place} yet, so I can't answer from them. "
+            return "", [], (f"There are no documents in {place} yet, so I can't answer from them. "
                             "Share the file here and ask again.")
         names = ", ".join(d.filename for d in docs[:5]) + (f" and {len(docs) - 5} more" if len(docs) > 5 else "")
-        return "", (), (f"I couldn't find anything about that in {place}'s documents ({names}). "
+        return "", [], (f"I couldn't find anything about that in {place}'s documents ({names}). "
                         "Try other words, or share the document that covers it.")
+
+    async def _sources(self, request: ChatRequest, prepared: _Prepared) -> tuple[Source, ...]:
+        """The answer's sources, with the excerpts picked while it was written (plain ones if that failed)."""
+        from engine.knowledge import to_sources
+
+        passages = prepared.passages
+        if prepared.quoting is not None:
+            try:
+                passages = await prepared.quoting
+            except Exception:  # noqa: BLE001 - the answer stands; its excerpts fall back to each passage's start
+                log.warning("excerpts unavailable", extra={"session": request.where.session_key}, exc_info=True)
+        return to_sources(passages)
 
     async def _remember(self, request: ChatRequest, answer: str, settings: dict) -> None:
         now = time.time()

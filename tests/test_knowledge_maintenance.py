@@ -151,3 +151,23 @@ async def test_cli_backup_restore_check_stats(tmp_path, embedder, capsys):
     assert "not a Parley knowledge backup" in capsys.readouterr().out
     assert knowledge_cli(config, ["backup", str(tmp_path / "b1")]) == 1  # exists already
     assert knowledge_cli(config, ["frobnicate"]) == 2
+
+
+async def test_a_store_from_before_scope_keys_gets_them_when_opened(make_kb):
+    kb = make_kb()
+    await fill(kb)
+    before = await answers(kb)
+    # Rewrite the store as an older Parley left it: the same entries without the scope keys.
+    for collection in (kb.store.chunks, kb.store.documents):
+        got = collection.get(include=["metadatas", "embeddings", "documents"])
+        collection.delete(ids=got["ids"])
+        old = [{k: v for k, v in m.items() if k not in ("scope", "wscope")} for m in got["metadatas"]]
+        collection.add(ids=got["ids"], embeddings=got["embeddings"], documents=got["documents"], metadatas=old)
+    kb.close()
+
+    reopened = make_kb()
+    assert all("scope" in m and "wscope" in m
+               for m in reopened.store.chunks.get(include=["metadatas"])["metadatas"])
+    assert await answers(reopened) == before
+    assert [d.filename for d in await reopened.list_documents(CHANNEL_A)] == ["handbook.pdf", "policy.docx",
+                                                                             "wiki.html"]

@@ -174,7 +174,7 @@ class KnowledgeBase:
         return IngestResult(filename=name, pages=document.page_count, chunks=len(ids), version=version)
 
     def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
-        found = self.store.find_documents({"$and": [*scope_where(where, False)["$and"], {"sha256": sha}]})
+        found = self.store.find_documents({"$and": [scope_where(where, False), {"sha256": sha}]})
         if not found:
             return None
         doc = found[0]
@@ -209,7 +209,7 @@ class KnowledgeBase:
             if score >= self.config.min_relevance and live.get(m["doc_id"]) == int(m["version"])
         ]
         passages.sort(key=lambda p: -p.score)
-        passages = self._with_excerpts(vector, passages[:k])
+        passages = passages[:k]
         elapsed_ms = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self._searches += 1
@@ -218,14 +218,19 @@ class KnowledgeBase:
                                               "kept": len(passages), "ms": round(elapsed_ms, 1)})
         return passages
 
-    def _with_excerpts(self, query_vector, passages: list[Passage]) -> list[Passage]:
-        """Pick, in each passage, the sentence closest in meaning to the question: the excerpt an
-        answer shows as its evidence (a chunk's first sentence is often about something else)."""
+    async def quote(self, query: str, passages: list[Passage]) -> list[Passage]:
+        """The passages with their excerpts: in each, the sentence closest in meaning to the
+        question, which an answer shows as its evidence (a chunk's first sentence is often about
+        something else). Apart from search, so that it can run while the answer is written."""
+        return await asyncio.to_thread(self.quote_sync, query, passages)
+
+    def quote_sync(self, query: str, passages: list[Passage]) -> list[Passage]:
         split = [sentences(p.text)[:_MAX_SENTENCES] for p in passages]
         flat = [s for parts in split for s in parts]
         if not flat:
             return passages
-        scores = self.embedder.encode(flat) @ query_vector
+        vectors = self.embedder.encode([query, *flat])
+        scores = vectors[1:] @ vectors[0]
         out, at = [], 0
         for passage, parts in zip(passages, split):
             if parts:

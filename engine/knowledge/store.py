@@ -25,14 +25,22 @@ CHUNKS = "parley_chunks"
 DOCUMENTS = "parley_documents"
 _REGISTRY_VECTOR = [1.0]  # registry entries are looked up by id and metadata, never by vector
 PAGE_SIZE = 2000
+_SEP = "\x1f"  # between the ids of a scope key: no platform id contains it
+
+
+def scope_keys(platform: str, workspace: str, channel: str) -> dict[str, str]:
+    """The keys every chunk and document carries so a scope is one equality in a filter.
+
+    Chroma answers a filter of one equality in ~8 ms at 10,000 chunks, and the same filter
+    written as an $and of platform, workspace and channel in ~27 ms.
+    """
+    return {"scope": _SEP.join((platform, workspace, channel)), "wscope": _SEP.join((platform, workspace))}
 
 
 def scope_where(where: Conversation, workspace_wide: bool) -> dict:
     """The Chroma filter for a scope: a channel, or all channels of a workspace; never wider."""
-    terms: list[dict] = [{"platform": where.platform}, {"workspace": where.workspace}]
-    if not workspace_wide:
-        terms.append({"channel": where.channel})
-    return {"$and": terms}
+    keys = scope_keys(where.platform, where.workspace, where.channel)
+    return {"wscope": keys["wscope"]} if workspace_wide else {"scope": keys["scope"]}
 
 
 def document_id(where: Conversation, filename: str) -> str:
@@ -61,7 +69,8 @@ class DocumentRecord:
     sha256: str
 
     def metadata(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "doc_id"}
+        fields = {k: v for k, v in self.__dict__.items() if k != "doc_id"}
+        return {**fields, **scope_keys(self.platform, self.workspace, self.channel)}
 
     @classmethod
     def from_chroma(cls, doc_id: str, meta: dict[str, Any]) -> "DocumentRecord":
@@ -86,6 +95,22 @@ class ChromaStore:
         self.chunks_name, self.documents_name = chunks_name, documents_name
         self.chunks = self._collection(chunks_name, cosine=True)
         self.documents = self._collection(documents_name, cosine=False)
+        self._add_scope_keys()
+
+    def _add_scope_keys(self) -> None:
+        """Give entries stored before scope keys existed their keys (once, on open)."""
+        for collection in (self.documents, self.chunks):
+            first = collection.get(limit=1, include=["metadatas"])["metadatas"]
+            if not first or "scope" in first[0]:
+                continue
+            offset = 0
+            while True:
+                got = collection.get(include=["metadatas"], limit=PAGE_SIZE, offset=offset)
+                if not got["ids"]:
+                    break
+                collection.update(ids=got["ids"], metadatas=[_with_scope_keys(m) for m in got["metadatas"]])
+                offset += len(got["ids"])
+            log.info("knowledge store: scope keys added", extra={"collection": collection.name, "entries": offset})
 
     def _collection(self, name: str, *, cosine: bool):
         configuration = {"hnsw": {"space": "cosine"}} if cosine else None
@@ -121,6 +146,7 @@ class ChromaStore:
     # ---- chunks ------------------------------------------------------------------------------
 
     def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str], metadatas: list[dict]) -> None:
+        metadatas = [_with_scope_keys(m) for m in metadatas]
         step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
         for start in range(0, len(ids), step):
             end = start + step
@@ -167,3 +193,7 @@ class ChromaStore:
                 close()
             except Exception:  # noqa: BLE001 - closing a client that a server already dropped
                 log.debug("chroma close failed", exc_info=True)
+
+
+def _with_scope_keys(meta: dict[str, Any]) -> dict[str, Any]:
+    return {**meta, **scope_keys(meta["platform"], meta["workspace"], meta["channel"])}
