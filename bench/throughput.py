@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
-from engine.cpu import cpu_count  # noqa: E402
+from engine.cpu import cpu_count, use_threads  # noqa: E402
 from engine.models import LoadedModel, load_model  # noqa: E402
 from engine.scheduler import GenerationScheduler, GenFinished, GenText, SamplingParams  # noqa: E402
 
@@ -111,7 +111,7 @@ def run_baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> 
 
 
 def _baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
-    torch.set_num_threads(threads)
+    use_threads(threads)
     model, device = loaded.model, loaded.device
     timings = []
     start = time.perf_counter()

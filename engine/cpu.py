@@ -57,6 +57,18 @@ def generation_threads(configured: int, embed_threads: int) -> int:
     return max(1, cpu_count() - (embed_threads if embed_threads > 1 else 0))
 
 
+def use_threads(n: int) -> None:
+    """Run this thread's torch work on `n` threads, whatever other threads set later.
+
+    torch.set_num_threads also changes a process-wide default that a thread adopts at its first
+    parallel op unless it has already read its count; reading it first pins this thread's own.
+    """
+    import torch
+
+    torch.get_num_threads()
+    torch.set_num_threads(n)
+
+
 @functools.cache
 def _libgomp():
     """The libgomp that torch loaded (found in /proc/self/maps), or None (another OpenMP, or none)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.config import SchedulerConfig
-from engine.cpu import cpu_count
+from engine.cpu import cpu_count, use_threads
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
 from engine.kvbatch import KVBatch, prefill_inputs
@@ -294,7 +294,7 @@ class GenerationScheduler:
     # ---- worker thread ----
     def _worker(self) -> None:
         if self._device.type == "cpu":  # this thread's own OpenMP pool (engine.cpu)
-            torch.set_num_threads(self._config.cpu_threads or cpu_count())
+            use_threads(self._config.cpu_threads or cpu_count())
         try:
             with torch.inference_mode():
                 while self._serve_once():

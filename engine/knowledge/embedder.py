@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.cpu import cpu_has_bf16, embedding_threads
+from engine.cpu import cpu_has_bf16, embedding_threads, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ class Embedder:
 
     def _set_threads(self) -> None:
         if self.device == "cpu":
-            import torch
-
-            torch.set_num_threads(self.threads)
+            use_threads(self.threads)
 
     def _load(self, model_path: str | Path | None):
         import torch
