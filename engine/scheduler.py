@@ -36,9 +36,10 @@ __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationH
 log = logging.getLogger(__name__)
 
 # Prompt tokens prefilled between two decode steps (the first newcomer always goes in): a burst
-# of long prompts stalls the running answers for ~0.4 s (bf16) to ~1 s (fp32) at a time, not for
-# the whole burst.
+# of long prompts stalls the running answers on a 2-core CPU for ~0.4 s (bf16) to ~1 s (fp32) at
+# a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
+CUDA_PREFILL_FACTOR = 8
 # Newcomers are prefilled together only while padding adds at most this share of real tokens:
 # on a CPU a padded token costs as much as a real one, and batching long prompts gains little.
 PREFILL_PADDING = 0.25
@@ -190,6 +191,7 @@ class GenerationScheduler:
         self._config = config
         self._device = loaded.device
         self._max_batch = config.cuda_max_batch if loaded.device.type == "cuda" else config.max_batch
+        self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if loaded.device.type == "cuda" else 1)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Request] = collections.deque()
         self._running: list[_Request] = []  # row order of the batch
@@ -343,7 +345,7 @@ class GenerationScheduler:
             alone = not self._running and not admitted  # one request over the token limit still runs, alone
             if in_flight + r.budget > self._config.max_tokens_in_flight and not alone:
                 break
-            if admitted and sum(len(a.prompt) for a in admitted) + len(r.prompt) > PREFILL_TOKEN_BUDGET:
+            if admitted and sum(len(a.prompt) for a in admitted) + len(r.prompt) > self._prefill_budget:
                 break
             self._queue.popleft()
             admitted.append(r)
