@@ -34,5 +34,15 @@ bench: install
 	@$(PY) bench/throughput.py $(ARGS)
 	@$(PY) bench/ingest.py
 
+# Optional: the same workload against llama-cpp-python on the same GGUF. Its native build for this
+# CPU segfaults at the first decode (it picks AVX512/AMX paths); built for AVX2 it runs (~4 min).
+$(VENV)/.llama-cpp: $(STAMP)
+	@CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF" \
+		$(PIP) install -q --no-cache-dir llama-cpp-python==0.3.36 1>&2
+	@touch $@
+
+bench-peer: $(VENV)/.llama-cpp
+	@$(PY) bench/peer.py $(ARGS)
+
 clean-venv:
 	rm -rf $(VENV)
