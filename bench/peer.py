@@ -16,14 +16,13 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # bench/throughput.py sets HF_HUB_OFFLINE and puts the project on the import path.
-from throughput import Request, Timing, make_requests, run_scheduler, summarise  # noqa: E402
+from throughput import Request, Timing, make_requests, on_own_thread, run_scheduler, summarise  # noqa: E402
 
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
 from engine.cpu import cpu_count  # noqa: E402
@@ -83,19 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"users": args.users, "threads": threads, "parley": summarise(timings, requests, wall)}
     print("parley:", json.dumps(result["parley"]), flush=True)
 
-    # llama.cpp on a thread of its own, like the scheduler's worker (its own threads are native).
-    peer: list = []
-
-    def serve() -> None:
+    def serve() -> tuple[list[Timing], float]:
         llm = Llama(model_path=str(directory / gguf), n_ctx=2048, n_batch=512, n_threads=threads,
                     n_threads_batch=threads, verbose=False)
         run_llama_cpp(llm, [Request(0, 0.0, requests[0].prompt_ids, 4)])  # warm up
-        peer.append(run_llama_cpp(llm, requests))
+        return run_llama_cpp(llm, requests)
 
-    worker = threading.Thread(target=serve)
-    worker.start()
-    worker.join()
-    peer_timings, peer_wall = peer[0]
+    peer_timings, peer_wall = on_own_thread(serve)  # like the scheduler's worker
     result["llama_cpp"] = summarise(peer_timings, requests, peer_wall)
     print("llama.cpp:", json.dumps(result["llama_cpp"]), flush=True)
     result["ratio"] = round(result["parley"]["tokens_per_s"] / result["llama_cpp"]["tokens_per_s"], 2)

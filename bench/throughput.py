@@ -19,11 +19,10 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,14 +99,19 @@ class _FirstTokenStreamer:
         pass
 
 
-def run_baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
-    """The seed's way: one model.generate call at a time, in arrival order, on a thread of its own
-    (as a request thread of the seed's server; and its OpenMP pool ends with it, see engine/cpu.py)."""
+def on_own_thread(fn, *args):
+    """fn(*args) on a thread that ends with it (as a request thread of a server would; and the
+    OpenMP pool its torch work makes ends with it too, see engine/cpu.py)."""
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(_baseline(loaded, requests, threads)))
+    worker = threading.Thread(target=lambda: result.append(fn(*args)))
     worker.start()
     worker.join()
     return result[0]
+
+
+def run_baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
+    """The seed's way: one model.generate call at a time, in arrival order, on a thread of its own."""
+    return on_own_thread(_baseline, loaded, requests, threads)
 
 
 def _baseline(loaded: LoadedModel, requests: list[Request], threads: int) -> tuple[list[Timing], float]:
