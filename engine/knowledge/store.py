@@ -26,6 +26,7 @@ DOCUMENTS = "parley_documents"
 _REGISTRY_VECTOR = [1.0]  # registry entries are looked up by id and metadata, never by vector
 PAGE_SIZE = 2000
 _SEP = "\x1f"  # between the ids of a scope key: no platform id contains it
+UNFILTERED_FACTOR = 3  # see ChromaStore.query
 
 
 def scope_keys(platform: str, workspace: str, channel: str) -> dict[str, str]:
@@ -167,7 +168,22 @@ class ChromaStore:
             self.chunks.delete(ids=ids[start:start + step])
 
     def query(self, vector: np.ndarray, where: dict, n: int) -> list[tuple[str, str, dict, float]]:
-        """(id, text, metadata, cosine similarity), best first."""
+        """(id, text, metadata, cosine similarity) of the `n` nearest chunks matching the one-key
+        filter `where`, best first.
+
+        First without the filter, for UNFILTERED_FACTOR * n results: when the scope holds much of
+        the store, n of them are in it, and they are its n nearest. Chroma pays for a filter by
+        the chunks it lets through: at 10,000 chunks, ~40 ms when all pass, ~9 ms for one channel
+        of 20, ~4 ms for the unfiltered query. So a broad scope (a workspace, or the one channel
+        of a small team) takes ~5 ms instead of ~40, and a narrow one ~4 ms more than it would.
+        """
+        [(key, value)] = where.items()
+        hits = [h for h in self._query(vector, None, n * UNFILTERED_FACTOR) if h[2].get(key) == value]
+        if len(hits) >= n:
+            return hits[:n]
+        return self._query(vector, where, n)
+
+    def _query(self, vector: np.ndarray, where: dict | None, n: int) -> list[tuple[str, str, dict, float]]:
         got = self.chunks.query(query_embeddings=[vector], n_results=n, where=where,
                                 include=["documents", "metadatas", "distances"])
         return [(i, t, m, 1.0 - float(d)) for i, t, m, d in
