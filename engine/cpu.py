@@ -77,7 +77,8 @@ def _libgomp():
     except OSError:
         return None
     for line in maps.splitlines():
-        path = line.split()[-1] if line.split() else ""
+        fields = line.split(maxsplit=5)
+        path = fields[5] if len(fields) > 5 else ""  # address perms offset dev inode path
         if "libgomp" in Path(path).name:
             try:
                 lib = ctypes.CDLL(path)
