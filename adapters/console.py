@@ -1,9 +1,10 @@
 """The console adapter: chat with Parley in a terminal, or pipe questions through it.
 
 Interactive (stdin is a terminal): a prompt, answers streamed as they are written, commands.
-Piped: one message per input line, each answer printed whole-line, exit at end of input, so
+Piped: one message per input line, each answer printed whole, exit at end of input, so
 `printf 'What is the capital of France?\\n' | python bot.py --console` works in a script.
-Only answers and short status lines go to stdout; logs go to stderr.
+Only answers and short status lines go to stdout; logs go to stderr. Answers, commands and the
+final text with its sources come from the chat layer (adapters.chat), in plain text.
 """
 from __future__ import annotations
 
@@ -14,23 +15,19 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from engine.core import Engine
+from adapters.chat.answering import stream_answer
+from adapters.chat.commands import COMMANDS, Wording, run_command
+from adapters.chat.ingest import ingested_text
+from adapters.chat.markup import PLAIN
 from engine.errors import ParleyError
-from engine.types import (
-    AnswerDone,
-    AnswerFailed,
-    ChatRequest,
-    Conversation,
-    FileUpload,
-    IngestProgress,
-    Queued,
-    Source,
-    TextDelta,
-    User,
-)
+from engine.types import ChatRequest, Conversation, FileUpload, IngestProgress, User
 
+if TYPE_CHECKING:  # the engine object is handed in; importing it here would pull the model code in
+    from engine.core import Engine
+
+WORDING = Wording(admins="admins", model_usage="/llm-model NAME", not_served="")
 HELP = """Commands:
   /new               start a new thread (forget nothing: the old one stays on disk)
   /upload PATH       add a document (PDF, TXT, MD, HTML, DOCX, CSV, EML) to this console's knowledge
@@ -44,12 +41,45 @@ HELP = """Commands:
 Anything else is a message to Parley."""
 
 
-def format_sources(sources: tuple[Source, ...]) -> str:
-    lines = ["Sources:"]
-    for i, s in enumerate(sources, 1):
-        excerpt = " ".join(s.excerpt.split())
-        lines.append(f"  [{i}] {s.label()}" + (f' — "{excerpt}"' if excerpt else ""))
-    return "\n".join(lines)
+class ConsoleReply:
+    """An answer in the terminal: streamed as written when interactive, printed whole when piped."""
+
+    def __init__(self, console: ConsoleAdapter):
+        self.console = console
+        self.raw = ""
+
+    @property
+    def opened(self) -> bool:
+        return bool(self.raw)
+
+    async def open(self, text: str) -> None:
+        pass  # no placeholder in a terminal: the prompt waits
+
+    async def status(self, text: str) -> None:
+        if self.console.interactive:
+            self.console.status(text)
+
+    async def append(self, delta: str) -> None:
+        self.raw += delta
+        if self.console.interactive:
+            self.console.print(delta, end="")
+
+    async def finish(self, final_text: str) -> None:
+        shown = PLAIN.render(self.raw.strip())
+        if self.console.interactive and self.raw and final_text.startswith(shown):
+            final_text = final_text[len(shown):].lstrip("\n")  # the answer itself is on screen already
+            self.console.print()
+        if final_text:
+            self.console.print(final_text)
+
+    async def replace(self, text: str) -> None:
+        if self.raw and self.console.interactive:
+            self.console.print()
+        self.console.status(text)
+
+    async def discard(self) -> None:
+        if self.raw and self.console.interactive:
+            self.console.print()
 
 
 class ConsoleAdapter:
@@ -84,13 +114,13 @@ class ConsoleAdapter:
 
     # ---- I/O ---------------------------------------------------------------------------------
 
-    def _print(self, text: str = "", end: str = "\n") -> None:
+    def print(self, text: str = "", end: str = "\n") -> None:
         self.out.write(text + end)
         self.out.flush()
 
-    def _status(self, text: str) -> None:
+    def status(self, text: str) -> None:
         """A short status line: dimmed in a terminal, plain when piped."""
-        self._print(f"\x1b[2m{text}\x1b[0m" if self.interactive else text)
+        self.print(f"\x1b[2m{text}\x1b[0m" if self.interactive else text)
 
     def _start_reader(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
         """Read stdin on a daemon thread, so a pending read never blocks the loop or the exit."""
@@ -107,10 +137,10 @@ class ConsoleAdapter:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         self._start_reader(asyncio.get_running_loop(), lines)
         if self.interactive:
-            self._print(f"Parley on {self.engine.live_model}. Type a message, or /help. (thread {self.thread})")
+            self.print(f"Parley on {self.engine.live_model}. Type a message, or /help. (thread {self.thread})")
         while not stop.is_set():
             if self.interactive:
-                self._print("you> ", end="")
+                self.print("you> ", end="")
             getter = asyncio.ensure_future(lines.get())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -121,84 +151,49 @@ class ConsoleAdapter:
             line = getter.result()
             if line is None:
                 break
-            line = line.strip()
-            if not line:
-                continue
-            if not await self.handle(line):
+            if line.strip() and not await self.handle(line.strip()):
                 break
         if self.interactive:
-            self._print("bye")
+            self.print("bye")
 
     # ---- commands ----------------------------------------------------------------------------
 
     async def handle(self, line: str) -> bool:
         """Handle one input line; False means quit."""
         if not line.startswith("/"):
-            await self.ask(line)
+            await stream_answer(self.engine, ChatRequest(where=self.where, user=self.user, text=line),
+                                ConsoleReply(self), PLAIN)
             return True
-        try:
-            parts = shlex.split(line)
-        except ValueError:
-            parts = line.split()
-        command, args = parts[0].lower(), parts[1:]
+        command, _, rest = line.partition(" ")
+        command, rest = command.lower(), rest.strip()
         try:
             if command in ("/quit", "/exit"):
                 return False
             if command == "/help":
-                self._print(HELP)
+                self.print(HELP)
             elif command == "/new":
                 self.thread = self._new_thread_id()
-                self._status(f"New thread {self.thread}.")
+                self.status(f"New thread {self.thread}.")
             elif command == "/upload":
-                await self.upload(" ".join(args))
+                await self.upload(" ".join(_words(rest)))
             elif command == "/docs":
                 await self.docs()
             elif command == "/forget":
-                removed = await self.engine.delete_document(self.where, " ".join(args), self.user)
-                self._status(f"Removed {' '.join(args)} ({removed} chunks).")
-            elif command == "/llm-stats":
-                self._print((await self.engine.stats(self.where)).render().replace("*", ""))
-            elif command == "/llm-model":
-                await self.model(args)
-            elif command == "/llm-config":
-                self._print(await self.engine.configure(self.where, self.user, line.split(maxsplit=1)[1]
-                                                        if " " in line else ""))
+                name = " ".join(_words(rest))
+                removed = await self.engine.delete_document(self.where, name, self.user)
+                self.status(f"Removed {name} ({removed} chunks).")
+            elif command[1:] in COMMANDS:
+                self.print(await run_command(command[1:], self.engine, self.where, self.user, rest, PLAIN, WORDING))
             else:
-                self._status(f"Unknown command {command}. /help lists them.")
+                self.status(f"Unknown command {command}. /help lists them.")
         except ParleyError as exc:
-            self._status(exc.render())
+            self.status(exc.render())
         return True
-
-    async def ask(self, text: str) -> None:
-        request = ChatRequest(where=self.where, user=self.user, text=text)
-        streamed = False
-        async for event in self.engine.answer(request):
-            if isinstance(event, Queued) and self.interactive:
-                self._status(f"(queued, {event.ahead} ahead)")
-            elif isinstance(event, TextDelta) and self.interactive:
-                self._print(event.text, end="")
-                streamed = True
-            elif isinstance(event, AnswerDone):
-                if not self.interactive:
-                    self._print(event.text)
-                elif streamed:
-                    self._print()
-                if event.finish_reason == "cancelled":
-                    self._status("(answer cancelled)")
-                elif event.finish_reason == "length":
-                    self._status("(answer cut at the length limit)")
-                if event.sources:
-                    self._print(format_sources(event.sources))
-            elif isinstance(event, AnswerFailed):
-                if streamed:
-                    self._print()
-                if not getattr(event, "silent", False):
-                    self._status(event.render())
 
     async def upload(self, path_text: str) -> None:
         path = Path(path_text).expanduser()
         if not path_text or not path.is_file():
-            self._status(f"No such file: {path_text or '(none given)'}")
+            self.status(f"No such file: {path_text or '(none given)'}")
             return
         data = await asyncio.to_thread(path.read_bytes)
 
@@ -211,31 +206,23 @@ class ConsoleAdapter:
             FileUpload(where=self.where, user=self.user, filename=path.name, data=data), progress)
         if self.interactive:
             self.out.write("\r\x1b[K")
-        if result.duplicate:
-            self._status(f"{result.filename} is already here (version {result.version}); nothing changed.")
-        else:
-            pages = f"{result.pages} pages, " if result.pages else ""
-            self._status(f"Indexed {result.filename} (version {result.version}): {pages}{result.chunks} chunks. Ask away.")
+        self.status(ingested_text(result, result.filename))
 
     async def docs(self) -> None:
         documents = await self.engine.list_documents(self.where)
         if not documents:
-            self._status("No documents here yet. /upload PATH adds one.")
+            self.status("No documents here yet. /upload PATH adds one.")
             return
         for d in documents:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.uploaded_at))
-            self._print(f"{d.filename}  v{d.version}  {d.pages} pages  {d.chunks} chunks  {when}")
+            self.print(f"{d.filename}  v{d.version}  {d.pages} pages  {d.chunks} chunks  {when}")
 
-    async def model(self, args: list[str]) -> None:
-        if not args:
-            for m in self.engine.list_models():
-                mark = "*" if m.live else " "
-                self._print(f"{mark} {m.name}  ({m.source}, {m.device}, {m.dtype}, {m.context_window} tokens)"
-                            + (f" — {m.description}" if m.description else ""))
-            return
-        self._status(f"Loading {args[0]}…")
-        info = await self.engine.switch_model(args[0], self.where, self.user)
-        self._status(f"Now answering with {info.name} ({info.device}, {info.dtype}).")
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
 
 
 async def run_console(engine: Engine, stop: asyncio.Event, thread: str | None = None) -> None:

@@ -7,8 +7,8 @@ Persisted with sqlitedict; a thread snapshots the settings it started with (see 
 from __future__ import annotations
 
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
@@ -57,14 +57,12 @@ class ChannelSettings:
 
 
 class ChannelSettingsStore:
-    """Overrides keyed "platform/workspace" (workspace default) and "platform/workspace/channel"."""
+    """Overrides keyed "platform/workspace" (workspace default) and "platform/workspace/channel",
+    in any MutableMapping: a SqliteDict under data_dir, or Redis shared by several bot processes."""
 
-    def __init__(self, config: Config, path: Path):
-        from sqlitedict import SqliteDict
-
+    def __init__(self, config: Config, mapping: MutableMapping):
         self.config = config
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = SqliteDict(str(path), tablename="channel_settings", autocommit=True)
+        self._db = mapping
         self._lock = threading.Lock()
 
     @staticmethod
@@ -126,7 +124,26 @@ class ChannelSettingsStore:
             self._db[self._key(where, level)] = stored
 
     def close(self) -> None:
-        self._db.close()
+        close = getattr(self._db, "close", None)
+        if close is not None:
+            close()
+
+
+def open_channel_settings(config: Config) -> ChannelSettingsStore:
+    """Where config.sessions.backend keeps state: data_dir/settings.sqlite, or Redis (blocking: call it
+    in a worker thread)."""
+    sessions = config.sessions
+    if sessions.backend == "redis":
+        from engine.limits import redis_url
+        from engine.redis_sessions import RedisMapping
+
+        url = redis_url(sessions.redis_url_env, "sessions")
+        return ChannelSettingsStore(config, RedisMapping.from_url(url, sessions.redis_state_prefix + "settings:"))
+    from sqlitedict import SqliteDict
+
+    path = config.data_path / "settings.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ChannelSettingsStore(config, SqliteDict(str(path), tablename="channel_settings", autocommit=True))
 
 
 CONFIG_USAGE = """Usage: /llm-config                       show this channel's settings

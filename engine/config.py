@@ -88,6 +88,7 @@ class SessionsConfig:
     backend: str = field(default="sqlite", metadata=_choice("sqlite", "redis"))  # redis: shared by several bots
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
     redis_prefix: str = "parley:session:"  # key prefix, so several deployments can share one Redis
+    redis_state_prefix: str = "parley:state:"  # key prefix of channel settings and the adapters' thread memory
 
 
 @dataclass

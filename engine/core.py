@@ -11,42 +11,30 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import time
 from typing import AsyncIterator, Callable
 
 from engine.backends import Backend, LocalBackend
-from engine.channels import (
-    CONFIG_USAGE,
-    SETTING_HELP,
-    ChannelSettings,
-    ChannelSettingsStore,
-    parse_config_command,
-)
+from engine.answering import AnswerPipeline
+from engine.channels import CONFIG_USAGE, ChannelSettings, ChannelSettingsStore, open_channel_settings, parse_config_command
 from engine.config import Config, ModelConfig
 from engine.cpu import embedding_threads, generation_threads
 from engine.errors import ErrorCode, ParleyError
-from engine.intent import is_document_question, topic_of
 from engine.models import LoadedModel, load_model
-from engine.prompting import plan_prompt
-from engine.scheduler import GenFinished, GenQueued, GenText, SamplingParams
 from engine.redis_sessions import open_session_store
-from engine.sessions import SessionStore, Turn
+from engine.sessions import SessionStore
 from engine.stats import EngineStats
 from engine.types import (
-    AnswerDone,
     AnswerEvent,
     AnswerFailed,
     ChatRequest,
     Conversation,
     DocumentInfo,
+    EngineSnapshot,
     FileUpload,
     IngestResult,
     ModelInfo,
     ProgressCallback,
-    Queued,
-    Source,
     StatsReport,
-    TextDelta,
     User,
 )
 
@@ -68,30 +56,16 @@ def _reported(action: str):
             try:
                 return await method(self, *args, **kwargs)
             except ParleyError as exc:
-                self._failure(exc, action=action, args=args)
+                self.failure(exc, action=action, args=args)
                 raise
             except Exception as exc:  # noqa: BLE001
                 error = ParleyError(ErrorCode.INTERNAL)
-                self._failure(error, cause=exc, action=action, args=args)
+                self.failure(error, cause=exc, action=action, args=args)
                 raise error from exc
 
         return run
 
     return wrap
-
-
-@dataclasses.dataclass
-class _Prepared:
-    """A request made ready for the model: its prompt and settings, or a direct reply."""
-
-    backend: Backend
-    prompt: list
-    params: SamplingParams | None
-    passages: list  # the retrieved passages in the prompt (engine.knowledge.Passage)
-    dropped: int
-    settings: dict
-    reply: str | None = None
-    quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
 
 
 class Engine:
@@ -110,6 +84,7 @@ class Engine:
         self.monitor = None  # engine.monitor.MemoryMonitor
         self.maintenance = None  # engine.maintenance.Maintenance
         self.metrics = None  # engine.metrics.MetricsServer when config.metrics.enabled
+        self._answers = AnswerPipeline(self)
         self._in_flight = 0  # answer() iterators still open
         self._drained = asyncio.Event()
         self._drained.set()
@@ -124,7 +99,7 @@ class Engine:
         data.mkdir(parents=True, exist_ok=True)
         self.limiter = RateLimiter.from_config(self.config.limits)
         self.sessions = await asyncio.to_thread(open_session_store, self.config)  # sqlite or redis
-        self.channels = await asyncio.to_thread(ChannelSettingsStore, self.config, data / "settings.sqlite")
+        self.channels = await asyncio.to_thread(open_channel_settings, self.config)  # sqlite or redis
         if self.config.knowledge.enabled:
             from engine.knowledge import KnowledgeBase
 
@@ -176,10 +151,24 @@ class Engine:
             self.metrics = MetricsServer(self, self.config.metrics)
             await self.metrics.start()
 
+    @property
+    def state(self) -> str:
+        """new -> ready -> stopping -> stopped"""
+        return self._state
+
+    def snapshot(self) -> EngineSnapshot:
+        """What stats, metrics and health read: the state, the live model and its scheduler, memory."""
+        backend, monitor = self._backend, self.monitor
+        return EngineSnapshot(state=self._state, model_name=self.live_model,
+                              model=backend.describe() if backend else {},
+                              scheduler=backend.scheduler_snapshot() if backend else {},
+                              pressure=monitor.snapshot() if monitor is not None else {},
+                              overloaded=bool(monitor is not None and monitor.overloaded))
+
     def _live_backends(self) -> list[Backend]:
         return [b for b in (self._backend, *self._extra_backends.values()) if b is not None]
 
-    async def _admit(self, where: Conversation, user: User, action: str) -> None:
+    async def admit(self, where: Conversation, user: User, action: str) -> None:
         """Before any work: refuse it while memory is short (OVERLOADED) or past a rate limit."""
         if self.monitor is not None:
             self.monitor.admit()
@@ -207,7 +196,7 @@ class Engine:
     def live_model(self) -> str | None:
         return self._backend.config.name if self._backend else None
 
-    async def _backend_for(self, name: str) -> Backend:
+    async def backend_for(self, name: str) -> Backend:
         """The backend for model `name`: the live one, or another loaded on first use by a channel."""
         backend = self._backend
         if backend is None:
@@ -223,7 +212,7 @@ class Engine:
                 return self._backend
         return self._extra_backends[name]
 
-    def _retired(self, backend: Backend) -> bool:
+    def is_retired(self, backend: Backend) -> bool:
         return backend is not self._backend and backend not in self._extra_backends.values()
 
     # ---- answering ---------------------------------------------------------------------------
@@ -236,7 +225,7 @@ class Engine:
         self._in_flight += 1  # stop() waits for open answers to save themselves
         self._drained.clear()
         try:
-            async with contextlib.aclosing(self._answer(request)) as events:
+            async with contextlib.aclosing(self._answers.run(request)) as events:
                 async for event in events:
                     yield event
         finally:
@@ -244,153 +233,7 @@ class Engine:
             if not self._in_flight:
                 self._drained.set()
 
-    async def _answer(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
-        self.stats_counters.record_request()
-        started = time.perf_counter()
-        try:
-            await self._admit(request.where, request.user, "answer")
-            for attempt in range(2):
-                prepared = await self._prepare(request)
-                if prepared.reply is not None:
-                    break
-                try:
-                    handle = prepared.backend.submit(prepared.prompt, prepared.params)
-                    break
-                except ParleyError as exc:
-                    # A model switch retired this backend between planning and submitting: replan.
-                    if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not self._retired(prepared.backend):
-                        raise
-        except ParleyError as exc:
-            yield self._failure(exc, request)
-            return
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
-            yield self._failure(ParleyError(ErrorCode.INTERNAL), request, exc)
-            return
-
-        if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
-            yield TextDelta(prepared.reply)
-            await self._remember(request, prepared.reply, prepared.settings)
-            yield AnswerDone(text=prepared.reply, finish_reason="not_found", prompt_tokens=0,
-                             completion_tokens=0, history_dropped=prepared.dropped)
-            return
-
-        if prepared.passages and self.knowledge is not None:
-            prepared.quoting = asyncio.create_task(self.knowledge.quote(topic_of(request.text), prepared.passages))
-        parts: list[str] = []
-        finished: GenFinished | None = None
-        first_token_at: float | None = None
-        try:
-            async for event in handle:
-                if isinstance(event, GenText):
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter() - started
-                    parts.append(event.text)
-                    yield TextDelta(event.text)
-                elif isinstance(event, GenQueued):
-                    yield Queued(event.ahead)
-                elif isinstance(event, GenFinished):
-                    finished = event
-        except ParleyError as exc:
-            yield self._failure(exc, request)
-            return
-        except Exception as exc:  # noqa: BLE001
-            yield self._failure(ParleyError(ErrorCode.GENERATION_FAILED), request, exc)
-            return
-        finally:
-            if finished is None:
-                handle.cancel()  # the consumer went away, or the task was cancelled
-                if prepared.quoting is not None:
-                    prepared.quoting.cancel()
-
-        text = "".join(parts).strip()
-        cancelled = finished.reason == "cancelled"
-        self.stats_counters.record_answer(
-            prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
-            first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
-        if text:
-            await self._remember(request, text, prepared.settings)
-        yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
-                         completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
-                         history_dropped=prepared.dropped)
-
-    async def _prepare(self, request: ChatRequest) -> "_Prepared":
-        if self._state != "ready":
-            raise ParleyError(ErrorCode.MODEL_NOT_READY if self._state == "new" else ErrorCode.SHUTTING_DOWN)
-        text = request.text.strip()
-        if not text:
-            raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
-        session = await asyncio.to_thread(self.sessions.get, request.where.session_key)
-        history = session.turns if session else ()
-        # A thread keeps the settings it started with, so an edit never changes a conversation midway.
-        settings = dict(session.settings) if session and session.settings else \
-            (await self.channel_settings(request.where)).as_dict()
-        backend = await self._backend_for(settings["model"])
-        context_block, passages, not_found = await self._retrieve(
-            request, backend, workspace_wide=settings["scope"] == "workspace")
-        if not_found:
-            return _Prepared(backend, [], None, [], 0, settings, reply=not_found)
-        generation = backend.config.generation
-        effective = ChannelSettings(**{k: settings[k] for k in SETTING_HELP})
-        max_new_tokens = effective.max_new_tokens(generation.max_new_tokens, backend.config.context_window)
-
-        def plan():
-            p = plan_prompt(
-                system_prompt=settings["prompt"], history=history, message=text,
-                count_tokens=backend.count_tokens, history_budget=self.config.sessions.history_tokens,
-                context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
-                context_block=context_block)
-            return p, backend.encode_chat(p.messages)
-
-        plan_, prompt = await asyncio.to_thread(plan)
-        if plan_.history_dropped:
-            log.info("history trimmed", extra={"session": request.where.session_key,
-                                               "dropped": plan_.history_dropped, "kept": plan_.history_kept})
-        params = SamplingParams.from_defaults(generation, max_new_tokens=max_new_tokens)
-        return _Prepared(backend, prompt, params, passages, plan_.history_dropped, settings)
-
-    async def _retrieve(self, request: ChatRequest, backend: Backend, *, workspace_wide: bool
-                        ) -> tuple[str, list, str]:
-        """(prompt block of relevant passages, those passages, a "not found" reply or "")."""
-        if self.knowledge is None:
-            return "", [], ""
-        from engine.knowledge import build_context
-
-        passages = await self.knowledge.search(request.where, topic_of(request.text), workspace_wide=workspace_wide)
-        if passages:
-            block, used = await asyncio.to_thread(
-                build_context, passages, self.config.knowledge.context_tokens, backend.count_tokens)
-            return block, used, ""
-        docs = await self.knowledge.list_documents(request.where, workspace_wide=workspace_wide)
-        if not is_document_question(request.text, [d.filename for d in docs]):
-            return "", [], ""  # nothing relevant: the model answers plainly
-        place = "this workspace" if workspace_wide else "this channel"
-        if not docs:
-            return "", [], (f"There are no documents in {place} yet, so I can't answer from them. "
-                            "Share the file here and ask again.")
-        names = ", ".join(d.filename for d in docs[:5]) + (f" and {len(docs) - 5} more" if len(docs) > 5 else "")
-        return "", [], (f"I couldn't find anything about that in {place}'s documents ({names}). "
-                        "Try other words, or share the document that covers it.")
-
-    async def _sources(self, request: ChatRequest, prepared: _Prepared) -> tuple[Source, ...]:
-        """The answer's sources, with the excerpts picked while it was written (plain ones if that failed)."""
-        from engine.knowledge import to_sources
-
-        passages = prepared.passages
-        if prepared.quoting is not None:
-            try:
-                passages = await prepared.quoting
-            except Exception:  # noqa: BLE001 - the answer stands; its excerpts fall back to each passage's start
-                log.warning("excerpts unavailable", extra={"session": request.where.session_key}, exc_info=True)
-        return to_sources(passages)
-
-    async def _remember(self, request: ChatRequest, answer: str, settings: dict) -> None:
-        now = time.time()
-        await asyncio.to_thread(
-            functools.partial(self.sessions.append, request.where.session_key,
-                              Turn("user", request.text.strip(), request.user.id, now),
-                              Turn("assistant", answer, "", now), settings=settings))
-
-    def _failure(self, exc: ParleyError, request: ChatRequest | None = None,
+    def failure(self, exc: ParleyError, request: ChatRequest | None = None,
                  cause: BaseException | None = None, *, action: str = "answer", args: tuple = ()) -> AnswerFailed:
         """Count and log a failure once, with the reference the user sees."""
         if exc.code is ErrorCode.RATE_LIMITED:
@@ -503,7 +346,7 @@ class Engine:
     @_reported("ingest")
     async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
         knowledge = self._require_knowledge()
-        await self._admit(upload.where, upload.user, "ingest")
+        await self.admit(upload.where, upload.user, "ingest")
         result = await knowledge.ingest(upload, progress)
         self.stats_counters.record_ingest(result.chunks)
         log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,

@@ -80,3 +80,8 @@ class ParleyError(Exception):
     def render(self) -> str:
         """The reply shown in the thread."""
         return f"{self.user_message} ({self.code.value}, ref {self.reference})"
+
+
+def file_too_large(name: str, size: int, limit_mb: float) -> ParleyError:
+    """FILE_TOO_LARGE, saying by how much (`size` in bytes)."""
+    return ParleyError(ErrorCode.FILE_TOO_LARGE, f"{name} is {size / 2**20:.1f} MB; the limit is {limit_mb:g} MB.")

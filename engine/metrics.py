@@ -140,12 +140,10 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        engine = self.engine
-        state = engine._state
-        monitor = engine.monitor
-        body = {"status": "ok" if state == "ready" else state, "model": engine.live_model,
-                "memory": monitor.snapshot() if monitor is not None else None}
-        if state == "ready" and monitor is not None and monitor.overloaded:
+        snap = self.engine.snapshot()
+        body = {"status": "ok" if snap.state == "ready" else snap.state, "model": snap.model_name,
+                "memory": snap.pressure or None}
+        if snap.state == "ready" and snap.overloaded:
             body["status"] = "overloaded"  # alive, but refusing new work until memory frees up
-        status = 200 if state == "ready" else 503
+        status = 200 if snap.state == "ready" else 503
         return web.Response(text=json.dumps(body), status=status, content_type="application/json")

@@ -45,21 +45,18 @@ def memory_figures() -> dict:
 
 async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
     s = engine.stats_counters.snapshot()
-    backend = engine._backend
-    model = backend.describe() if backend else {}
-    sched = backend.scheduler_snapshot() if backend else {}
+    snap = engine.snapshot()
+    model, sched, pressure = snap.model, snap.scheduler, snap.pressure
     memory = await asyncio.to_thread(memory_figures)
     day_ago = time.time() - 86400
     sessions_active = await asyncio.to_thread(engine.sessions.active_since, day_ago) if engine.sessions else 0
     knowledge = await asyncio.to_thread(engine.knowledge.stats) if engine.knowledge else {}
-    monitor = getattr(engine, "monitor", None)
-    pressure = monitor.snapshot() if monitor is not None else {}
 
     lines = []
-    if backend:
+    if snap.model_name:
         params = model.get("parameters")
         lines.append(
-            f"*Model* {backend.config.name} on {model.get('device', '?')} ({model.get('dtype', '?')})"
+            f"*Model* {snap.model_name} on {model.get('device', '?')} ({model.get('dtype', '?')})"
             + (f", {params / 1e6:,.0f}M params" if params else "")
             + (f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") else ""))
     else:

@@ -134,6 +134,18 @@ class StatsReport:
         return "\n".join(self.lines)
 
 
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine's state at one moment, for /llm-stats, the metrics and the health check."""
+
+    state: str  # "new" | "ready" | "stopping" | "stopped"
+    model_name: str | None  # the live model
+    model: dict  # its device, dtype, parameters, load time (Backend.describe)
+    scheduler: dict  # running, queued, batch limit, tokens generated (Backend.scheduler_snapshot)
+    pressure: dict  # the memory monitor's last reading (MemoryMonitor.snapshot)
+    overloaded: bool = False  # new work is refused until memory frees up
+
+
 # ---- files -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

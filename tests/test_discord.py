@@ -15,8 +15,8 @@ import pytest
 from conftest import make_config
 from fake_discord import FakeDiscord
 
-from adapters import discord as discord_module
-from adapters.discord import DiscordAdapter, discord_configured, run_discord
+from adapters.discord import DiscordAdapter, api_base, discord_configured, run_discord
+from adapters.discord import client as discord_module
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -116,8 +116,8 @@ async def discord_factory(tmp_path, engine_factory):
 
     yield build
     for h in started:
-        if not h.adapter._closing:
-            await h.adapter.shutdown(grace_s=1)
+        if not h.adapter.tasks.closing:
+            await h.adapter.close(grace_s=1)
         await asyncio.wait([h.runner], timeout=5)
     for fake in {id(h.fake): h.fake for h in started}.values():
         await fake.close()
@@ -128,9 +128,9 @@ def test_configured_needs_a_token():
     assert not discord_configured({}, config)
     assert not discord_configured({"DISCORD_TOKEN": "  "}, config)
     assert discord_configured({"DISCORD_TOKEN": "abc.def"}, config)
-    assert discord_module.api_base(None) == "https://discord.com/api/v10"
-    assert discord_module.api_base("http://127.0.0.1:9/api/") == "http://127.0.0.1:9/api/v10"
-    assert discord_module.api_base("https://proxy.example/api/v10") == "https://proxy.example/api/v10"
+    assert api_base(None) == "https://discord.com/api/v10"
+    assert api_base("http://127.0.0.1:9/api/") == "http://127.0.0.1:9/api/v10"
+    assert api_base("https://proxy.example/api/v10") == "https://proxy.example/api/v10"
 
 
 async def test_login_prints_the_invite_url_and_syncs_commands(discord_factory, capsys, caplog):
@@ -199,7 +199,7 @@ async def test_thread_reply_continues_with_history_even_after_restart(discord_fa
 
     # A restart (new client, same data) still knows the thread is Parley's, even when Discord
     # no longer sends it with the guild (an idle thread is not in GUILD_CREATE).
-    await h.adapter.shutdown(grace_s=1)
+    await h.adapter.close(grace_s=1)
     h.fake.guilds[h.guild]["threads"] = []
     h2 = await discord_factory(engine=h.engine, data_dir=tmp_path / "data", fake=h.fake)
     await h2.say(thread, "ada", "And once more: what is my name?")

@@ -5,8 +5,9 @@ import pytest
 
 import docgen
 from conftest import collect, make_config
-from engine.knowledge import Passage, build_context, sources_footer, to_sources
-from engine.knowledge.prompting import CONTEXT_HEADER
+from adapters.chat.markup import PLAIN, sources_text
+from engine.knowledge import Passage, build_context, to_sources
+from engine.knowledge.citations import CONTEXT_HEADER
 from engine.types import AnswerDone, ChatRequest, Conversation, FileUpload, Source, User
 
 
@@ -48,7 +49,7 @@ def test_no_passages_no_context():
     assert build_context([passage("x " * 50)], 3, words) == ("", [])
 
 
-def test_sources_carry_a_short_excerpt_and_the_footer_lists_each_once():
+def test_sources_carry_a_short_excerpt_and_the_sources_list_names_each():
     text = ("Employees receive 27 days of paid annual leave. Public holidays come on top. "
             "The rest of this page is about the pension scheme and goes on for a while longer than needed.")
     sources = to_sources([passage(text, "handbook.pdf", 2, 0.61), passage("Other text.", "handbook.pdf", 2),
@@ -56,8 +57,9 @@ def test_sources_carry_a_short_excerpt_and_the_footer_lists_each_once():
     assert sources[0] == Source(file="handbook.pdf", page=2, score=0.61, version=1,
                                 excerpt="Employees receive 27 days of paid annual leave. Public holidays come on top.")
     assert all(len(s.excerpt) <= 230 for s in sources)
-    assert sources_footer(sources) == "Sources: handbook.pdf p.2, notes.md"
-    assert sources_footer(()) == ""
+    listed = sources_text(sources, PLAIN)  # the one renderer of sources, in the console's plain style
+    assert listed.startswith("Sources:") and "[1] handbook.pdf p.2" in listed and "[3] notes.md" in listed
+    assert sources_text((), PLAIN) == ""
 
 
 @pytest.mark.slow
@@ -87,6 +89,6 @@ async def test_an_answer_from_a_shared_pdf_cites_file_and_page(tmp_path, engine_
     ("What is in the file?", "What is in the file?"),  # nothing but the reference: searched whole
 ])
 def test_questions_are_searched_without_their_references_to_documents(question, topic):
-    from engine.intent import topic_of
+    from engine.knowledge.questions import topic_of
 
     assert topic_of(question) == topic

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from adapters import slack as slack_module
+from adapters.slack import app as slack_module
 from adapters.slack import SlackAdapter, slack_configured
 from conftest import make_config
 from fake_slack import FakeSlack
@@ -80,7 +80,7 @@ async def slack_factory(tmp_path, engine_factory):
 
     yield build
     for fake, adapter in started:
-        if not adapter._closing:
+        if not adapter.tasks.closing:
             await adapter.close(grace_s=1)
         await fake.close()
 

@@ -2,8 +2,9 @@
 ping a channel), long answers cut at readable places, and a stream shown as a few edits."""
 from __future__ import annotations
 
-from adapters.mrkdwn import markdown_to_mrkdwn, slack_to_plain, sources_mrkdwn
-from adapters.streaming import StreamingReply, split_message
+from adapters.chat.markup import sources_text
+from adapters.chat.streaming import StreamingReply, split_message
+from adapters.slack.markup import SLACK, markdown_to_mrkdwn, slack_to_plain
 from engine.types import Source
 
 
@@ -28,8 +29,8 @@ def test_incoming_slack_text_reads_plainly():
 
 
 def test_sources_show_file_page_and_a_short_excerpt():
-    text = sources_mrkdwn((Source("report.pdf", 4, "The budget is 4.2 million euros. " * 20),
-                           Source("notes.md", None, "")))
+    text = sources_text((Source("report.pdf", 4, "The budget is 4.2 million euros. " * 20),
+                         Source("notes.md", None, "")), SLACK)
     lines = text.split("\n")
     assert lines[0] == "*Sources*"
     assert lines[1].startswith("1. `report.pdf` p.4 — “The budget is 4.2 million euros.") and lines[1].endswith("…”")
@@ -81,7 +82,7 @@ async def test_a_stream_is_shown_in_few_edits_and_continues_in_new_messages():
 
 
 async def test_answers_streaming_together_share_one_edit_budget():
-    from adapters.streaming import EditBudget
+    from adapters.chat.streaming import EditBudget
 
     now = [0.0]
     clock = lambda: now[0]  # noqa: E731

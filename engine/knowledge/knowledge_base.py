@@ -25,11 +25,10 @@ from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge import loaders
 from engine.knowledge.embedder import Embedder, shared_embedder
-from engine.knowledge.prompting import excerpt, sentences
+from engine.knowledge.citations import excerpt, sentences
 from engine.knowledge.records import Passage
 from engine.knowledge.splitting import make_splitter, split_pages
-from engine.knowledge.store import (ChromaStore, DocumentRecord, chunk_id, document_id, open_client,
-                                    scope_where)
+from engine.knowledge.store import ChromaStore, DocumentRecord, chunk_id, document_id, open_client
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -139,8 +138,7 @@ class KnowledgeBase:
                 return duplicate
             previous = self.store.get_document(doc_id)
             version = previous.version + 1 if previous else 1
-            this_version = {"$and": [{"doc_id": doc_id}, {"version": version}]}
-            self.store.delete_chunks(this_version)  # leftovers of a crashed attempt at this version
+            self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
             record = DocumentRecord(
                 doc_id=doc_id, platform=where.platform, workspace=where.workspace, channel=where.channel,
                 filename=name, version=version, kind=kind, pages=document.page_count, chunks=len(drafts),
@@ -155,7 +153,7 @@ class KnowledgeBase:
                 self.store.add_chunks(ids, vectors, texts, metadatas)
                 self.store.register(record)  # the commit point
             except BaseException as exc:
-                self._undo(this_version, name)
+                self._undo(doc_id, version, name)
                 if isinstance(exc, ParleyError):
                     raise
                 log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
@@ -163,7 +161,7 @@ class KnowledgeBase:
             emit("storing", len(ids), len(ids), "chunks")
             if previous is not None:
                 try:
-                    self.store.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": {"$ne": version}}]})
+                    self.store.delete_other_versions(doc_id, keep=version)
                 except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
                     log.warning("old version not deleted", extra={"file": name}, exc_info=True)
         with self._stats_lock:
@@ -174,16 +172,15 @@ class KnowledgeBase:
         return IngestResult(filename=name, pages=document.page_count, chunks=len(ids), version=version)
 
     def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
-        found = self.store.find_documents({"$and": [scope_where(where, False), {"sha256": sha}]})
-        if not found:
+        doc = self.store.find_by_sha(where, sha)
+        if doc is None:
             return None
-        doc = found[0]
         return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
                             duplicate=True)
 
-    def _undo(self, where: dict, name: str) -> None:
+    def _undo(self, doc_id: str, version: int, name: str) -> None:
         try:
-            self.store.delete_chunks(where)
+            self.store.delete_version(doc_id, version)
         except Exception:  # noqa: BLE001 - unregistered chunks are never retrieved; check() removes them
             log.error("could not remove a failed ingest's chunks", extra={"file": name}, exc_info=True)
 
@@ -199,7 +196,7 @@ class KnowledgeBase:
         started = time.perf_counter()
         k = k or self.config.top_k
         vector = self.embedder.encode_query(query)
-        hits = self.store.query(vector, scope_where(where, workspace_wide), k * _CANDIDATE_FACTOR)
+        hits = self.store.search(vector, where, workspace_wide, k * _CANDIDATE_FACTOR)
         live = self.store.live_versions([m["doc_id"] for _, _, m, _ in hits])
         passages = [
             Passage(text=text, file=m["file"], page=int(m["page"]) or None, version=int(m["version"]),
@@ -247,7 +244,7 @@ class KnowledgeBase:
         return await asyncio.to_thread(self.list_documents_sync, where, wide)
 
     def list_documents_sync(self, where: Conversation, workspace_wide: bool = False) -> list[DocumentInfo]:
-        records = self.store.find_documents(scope_where(where, workspace_wide))
+        records = self.store.documents_in(where, workspace_wide)
         records.sort(key=lambda r: (r.filename.lower(), r.channel))
         return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
                              uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel)
@@ -263,26 +260,26 @@ class KnowledgeBase:
             if self.store.get_document(doc_id) is None:
                 raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {name} in this channel.")
             self.store.unregister(doc_id)  # first: from here on nothing of it is retrieved
-            removed = self.store.delete_chunks({"doc_id": doc_id})
+            removed = self.store.delete_document_chunks(doc_id)
         log.info("document deleted", extra={"file": name, "scope": where.session_key, "chunks": removed})
         return removed
 
     # ---- maintenance -------------------------------------------------------------------------
 
     def backup(self, target: Path) -> dict:
-        from engine.knowledge.maintenance import backup
+        from engine.knowledge.backup import backup
 
         with self._write_lock:
             return backup(self.store, Path(target), embedder_name=self._embedder_name())
 
     def restore(self, source: Path) -> dict:
-        from engine.knowledge.maintenance import restore
+        from engine.knowledge.backup import restore
 
         with self._write_lock:
             return restore(self.store, Path(source), embedder_name=self._embedder_name())
 
     def check(self, repair: bool = True) -> dict:
-        from engine.knowledge.maintenance import check
+        from engine.knowledge.backup import check
 
         with self._write_lock:
             return check(self.store, repair=repair)

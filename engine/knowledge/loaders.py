@@ -21,17 +21,13 @@ from email.parser import BytesParser
 from typing import Callable
 
 from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.formats import SUPPORTED, TEXT_EXTENSIONS
 from engine.knowledge.records import LoadedDocument, PageText
 
 log = logging.getLogger(__name__)
 
 PageCallback = Callable[[int, int], None]  # (pages read, total pages)
 
-SUPPORTED = "PDF, DOCX, TXT, Markdown, HTML, CSV or EML"
-TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".log": "text", ".rst": "text",
-                   ".md": "markdown", ".markdown": "markdown",
-                   ".html": "html", ".htm": "html", ".xhtml": "html",
-                   ".csv": "csv", ".eml": "eml"}
 # Binary formats we recognise by their first bytes, to refuse them by name.
 _MAGIC = [
     (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),

@@ -137,6 +137,15 @@ class ChromaStore:
         got = self.documents.get(ids=list(dict.fromkeys(doc_ids)), include=["metadatas"])
         return {i: int(m["version"]) for i, m in zip(got["ids"], got["metadatas"])}
 
+    def documents_in(self, where: Conversation, workspace_wide: bool) -> list[DocumentRecord]:
+        """The live documents of a channel, or of every channel of its workspace."""
+        return self.find_documents(scope_where(where, workspace_wide))
+
+    def find_by_sha(self, where: Conversation, sha256: str) -> DocumentRecord | None:
+        """A live document of this channel with exactly this content, if any."""
+        found = self.find_documents({"$and": [scope_where(where, False), {"sha256": sha256}]})
+        return found[0] if found else None
+
     def register(self, record: DocumentRecord) -> None:
         self.documents.upsert(ids=[record.doc_id], embeddings=[_REGISTRY_VECTOR], metadatas=[record.metadata()],
                               documents=[record.filename])
@@ -162,10 +171,27 @@ class ChromaStore:
         self.delete_chunk_ids(ids)
         return len(ids)
 
+    def delete_version(self, doc_id: str, version: int) -> int:
+        """The chunks of one version of a document (a failed or crashed attempt at it)."""
+        return self.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": version}]})
+
+    def delete_other_versions(self, doc_id: str, keep: int) -> int:
+        """The chunks of every version of a document but `keep` (the superseded ones)."""
+        return self.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": {"$ne": keep}}]})
+
+    def delete_document_chunks(self, doc_id: str) -> int:
+        return self.delete_chunks({"doc_id": doc_id})
+
     def delete_chunk_ids(self, ids: list[str]) -> None:
         step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
         for start in range(0, len(ids), step):
             self.chunks.delete(ids=ids[start:start + step])
+
+    def search(self, vector: np.ndarray, where: Conversation, workspace_wide: bool,
+               n: int) -> list[tuple[str, str, dict, float]]:
+        """(id, text, metadata, cosine similarity) of the `n` nearest chunks in a channel's scope
+        (or its workspace's), best first."""
+        return self.query(vector, scope_where(where, workspace_wide), n)
 
     def query(self, vector: np.ndarray, where: dict, n: int) -> list[tuple[str, str, dict, float]]:
         """(id, text, metadata, cosine similarity) of the `n` nearest chunks matching the one-key

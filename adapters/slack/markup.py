@@ -1,4 +1,5 @@
-"""Markdown (what the model writes) to Slack mrkdwn, and Slack message text back to plain text.
+"""Slack's markup: Markdown (what the model and the commands write) to mrkdwn, Slack message text
+back to plain text, and the SLACK style the chat layer renders answers and sources with.
 
 Slack's mrkdwn is not Markdown: *bold*, _italic_, ~strike~, <url|label> links, no headings, and
 &, <, > must be escaped everywhere (they start Slack's control sequences, so an unescaped
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from engine.types import Source
+from adapters.chat.markup import Markup
 
 _FENCE_LINE = re.compile(r"^(\s*)(```|~~~)(.*)$")
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1")
@@ -116,26 +117,6 @@ def mentions(text: str, user_id: str) -> bool:
     return bool(user_id) and re.search(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>", text) is not None
 
 
-# ---- sources ----------------------------------------------------------------------------------
-
-def shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(" ", 0, limit - 1)
-    return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,;:") + "…"
-
-
-def sources_mrkdwn(sources: tuple[Source, ...] | list[Source], excerpt_chars: int = 160) -> str:
-    """The passages an answer relied on: file, page and a short quoted excerpt, one per line."""
-    if not sources:
-        return ""
-    lines = ["*Sources*"]
-    for i, s in enumerate(sources, 1):
-        name = s.file.replace("`", "'")
-        where = f"`{escape(name)}`" + (f" p.{s.page}" if s.page else "")
-        if s.version and s.version > 1:
-            where += f" (v{s.version})"
-        excerpt = shorten(s.excerpt, excerpt_chars)
-        lines.append(f"{i}. {where}" + (f" — “{escape(excerpt)}”" if excerpt else ""))
-    return "\n".join(lines)
+SLACK = Markup(render=markdown_to_mrkdwn, literal=escape, status="_{}_", note="_({})_", warning=":warning: ",
+               code=lambda text: f"`{escape(text)}`", sources_title="*Sources*",
+               source_line="{i}. {where}{excerpt}", page=" p.{}", excerpt_chars=160)

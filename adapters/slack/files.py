@@ -1,4 +1,4 @@
-"""Files shared in Slack: fetching them with the bot token (progress display: adapters.streaming).
+"""Files shared in Slack: fetching them with the bot token (the ingest flow: adapters.chat.ingest).
 
 The bot token is sent only to Slack's own hosts (or the configured API host, e.g. a local fake),
 never to whatever URL a payload names. Slack answers a token without files:read with its HTML
@@ -12,8 +12,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from adapters.streaming import ProgressBoard, ingested_text, shown_name  # noqa: F401 - re-exported
-from engine.errors import ErrorCode, ParleyError
+from adapters.chat.ingest import SharedFile
+from engine.errors import ErrorCode, ParleyError, file_too_large
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,23 @@ class FileFetcher:
             return True
         return parsed.scheme == "https" and any(host == d or host.endswith("." + d) for d in TRUSTED_FILE_DOMAINS)
 
-    def check(self, file: dict, name: str) -> None:
-        """Refuse before downloading what cannot or must not be fetched."""
-        if file.get("mode") in ("tombstone", "hidden_by_limit") or file.get("is_external"):
-            raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{name} is not stored in Slack, so I can't read it.")
-        size = int(file.get("size") or 0)
-        if size > self.max_file_mb * 2**20:
-            raise ParleyError(ErrorCode.FILE_TOO_LARGE,
-                              f"{name} is {size / 2**20:.1f} MB; the limit is {self.max_file_mb:g} MB.")
+    def shared(self, file: dict, files_info) -> SharedFile:
+        """The chat layer's view of a Slack file object; `files_info` completes one that came
+        without its download URL."""
+        name = file.get("name") or file.get("title") or file.get("id", "file")
+
+        def check() -> None:  # refuse before posting anything what cannot or must not be fetched
+            if file.get("mode") in ("tombstone", "hidden_by_limit") or file.get("is_external"):
+                raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{name} is not stored in Slack, so I can't read it.")
+
+        async def download() -> bytes:
+            whole = file
+            if not (file.get("url_private_download") or file.get("url_private")):
+                whole = (await files_info(file=file["id"]))["file"]
+            return await self.download(whole, name)
+
+        return SharedFile(name=name, size=int(file.get("size") or 0), mime_type=file.get("mimetype", ""),
+                          download=download, check=check)
 
     async def download(self, file: dict, name: str) -> bytes:
         url = file.get("url_private_download") or file.get("url_private") or ""
@@ -71,8 +80,7 @@ class FileFetcher:
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     data += chunk
                     if len(data) > limit:
-                        raise ParleyError(ErrorCode.FILE_TOO_LARGE,
-                                          f"{name} is over the {self.max_file_mb:g} MB limit.")
+                        raise file_too_large(name, len(data), self.max_file_mb)
                 return bytes(data)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ParleyError(ErrorCode.FILE_UNREADABLE,

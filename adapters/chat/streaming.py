@@ -1,5 +1,4 @@
-"""Streaming an answer (or ingest progress) into editable chat messages: platform-neutral,
-shared by the adapters.
+"""Streaming an answer into editable chat messages: platform-neutral, shared by the adapters.
 
 A chat platform gives us "post a message" and "edit a message", each a network call that is
 rate-limited, and a maximum message length. `StreamingReply` turns a stream of text deltas
@@ -10,19 +9,14 @@ fences balanced in every part.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
-from engine.types import IngestProgress, IngestResult
-
 log = logging.getLogger(__name__)
 
 FENCE = "```"
-STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
 _SENTENCE_END = re.compile(r"[.!?:;][)\"'”’]?\s")
 
 
@@ -219,43 +213,3 @@ class StreamingReply:
                 handle = self.handles.pop()
                 self.shown.pop()
                 await self.target.delete(handle)
-
-
-# ---- ingest progress ------------------------------------------------------------------------
-
-def shown_name(name: str) -> str:
-    return f"`{name.replace('`', '')}`"
-
-
-def ingested_text(result: IngestResult, shown: str) -> str:
-    """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants."""
-    if result.duplicate:
-        return f"{shown} is already indexed here (version {result.version}); nothing changed."
-    pages = f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else ""
-    chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
-    version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
-    return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."
-
-
-class ProgressBoard:
-    """Shows ingest progress in one message. The engine may report from a worker thread, so the
-    callback only records the latest figures; a ticker on the loop edits at most once per interval."""
-
-    def __init__(self, target: MessageTarget, handle: Any, shown: str, interval_s: float):
-        self.target, self.handle, self.shown, self.interval_s = target, handle, shown, interval_s
-        self.latest: IngestProgress | None = None
-        self._displayed: IngestProgress | None = None
-
-    def __call__(self, progress: IngestProgress) -> None:
-        self.latest = progress  # a reference assignment: safe from any thread
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            p = self.latest
-            if p is None or p == self._displayed:
-                continue
-            self._displayed = p
-            stage = STAGES.get(p.stage, p.stage.capitalize())
-            with contextlib.suppress(Exception):  # progress is best effort
-                await self.target.edit(self.handle, f"_{stage} {self.shown}: {p.done}/{p.total} {p.unit}…_")

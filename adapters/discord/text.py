@@ -1,13 +1,12 @@
-"""Text for and from Discord: the question without Parley's mention, thread names, the sources
-footer and the final answer. Discord renders Markdown itself, so answers go out as the model
-wrote them; mentions in them never ping anyone (the client sends no allowed mentions).
+"""Text for and from Discord: the question without Parley's mention, thread names, and the
+DISCORD markup style. Discord renders Markdown itself, so answers go out as the model wrote
+them; mentions in them never ping anyone (the client sends no allowed mentions).
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-from engine.types import AnswerDone, Source
+from adapters.chat.markup import Markup, same
 
 THREAD_NAME_LIMIT = 100  # Discord's limit on a thread name
 _USER = re.compile(r"<@!?(\d+)>")
@@ -51,38 +50,11 @@ def thread_name(question: str, fallback: str = "Parley") -> str:
     return line[: cut if cut > THREAD_NAME_LIMIT // 2 else THREAD_NAME_LIMIT - 1].rstrip(" ,;:.") + "…"
 
 
-def shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text.rfind(" ", 0, limit - 1)
-    return text[: cut if cut > limit // 2 else limit - 1].rstrip(" ,;:") + "…"
-
-
 def _inline(text: str) -> str:
     """Text that stays literal inside a quote line (no formatting, no code spans broken)."""
     return re.sub(r"([*_`~|\\])", r"\\\1", text)
 
 
-def sources_markdown(sources: Iterable[Source], excerpt_chars: int = 180) -> str:
-    """The passages an answer relied on: file, page and a quoted excerpt, one per line."""
-    lines = []
-    for i, s in enumerate(sources, 1):
-        where = f"`{s.file.replace('`', chr(39))}`" + (f" p. {s.page}" if s.page else "")
-        if s.version and s.version > 1:
-            where += f" (v{s.version})"
-        excerpt = shorten(s.excerpt, excerpt_chars)
-        lines.append(f"> **{i}.** {where}" + (f" — “{_inline(excerpt)}”" if excerpt else ""))
-    return "**Sources**\n" + "\n".join(lines) if lines else ""
-
-
-def final_text(done: AnswerDone) -> str:
-    """The answer as it stays in the thread: the text, a note when it was cut, the sources."""
-    text = done.text.strip() or "*(no answer)*"
-    if done.finish_reason == "length":
-        text += "\n-# (cut at the length limit)"
-    elif done.finish_reason == "cancelled":
-        text += "\n-# (answer cancelled)"
-    if done.sources:
-        text += "\n\n" + sources_markdown(done.sources)
-    return text
+DISCORD = Markup(render=same, literal=_inline, status="*{}*", note="-# ({})", warning="⚠️ ",
+                 code=lambda text: f"`{text}`", sources_title="**Sources**",
+                 source_line="> **{i}.** {where}{excerpt}", page=" p. {}", excerpt_chars=180)

@@ -167,7 +167,7 @@ def check(store: ChromaStore, *, repair: bool = True) -> dict:
         store.delete_chunk_ids(orphans)
         for doc in broken:
             store.unregister(doc.doc_id)
-            store.delete_chunks({"doc_id": doc.doc_id})
+            store.delete_document_chunks(doc.doc_id)
             log.warning("broken document removed", extra={"file": doc.filename, "doc_id": doc.doc_id,
                                                           "expected": doc.chunks, "found": live_counts.get(doc.doc_id, 0)})
     result = {"documents": len(records), "chunks": total, "orphans": len(orphans),

@@ -1,5 +1,5 @@
 """Questions about documents: is one plainly about the channel's documents (then "not found" beats
-a made-up answer), and what is it about (the part worth searching for)."""
+a made-up answer), and what is it about (the question rewritten to the part worth searching for)."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""Turn retrieved passages into a prompt block and into the sources an answer shows."""
+"""Citations: retrieved passages become a prompt block tagged [1], [2]… and the sources an answer
+shows with the same numbers (adapters.chat.markup renders them)."""
 from __future__ import annotations
 
 import re
@@ -85,9 +86,3 @@ def to_sources(passages: Iterable[Passage]) -> tuple[Source, ...]:
     short excerpt to check the answer against."""
     return tuple(Source(file=p.file, page=p.page, excerpt=p.excerpt or excerpt(p.text), score=p.score,
                         version=p.version) for p in passages)
-
-
-def sources_footer(sources: Iterable[Source]) -> str:
-    """ "Sources: report.pdf p.4, notes.md" - each file/page once, in order."""
-    labels = list(dict.fromkeys(s.label() for s in sources))
-    return f"Sources: {', '.join(labels)}" if labels else ""

@@ -1,0 +1,133 @@
+"""Ingest with progress, written once: a file shared in a chat becomes documents of its channel.
+
+The flow, whatever the platform: refuse a file over the size limit before downloading it, post
+"Reading file…", download, show the engine's progress in that message at most once per
+interval, and end with "Indexed file: 3 pages, 12 chunks. Ask away." or a short failure reply
+with its code and reference (a refusal that concerns only the sharer goes to them alone where
+the platform can).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+from adapters.chat.markup import Markup, shown_name
+from adapters.chat.streaming import MessageTarget
+from engine.errors import ErrorCode, ParleyError, file_too_large
+from engine.knowledge.formats import DOCUMENT_SUFFIXES, SUPPORTED
+from engine.types import Conversation, FileUpload, IngestProgress, IngestResult, User
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """A file as a platform announced it; `download` fetches its bytes (raising ParleyError)."""
+
+    name: str
+    size: int
+    mime_type: str
+    download: Callable[[], Awaitable[bytes]]
+    check: Callable[[], None] = lambda: None  # a platform's own refusals, before anything is posted
+
+
+def is_document(name: str, content_type: str = "") -> bool:
+    """Worth downloading: a document by its name, or text by the type the platform detected."""
+    suffix = PurePath(name).suffix.lower()
+    kind = content_type.split(";")[0].strip().lower()
+    return suffix in DOCUMENT_SUFFIXES or (not suffix and (kind.startswith("text/") or kind == "message/rfc822"))
+
+
+def unsupported_text(names: list[str], markup: Markup) -> str:
+    """The note for attachments that are not documents (images, archives…): they are not downloaded."""
+    shown = ", ".join(shown_name(n, markup) for n in names[:5]) + (" …" if len(names) > 5 else "")
+    return f"{markup.warning}I can't read {shown}: I index {SUPPORTED} files ({ErrorCode.UNSUPPORTED_FILE.value})."
+
+
+def ingested_text(result: IngestResult, shown: str) -> str:
+    """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants."""
+    if result.duplicate:
+        return f"{shown} is already indexed here (version {result.version}); nothing changed."
+    pages = f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else ""
+    chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
+    version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
+    return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."
+
+
+class ProgressBoard:
+    """Shows ingest progress in one message. The engine may report from a worker thread, so the
+    callback only records the latest figures; a ticker on the loop edits at most once per interval."""
+
+    def __init__(self, target: MessageTarget, handle: Any, shown: str, interval_s: float, markup: Markup):
+        self.target, self.handle, self.shown, self.interval_s, self.markup = target, handle, shown, interval_s, markup
+        self.latest: IngestProgress | None = None
+        self._displayed: IngestProgress | None = None
+
+    def __call__(self, progress: IngestProgress) -> None:
+        self.latest = progress  # a reference assignment: safe from any thread
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            p = self.latest
+            if p is None or p == self._displayed:
+                continue
+            self._displayed = p
+            stage = STAGES.get(p.stage, p.stage.capitalize())
+            with contextlib.suppress(Exception):  # progress is best effort
+                await self.target.edit(self.handle, self.markup.status.format(
+                    f"{stage} {self.shown}: {p.done}/{p.total} {p.unit}…"))
+
+
+async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversation, user: User,
+                             target: MessageTarget, markup: Markup, interval_s: float,
+                             private: Callable[[str], Awaitable[None]] | None = None) -> None:
+    """Download a shared file and index it for its channel, telling the thread how it went."""
+    shown = shown_name(file.name, markup)
+    handle: Any = None
+    ticker: asyncio.Task | None = None
+    try:
+        file.check()
+        limit_mb = engine.config.knowledge.max_file_mb
+        if file.size > limit_mb * 2**20:
+            raise file_too_large(file.name, file.size, limit_mb)
+        handle = await target.post(markup.status.format(f"Reading {shown}…"))
+        data = await file.download()
+        board = ProgressBoard(target, handle, shown, interval_s, markup)
+        ticker = asyncio.create_task(board.tick())
+        upload = FileUpload(where=where, user=user, filename=file.name, data=data,
+                            mime_type=file.mime_type.split(";")[0])
+        result = await engine.ingest(upload, board)
+        ticker.cancel()
+        await target.edit(handle, ingested_text(result, shown))
+    except ParleyError as exc:
+        log.info("file not indexed", extra={"file": file.name, "code": exc.code.value, "ref": exc.reference})
+        if exc.silent or (exc.code is ErrorCode.RATE_LIMITED and private is not None):
+            if handle is not None:  # the sharer's business alone
+                await target.delete(handle)
+            if not exc.silent:
+                await private(f"{markup.warning}I didn't index {shown}: {exc.render()}")
+        else:
+            await _say(target, handle, f"{markup.warning}I couldn't index {shown}: {exc.render()}")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
+        error = ParleyError(ErrorCode.INTERNAL)
+        log.error("file ingest failed", extra={"file": file.name, "ref": error.reference}, exc_info=exc)
+        with contextlib.suppress(Exception):
+            await _say(target, handle, f"{markup.warning}I couldn't index {shown}: {error.render()}")
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+
+
+async def _say(target: MessageTarget, handle: Any, text: str) -> None:
+    await (target.edit(handle, text) if handle is not None else target.post(text))

@@ -1,0 +1,105 @@
+"""Where thread memory is kept: a SqliteDict file (one process) or Redis (several processes).
+
+SqliteDict: loaded whole at open; writes go to a worker thread behind the caller's back, since
+this process's memory already decided. Redis: nothing is loaded; a thread another process
+started is looked up on demand, and a claim is SET NX, so of two processes handed the same
+event only one takes it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+from adapters.chat.memory import ThreadRecord
+
+log = logging.getLogger(__name__)
+
+
+class SqliteMemoryStore:
+    def __init__(self, path: Path):
+        self.path = path
+        self._threads = None  # SqliteDict tables, once open
+        self._seen = None
+        self._pending: set[asyncio.Task] = set()
+
+    async def load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
+        return await asyncio.to_thread(self._load, thread_ttl_s, seen_ttl_s)
+
+    def _load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
+        from sqlitedict import SqliteDict
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._threads = SqliteDict(str(self.path), tablename="threads", autocommit=True)
+        self._seen = SqliteDict(str(self.path), tablename="seen", autocommit=True)
+        threads = {}
+        for key, value in self._threads.items():  # (workspace, parent, at); older files kept `at` alone
+            threads[key] = ThreadRecord("", "", float(value)) if isinstance(value, (int, float)) \
+                else ThreadRecord(*value)
+        seen = dict(self._seen.items())
+        now = time.time()  # what has expired goes from the file too
+        for db, stale in ((self._threads, [k for k, r in threads.items() if now - r.at > thread_ttl_s]),
+                          (self._seen, [k for k, at in seen.items() if now - at > seen_ttl_s])):
+            for key in stale:
+                del db[key]
+        return threads, seen
+
+    async def get_thread(self, key: str) -> ThreadRecord | None:
+        return None  # loaded whole: what is not in memory is not stored either
+
+    async def put_thread(self, key: str, record: ThreadRecord, ttl_s: float) -> None:
+        self._write(self._threads, key, (record.workspace, record.parent, record.at))
+
+    async def claim(self, key: str, at: float, ttl_s: float) -> bool:
+        self._write(self._seen, key, at)
+        return True
+
+    def _write(self, db, key: str, value) -> None:
+        if db is None:
+            return
+
+        def put() -> None:
+            db[key] = value
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(put))
+        self._pending.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("could not persist thread memory", exc_info=task.exception())
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        dbs, self._threads, self._seen = (self._threads, self._seen), None, None
+        await asyncio.to_thread(lambda: [db.close() for db in dbs if db is not None])
+
+
+class RedisMemoryStore:
+    def __init__(self, url: str, prefix: str):
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._prefix = prefix
+
+    async def load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
+        await self._client.ping()  # fail at start with a clear error, not at the first message
+        return {}, {}
+
+    async def get_thread(self, key: str) -> ThreadRecord | None:
+        raw = await self._client.get(f"{self._prefix}thread:{key}")
+        return ThreadRecord(*json.loads(raw)) if raw else None
+
+    async def put_thread(self, key: str, record: ThreadRecord, ttl_s: float) -> None:
+        value = json.dumps([record.workspace, record.parent, record.at])
+        await self._client.set(f"{self._prefix}thread:{key}", value, ex=max(1, int(ttl_s)))
+
+    async def claim(self, key: str, at: float, ttl_s: float) -> bool:
+        return bool(await self._client.set(f"{self._prefix}seen:{key}", at, nx=True, ex=max(1, int(ttl_s))))
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,104 @@
+"""Parley's application commands on Discord: /llm-stats, /llm-model [model], /llm-config [args].
+
+The commands themselves are adapters.chat.commands; here they are registered on discord.py's
+command tree and answered ephemerally (only whoever ran the command sees it). Discord wants an
+answer to an interaction within 3 seconds: a command not done after DEFER_AFTER_S is deferred
+(the user sees "Parley is thinking…") and answered with a follow-up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from adapters.chat.commands import Wording, run_command
+from adapters.chat.streaming import split_message
+from adapters.discord.text import DISCORD
+from engine.errors import ErrorCode, ParleyError
+from engine.types import Conversation, User
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+DEFER_AFTER_S = 1.5
+MESSAGE_LIMIT = 2000
+WORDING = Wording(admins="server admins (Manage Server)", model_usage="/llm-model model:NAME",
+                  not_served="Parley is not enabled for this server.")
+
+Scope = Callable[[discord.Interaction], Awaitable[Conversation | None]]
+UserOf = Callable[[discord.Interaction], User]
+
+
+def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Scope, user_of: UserOf) -> None:
+    """Put the chat commands on `tree`; `scope` says where an interaction was (None: not served)."""
+
+    async def run(interaction: discord.Interaction, name: str, args: str) -> None:
+        async def work() -> str:
+            return await run_command(name, engine, await scope(interaction), user_of(interaction), args,
+                                     DISCORD, WORDING)
+
+        await reply(interaction, work())
+
+    @tree.command(name="llm-stats", description="Parley's health: model, memory, queue, speed, errors, documents")
+    @app_commands.guild_only()
+    async def llm_stats(interaction: discord.Interaction) -> None:
+        await run(interaction, "llm-stats", "")
+
+    @tree.command(name="llm-model", description="List Parley's models, or switch the live one (admins)")
+    @app_commands.guild_only()
+    @app_commands.describe(model="the model to switch to; leave empty to list them")
+    async def llm_model(interaction: discord.Interaction, model: str | None = None) -> None:
+        await run(interaction, "llm-model", model or "")
+
+    @llm_model.autocomplete("model")
+    async def model_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return model_choices(engine, current)
+
+    @tree.command(name="llm-config", description="Show this channel's Parley settings, or change them (admins)")
+    @app_commands.guild_only()
+    @app_commands.describe(args="e.g. `length short`, `workspace model NAME`, `reset`, `help`; empty shows them")
+    async def llm_config(interaction: discord.Interaction, args: str | None = None) -> None:
+        await run(interaction, "llm-config", args or "")
+
+    @tree.error
+    async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        failure = ParleyError(ErrorCode.INTERNAL)
+        log.error("discord command failed", extra={"ref": failure.reference,
+                                                   "command": getattr(interaction.command, "name", None)},
+                  exc_info=error)
+        await send(interaction, f"{DISCORD.warning}{failure.render()}")
+
+
+def model_choices(engine: Engine, current: str) -> list[app_commands.Choice[str]]:
+    current = current.strip().lower()
+    choices = []
+    for m in engine.list_models():
+        if current and current not in m.name.lower():
+            continue
+        label = m.name + (" (live)" if m.live else "") + (f" — {m.description}" if m.description else "")
+        choices.append(app_commands.Choice(name=label[:100], value=m.name))
+    return choices[:25]  # Discord shows at most 25
+
+
+async def reply(interaction: discord.Interaction, work: Awaitable[str]) -> None:
+    """Answer with `work`'s text; defer first when it is slow."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task}, timeout=DEFER_AFTER_S)
+    if not task.done():
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    await send(interaction, await task)
+
+
+async def send(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral reply, over several messages when long; a follow-up once answered."""
+    for part in split_message(text, MESSAGE_LIMIT):
+        if interaction.response.is_done():
+            await interaction.followup.send(part, ephemeral=True)
+        else:
+            await interaction.response.send_message(part, ephemeral=True)

@@ -1,0 +1,116 @@
+"""Slack's side of a conversation: where a message or a file share was said and where its reply
+goes, who said it, and the thread a reply is posted into."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from engine.types import Conversation, User
+
+log = logging.getLogger(__name__)
+
+USER_CACHE_S = 600.0
+ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # the rest are edits, joins, bot posts…
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a message came from and where the reply goes."""
+
+    where: Conversation
+    channel: str
+    reply_thread_ts: str | None  # None: reply at the top level (a DM)
+    user_id: str
+    ts: str
+    is_dm: bool = False
+    in_thread: bool = False  # said in a thread (which may be Parley's)
+
+
+def team_of(body: dict, event: dict | None = None) -> tuple[str, str]:
+    """The installing workspace (stable for one thread even in shared channels), and its org."""
+    team = body.get("team_id") or (event or {}).get("team") or ""
+    enterprise = body.get("enterprise_id") or ""
+    if isinstance(body.get("enterprise"), dict):
+        enterprise = enterprise or body["enterprise"].get("id", "")
+    return team or enterprise, enterprise
+
+
+def message_origin(event: dict, team: str) -> Origin | None:
+    """A DM is one conversation (a thread inside it is one of its own); in a channel, the thread
+    of the message, or the thread it was posted in."""
+    channel, ts, user_id = event.get("channel", ""), event.get("ts", ""), event.get("user", "")
+    if not (channel and ts and user_id):
+        return None
+    is_dm = event.get("channel_type") == "im" or (not event.get("channel_type") and channel.startswith("D"))
+    thread_ts = event.get("thread_ts")
+    if is_dm:
+        return Origin(Conversation("slack", team, channel, thread_ts or "dm"), channel, thread_ts, user_id, ts,
+                      is_dm=True, in_thread=thread_ts is not None)
+    return Origin(Conversation("slack", team, channel, thread_ts or ts), channel, thread_ts or ts, user_id, ts,
+                  in_thread=thread_ts is not None)
+
+
+def share_origin(team: str, channel: str, file: dict, file_id: str, user_id: str) -> Origin:
+    """Where a file shared in `channel` was posted (files.info's shares), and so where its notes go."""
+    shares = file.get("shares") or {}
+    share = next(iter((shares.get("public") or {}).get(channel) or (shares.get("private") or {}).get(channel)
+                      or [{}]))
+    ts = share.get("ts") or ""
+    if channel.startswith("D"):
+        return Origin(Conversation("slack", team, channel, share.get("thread_ts") or "dm"), channel,
+                      share.get("thread_ts"), user_id, ts, is_dm=True)
+    thread_ts = share.get("thread_ts") or ts or None
+    return Origin(Conversation("slack", team, channel, thread_ts or file_id), channel, thread_ts, user_id, ts)
+
+
+class SlackThread:
+    """A MessageTarget posting into one channel (and thread) with the bot token."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str | None):
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+
+    async def post(self, text: str) -> str:
+        resp = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text,
+                                                  unfurl_links=False, unfurl_media=False)
+        return resp["ts"]
+
+    async def edit(self, handle: str, text: str) -> None:
+        await self.client.chat_update(channel=self.channel, ts=handle, text=text)
+
+    async def delete(self, handle: str) -> None:
+        await self.client.chat_delete(channel=self.channel, ts=handle)
+
+
+class SlackUsers:
+    """Slack users, with workspace admin/owner as platform_admin (cached a few minutes)."""
+
+    def __init__(self, client: AsyncWebClient):
+        self.client = client
+        self._cache: dict[str, tuple[float, User]] = {}
+
+    async def get(self, user_id: str) -> User:
+        now = time.monotonic()
+        cached = self._cache.get(user_id)
+        if cached and now - cached[0] < USER_CACHE_S:
+            return cached[1]
+        try:
+            info = (await self.client.users_info(user=user_id))["user"]
+            profile = info.get("profile") or {}
+            user = User(id=user_id,
+                        name=profile.get("display_name") or profile.get("real_name") or info.get("name", ""),
+                        platform_admin=bool(info.get("is_admin") or info.get("is_owner")
+                                            or info.get("is_primary_owner")))
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
+            log.warning("users.info failed; treating the user as a member", extra={
+                "user": user_id, "error": getattr(getattr(exc, "response", None), "data", {}) or type(exc).__name__})
+            return User(id=user_id)
+        self._cache[user_id] = (now, user)
+        return user

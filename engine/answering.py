@@ -1,0 +1,176 @@
+"""The answer pipeline: from a ChatRequest to a stream of answer events.
+
+Admit the request (memory, rate limits), plan its prompt (the thread's history and settings,
+passages retrieved from the channel's documents), generate on the backend of the thread's
+model, and remember the turn in the thread's session. Engine.answer wraps it; the engine's
+other parts (admin, documents, lifecycle) live in core.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, AsyncIterator
+
+from engine.channels import SETTING_HELP, ChannelSettings
+from engine.errors import ErrorCode, ParleyError
+from engine.generation import GenFinished, GenQueued, GenText, SamplingParams
+from engine.knowledge.citations import to_sources
+from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
+from engine.prompting import plan_prompt
+from engine.sessions import Turn
+from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Source, TextDelta
+
+if TYPE_CHECKING:
+    from engine.backends import Backend
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A request made ready for the model: its prompt and settings, or a direct reply."""
+
+    backend: Backend
+    prompt: list
+    params: SamplingParams | None
+    passages: list  # the retrieved passages in the prompt (engine.knowledge.Passage)
+    dropped: int
+    settings: dict
+    reply: str | None = None
+    quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
+
+
+class AnswerPipeline:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    async def run(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
+        """Queued*, TextDelta*, then AnswerDone or AnswerFailed (see Engine.answer)."""
+        engine = self.engine
+        engine.stats_counters.record_request()
+        started = time.perf_counter()
+        try:
+            await engine.admit(request.where, request.user, "answer")
+            for attempt in range(2):
+                prepared = await self._prepare(request)
+                if prepared.reply is not None:
+                    break
+                try:
+                    handle = prepared.backend.submit(prepared.prompt, prepared.params)
+                    break
+                except ParleyError as exc:
+                    # A model switch retired this backend between planning and submitting: replan.
+                    if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not engine.is_retired(prepared.backend):
+                        raise
+        except ParleyError as exc:
+            yield engine.failure(exc, request)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
+            yield engine.failure(ParleyError(ErrorCode.INTERNAL), request, exc)
+            return
+
+        if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
+            yield TextDelta(prepared.reply)
+            await self._remember(request, prepared.reply, prepared.settings)
+            yield AnswerDone(text=prepared.reply, finish_reason="not_found", prompt_tokens=0,
+                             completion_tokens=0, history_dropped=prepared.dropped)
+            return
+
+        if prepared.passages and engine.knowledge is not None:
+            prepared.quoting = asyncio.create_task(engine.knowledge.quote(topic_of(request.text), prepared.passages))
+        parts: list[str] = []
+        finished: GenFinished | None = None
+        first_token_at: float | None = None
+        try:
+            async for event in handle:
+                if isinstance(event, GenText):
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter() - started
+                    parts.append(event.text)
+                    yield TextDelta(event.text)
+                elif isinstance(event, GenQueued):
+                    yield Queued(event.ahead)
+                elif isinstance(event, GenFinished):
+                    finished = event
+        except ParleyError as exc:
+            yield engine.failure(exc, request)
+            return
+        except Exception as exc:  # noqa: BLE001
+            yield engine.failure(ParleyError(ErrorCode.GENERATION_FAILED), request, exc)
+            return
+        finally:
+            if finished is None:
+                handle.cancel()  # the consumer went away, or the task was cancelled
+                if prepared.quoting is not None:
+                    prepared.quoting.cancel()
+
+        text = "".join(parts).strip()
+        cancelled = finished.reason == "cancelled"
+        engine.stats_counters.record_answer(
+            prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
+            first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
+        if text:
+            await self._remember(request, text, prepared.settings)
+        yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
+                         completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
+                         history_dropped=prepared.dropped)
+
+    async def _prepare(self, request: ChatRequest) -> Prepared:
+        engine = self.engine
+        if engine.state != "ready":
+            raise ParleyError(ErrorCode.MODEL_NOT_READY if engine.state == "new" else ErrorCode.SHUTTING_DOWN)
+        text = request.text.strip()
+        if not text:
+            raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
+        session = await asyncio.to_thread(engine.sessions.get, request.where.session_key)
+        history = session.turns if session else ()
+        # A thread keeps the settings it started with, so an edit never changes a conversation midway.
+        settings = dict(session.settings) if session and session.settings else \
+            (await engine.channel_settings(request.where)).as_dict()
+        backend = await engine.backend_for(settings["model"])
+        found = Retrieval()
+        if engine.knowledge is not None:
+            found = await retrieve(engine.knowledge, request.where, request.text, count_tokens=backend.count_tokens,
+                                   budget_tokens=engine.config.knowledge.context_tokens,
+                                   workspace_wide=settings["scope"] == "workspace")
+        if found.not_found:
+            return Prepared(backend, [], None, [], 0, settings, reply=found.not_found)
+        generation = backend.config.generation
+        effective = ChannelSettings(**{k: settings[k] for k in SETTING_HELP})
+        max_new_tokens = effective.max_new_tokens(generation.max_new_tokens, backend.config.context_window)
+
+        def plan():
+            p = plan_prompt(
+                system_prompt=settings["prompt"], history=history, message=text,
+                count_tokens=backend.count_tokens, history_budget=engine.config.sessions.history_tokens,
+                context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
+                context_block=found.block)
+            return p, backend.encode_chat(p.messages)
+
+        plan_, prompt = await asyncio.to_thread(plan)
+        if plan_.history_dropped:
+            log.info("history trimmed", extra={"session": request.where.session_key,
+                                               "dropped": plan_.history_dropped, "kept": plan_.history_kept})
+        params = SamplingParams.from_defaults(generation, max_new_tokens=max_new_tokens)
+        return Prepared(backend, prompt, params, found.passages, plan_.history_dropped, settings)
+
+    async def _sources(self, request: ChatRequest, prepared: Prepared) -> tuple[Source, ...]:
+        """The answer's sources, with the excerpts picked while it was written (plain ones if that failed)."""
+        passages = prepared.passages
+        if prepared.quoting is not None:
+            try:
+                passages = await prepared.quoting
+            except Exception:  # noqa: BLE001 - the answer stands; its excerpts fall back to each passage's start
+                log.warning("excerpts unavailable", extra={"session": request.where.session_key}, exc_info=True)
+        return to_sources(passages)
+
+    async def _remember(self, request: ChatRequest, answer: str, settings: dict) -> None:
+        now = time.time()
+        await asyncio.to_thread(
+            functools.partial(self.engine.sessions.append, request.where.session_key,
+                              Turn("user", request.text.strip(), request.user.id, now),
+                              Turn("assistant", answer, "", now), settings=settings))
