@@ -19,16 +19,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
+from types import ModuleType
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from engine.config import Config, ConfigError, load_config  # noqa: E402
 
 log = logging.getLogger("parley")
+
+# The chat platforms: each is a package adapters/NAME with configured(env, config) and
+# run(engine, config, env, stop). Adding a platform is writing its package and one line here.
+PLATFORMS = (
+    "slack",
+    "discord",
+)
+
+
+def platform(name: str) -> ModuleType:
+    return importlib.import_module(f"adapters.{name}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,15 +68,7 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     from engine.core import Engine
 
     env = os.environ
-    platforms = []
-    if not args.console:
-        from adapters.discord import discord_configured
-        from adapters.slack import slack_configured
-
-        if slack_configured(env, config):
-            platforms.append("slack")
-        if discord_configured(env, config):
-            platforms.append("discord")
+    platforms = [] if args.console else [p for p in map(platform, PLATFORMS) if p.configured(env, config)]
     use_console = args.console or not platforms
 
     stop = asyncio.Event()  # tells the adapters to close
@@ -78,14 +83,9 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     await engine.start()
     tasks = []
     try:
-        if "slack" in platforms:
-            from adapters.slack import run_slack
-
-            tasks.append(asyncio.create_task(run_slack(engine, config, env, stop), name="slack"))
-        if "discord" in platforms:
-            from adapters.discord import run_discord
-
-            tasks.append(asyncio.create_task(run_discord(engine, config, env, stop), name="discord"))
+        for adapter in platforms:
+            name = adapter.__name__.rsplit(".", 1)[-1]
+            tasks.append(asyncio.create_task(adapter.run(engine, config, env, stop), name=name))
         if use_console:
             from adapters.console import run_console
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 from engine.channels import SETTING_HELP, ChannelSettings
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenFinished, GenQueued, GenText, SamplingParams
+from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
 from engine.prompting import plan_prompt
@@ -55,17 +55,7 @@ class AnswerPipeline:
         started = time.perf_counter()
         try:
             await engine.admit(request.where, request.user, "answer")
-            for attempt in range(2):
-                prepared = await self._prepare(request)
-                if prepared.reply is not None:
-                    break
-                try:
-                    handle = prepared.backend.submit(prepared.prompt, prepared.params)
-                    break
-                except ParleyError as exc:
-                    # A model switch retired this backend between planning and submitting: replan.
-                    if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not engine.is_retired(prepared.backend):
-                        raise
+            prepared, handle = await self._submit(request)
         except ParleyError as exc:
             yield engine.failure(exc, request)
             return
@@ -118,6 +108,20 @@ class AnswerPipeline:
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
                          completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
                          history_dropped=prepared.dropped)
+
+    async def _submit(self, request: ChatRequest) -> tuple[Prepared, GenerationHandle | None]:
+        """Plan the request and hand it to its model's backend (no handle: answered without it)."""
+        for attempt in range(2):
+            prepared = await self._prepare(request)
+            if prepared.reply is not None:
+                return prepared, None
+            try:
+                return prepared, prepared.backend.submit(prepared.prompt, prepared.params)
+            except ParleyError as exc:
+                # A model switch retired this backend between planning and submitting: replan.
+                if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not self.engine.is_retired(prepared.backend):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _prepare(self, request: ChatRequest) -> Prepared:
         engine = self.engine

@@ -102,3 +102,21 @@ def embedder():
 
     defaults = KnowledgeConfig()
     return shared_embedder(defaults.embed_dtype, defaults.embed_batch_size, defaults.embed_threads)
+
+
+@pytest.fixture
+def make_kb(tmp_path, embedder):
+    """Build KnowledgeBases under tmp_path on the shared embedder; all are closed at the end."""
+    from engine.config import KnowledgeConfig
+    from engine.knowledge import KnowledgeBase
+
+    made = []
+
+    def build(name: str = "data", **overrides):
+        kb = KnowledgeBase(KnowledgeConfig(**overrides), tmp_path / name, embedder=embedder)
+        made.append(kb)
+        return kb
+
+    yield build
+    for kb in made:
+        kb.close()

@@ -338,3 +338,21 @@ def png_image() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 10, 10)).save(out, format="PNG")
     return out.getvalue()
+
+
+def lines_pdf(lines: list[str]) -> bytes:
+    """A one-page text PDF with one line of text per entry, drawn as they are (reportlab canvas)."""
+    import io
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    y = 800
+    for line in lines:
+        pdf.drawString(72, y, line)
+        y -= 18
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()

@@ -11,6 +11,7 @@ import itertools
 import logging
 import time
 
+import docgen
 import pytest
 from conftest import make_config
 from fake_discord import FakeDiscord
@@ -312,18 +313,7 @@ async def test_engine_errors_and_missing_permissions_become_short_replies(discor
 
 
 def _pdf(lines: list[str]) -> bytes:
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, pagesize=A4)
-    y = 800
-    for line in lines:
-        pdf.drawString(72, y, line)
-        y -= 18
-    pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
+    return docgen.lines_pdf(lines)
 
 
 @pytest.mark.slow

@@ -20,20 +20,6 @@ OTHER_PLATFORM = Conversation("discord", "T1", "CA", "42")  # same ids, other pl
 ALICE = User("U-alice", "alice")
 
 
-@pytest.fixture
-def make_kb(tmp_path, embedder):
-    made: list[KnowledgeBase] = []
-
-    def build(name: str = "data", **overrides) -> KnowledgeBase:
-        kb = KnowledgeBase(KnowledgeConfig(**overrides), tmp_path / name, embedder=embedder)
-        made.append(kb)
-        return kb
-
-    yield build
-    for kb in made:
-        kb.close()
-
-
 def upload(where: Conversation, name: str, data: bytes, user: User = ALICE) -> FileUpload:
     return FileUpload(where=where, user=user, filename=name, data=data)
 

@@ -7,7 +7,6 @@ import pytest
 
 import docgen
 from conftest import make_config
-from engine.config import KnowledgeConfig
 from engine.knowledge import KnowledgeBase
 from engine.knowledge.cli import knowledge_cli
 from engine.types import Conversation, FileUpload, User
@@ -15,20 +14,6 @@ from engine.types import Conversation, FileUpload, User
 CHANNEL_A = Conversation("slack", "T1", "CA", "1")
 CHANNEL_B = Conversation("discord", "G1", "CB", "2")
 QUESTIONS = [(CHANNEL_A, f.question) for f in docgen.FACTS[:8]] + [(CHANNEL_B, f.question) for f in docgen.FACTS[8:14]]
-
-
-@pytest.fixture
-def make_kb(tmp_path, embedder):
-    made: list[KnowledgeBase] = []
-
-    def build(name: str = "data", **overrides) -> KnowledgeBase:
-        kb = KnowledgeBase(KnowledgeConfig(**overrides), tmp_path / name, embedder=embedder)
-        made.append(kb)
-        return kb
-
-    yield build
-    for kb in made:
-        kb.close()
 
 
 async def fill(kb: KnowledgeBase) -> None:

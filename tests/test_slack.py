@@ -9,6 +9,7 @@ import io
 import logging
 import time
 
+import docgen
 import pytest
 
 from adapters.slack import app as slack_module
@@ -295,18 +296,7 @@ async def test_unlisted_workspaces_are_not_served(slack_factory):
 
 
 def _pdf(lines: list[str]) -> bytes:
-    from reportlab.lib.pagesizes import A4
-    from reportlab.pdfgen import canvas
-
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, pagesize=A4)
-    y = 800
-    for line in lines:
-        pdf.drawString(72, y, line)
-        y -= 18
-    pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
+    return docgen.lines_pdf(lines)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from engine.config import Config
 if TYPE_CHECKING:
     from engine.core import Engine
 
-__all__ = ["DISCORD_API_URL", "DiscordAdapter", "api_base", "discord_configured", "run_discord"]
+__all__ = ["DISCORD_API_URL", "DiscordAdapter", "api_base", "configured", "discord_configured", "run", "run_discord"]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +49,7 @@ async def run_discord(engine: Engine, config: Config, env: Mapping[str, str], st
         except (discord.LoginFailure, discord.PrivilegedIntentsRequired) as exc:
             log.error(explain(exc))
             raise
+
+
+configured = discord_configured  # what bot.py calls (PLATFORMS)
+run = run_discord

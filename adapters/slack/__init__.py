@@ -17,7 +17,8 @@ from engine.config import Config
 if TYPE_CHECKING:
     from engine.core import Engine
 
-__all__ = ["SLACK_API_URL", "SlackAdapter", "SlackStartError", "run_slack", "slack_configured"]
+__all__ = ["SLACK_API_URL", "SlackAdapter", "SlackStartError", "configured", "run", "run_slack",
+           "slack_configured"]
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +45,7 @@ async def run_slack(engine: Engine, config: Config, env: Mapping[str, str], stop
         await stop.wait()
     finally:
         await adapter.close()
+
+
+configured = slack_configured  # what bot.py calls (PLATFORMS)
+run = run_slack

@@ -229,7 +229,9 @@ class SlackAdapter:
         answer = mentioned or origin.is_dm or (origin.in_thread and await self.memory.thread(origin.where.session_key)
                                                 is not None)
         if answer and not await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
-            answer = False  # the same message came as both app_mention and message, or to another process
+            # The same message came as both app_mention and message, or went to another process too.
+            log.info("message already taken in hand", extra={"channel": origin.channel, "ts": origin.ts})
+            answer = False
         claimed = [(f, await self._claim_file(origin.channel, f["id"])) for f in files]
         if answer or any(owner for _, (owner, _) in claimed):
             await self._handle_message(origin, text, answer, claimed)

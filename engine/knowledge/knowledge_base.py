@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import KnowledgeConfig
-from engine.errors import ErrorCode, ParleyError
+from engine.errors import ErrorCode, ParleyError, file_too_large
 from engine.knowledge import loaders
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.citations import excerpt, sentences
@@ -106,16 +106,13 @@ class KnowledgeBase:
     def _ingest_sync(self, upload: FileUpload, emit) -> IngestResult:
         started = time.perf_counter()
         name = clean_filename(upload.filename)
-        where = upload.where
         data = upload.data
-        limit = self.config.max_file_mb * 1024 * 1024
-        if len(data) > limit:
-            raise ParleyError(ErrorCode.FILE_TOO_LARGE,
-                              f"{name} is {len(data) / 1048576:.1f} MB; the limit is {self.config.max_file_mb:g} MB.")
+        if len(data) > self.config.max_file_mb * 2**20:
+            raise file_too_large(name, len(data), self.config.max_file_mb)
         if not data.strip():
             raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
         sha = hashlib.sha256(data).hexdigest()
-        duplicate = self._find_duplicate(where, sha)
+        duplicate = self._find_duplicate(upload.where, sha)
         if duplicate is not None:
             return duplicate
 
@@ -127,30 +124,42 @@ class KnowledgeBase:
         drafts = split_pages(document.pages, make_splitter(count, chunk_tokens, overlap, kind))
         if not drafts:
             raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} has no text in it.")
-        texts = [d.text for d in drafts]
-        emit("embedding", 0, len(texts), "chunks")
-        vectors = self.embedder.encode(texts, progress=lambda done, total: emit("embedding", done, total, "chunks"))
+        emit("embedding", 0, len(drafts), "chunks")
+        vectors = self.embedder.encode([d.text for d in drafts],
+                                       progress=lambda done, total: emit("embedding", done, total, "chunks"))
+        record = DocumentRecord(
+            doc_id=document_id(upload.where, name), platform=upload.where.platform, workspace=upload.where.workspace,
+            channel=upload.where.channel, filename=name, version=0, kind=kind, pages=document.page_count,
+            chunks=len(drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at), sha256=sha)
+        result = self._store(record, drafts, vectors, emit)
+        if not result.duplicate:
+            with self._stats_lock:
+                self._ingests += 1
+            log.info("file ingested", extra={"file": name, "kind": kind, "pages": document.page_count,
+                                             "chunks": len(drafts), "version": result.version,
+                                             "seconds": round(time.perf_counter() - started, 2)})
+        return result
 
-        doc_id = document_id(where, name)
+    def _store(self, draft: DocumentRecord, drafts: list, vectors, emit) -> IngestResult:
+        """Store a document's chunks as its next version, then register it: the commit point."""
+        name, doc_id = draft.filename, draft.doc_id
+        where = Conversation(draft.platform, draft.workspace, draft.channel, "")
         with self._write_lock:
-            duplicate = self._find_duplicate(where, sha)  # another upload of it may have won the race
+            duplicate = self._find_duplicate(where, draft.sha256)  # another upload of it may have won the race
             if duplicate is not None:
                 return duplicate
             previous = self.store.get_document(doc_id)
             version = previous.version + 1 if previous else 1
             self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
-            record = DocumentRecord(
-                doc_id=doc_id, platform=where.platform, workspace=where.workspace, channel=where.channel,
-                filename=name, version=version, kind=kind, pages=document.page_count, chunks=len(drafts),
-                uploader=upload.user.id, uploaded_at=float(upload.uploaded_at), sha256=sha)
-            base = {"platform": where.platform, "workspace": where.workspace, "channel": where.channel,
-                    "file": name, "uploader": upload.user.id, "uploaded_at": float(upload.uploaded_at),
-                    "sha256": sha, "version": version, "doc_id": doc_id, "kind": kind}
+            record = dataclasses.replace(draft, version=version)
+            base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
+                    "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
+                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind}
             metadatas = [{**base, "page": d.page or 0, "chunk": d.index} for d in drafts]
             ids = [chunk_id(doc_id, version, d.index) for d in drafts]
             try:
                 emit("storing", 0, len(ids), "chunks")
-                self.store.add_chunks(ids, vectors, texts, metadatas)
+                self.store.add_chunks(ids, vectors, [d.text for d in drafts], metadatas)
                 self.store.register(record)  # the commit point
             except BaseException as exc:
                 self._undo(doc_id, version, name)
@@ -164,12 +173,7 @@ class KnowledgeBase:
                     self.store.delete_other_versions(doc_id, keep=version)
                 except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
                     log.warning("old version not deleted", extra={"file": name}, exc_info=True)
-        with self._stats_lock:
-            self._ingests += 1
-        log.info("file ingested", extra={"file": name, "kind": kind, "pages": document.page_count,
-                                         "chunks": len(ids), "version": version,
-                                         "seconds": round(time.perf_counter() - started, 2)})
-        return IngestResult(filename=name, pages=document.page_count, chunks=len(ids), version=version)
+        return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version)
 
     def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
         doc = self.store.find_by_sha(where, sha)
