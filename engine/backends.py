@@ -1,8 +1,9 @@
-"""Model backends behind one interface: a local transformers model driven by the batching
-scheduler, or (engine/remote.py) a server speaking the OpenAI chat API.
+"""Model backends behind one interface: a local model (llama.cpp or transformers) driven by the
+batching scheduler, or (engine/remote.py) a server speaking the OpenAI chat API.
 
 The engine asks a backend to count tokens, to turn chat messages into a generation handle, and
-to shut down; it never touches torch itself.
+to shut down; it never touches torch itself. torch, transformers and llama.cpp are imported only
+when a local model is loaded: a deployment that only talks to a server never imports them.
 """
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import logging
 from typing import Protocol
 
 from engine.config import ModelConfig, SchedulerConfig
-from engine.models import LoadedModel, release_memory
-from engine.scheduler import GenerationHandle, GenerationScheduler, SamplingParams
+from engine.generation import GenerationHandle, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,20 @@ class Backend(Protocol):
     def set_max_batch(self, n: int) -> None: ...
 
 
-class LocalBackend:
-    """A transformers model owned by a continuous-batching scheduler thread."""
+def load_local_model(cfg: ModelConfig):
+    """Load a packaged or local model (blocking): engine/models.py picks its runtime."""
+    from engine.models import load_model
 
-    def __init__(self, loaded: LoadedModel, scheduler_config: SchedulerConfig):
+    return load_model(cfg)
+
+
+class LocalBackend:
+    """A local model (engine/models.py: GGUFModel or LoadedModel) owned by a continuous-batching
+    scheduler thread."""
+
+    def __init__(self, loaded, scheduler_config: SchedulerConfig):
+        from engine.scheduler import GenerationScheduler
+
         self.loaded = loaded
         self.config = loaded.config
         self.scheduler = GenerationScheduler(loaded, scheduler_config)
@@ -59,6 +69,8 @@ class LocalBackend:
         # Drop our references (the scheduler's thread has ended) so the weights can be freed.
         self.scheduler = None  # type: ignore[assignment]
         self.loaded = None  # type: ignore[assignment]
+        from engine.models import release_memory
+
         await asyncio.to_thread(release_memory, device)
 
     def describe(self) -> dict:

@@ -70,6 +70,8 @@ class ModelConfig:
     api_model: str = ""
     api_key_env: str = ""  # name of the environment variable holding the API key, never the key
     tokenizer: str = ""  # openai_compatible: a local tokenizer (directory or tokenizer.json) for exact counts
+    # auto: llama.cpp for a GGUF on the CPU (its quantised weights), else transformers
+    runtime: str = field(default="auto", metadata=_choice("auto", "llama_cpp", "transformers"))
     dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     device: str = field(default="auto", metadata=_check(
         lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),

@@ -13,13 +13,12 @@ import functools
 import logging
 from typing import AsyncIterator, Callable
 
-from engine.backends import Backend, LocalBackend
+from engine.backends import Backend, LocalBackend, load_local_model
 from engine.answering import AnswerPipeline
 from engine.channels import CONFIG_USAGE, ChannelSettings, ChannelSettingsStore, open_channel_settings, parse_config_command
 from engine.config import Config, ModelConfig
 from engine.cpu import embedding_threads, generation_threads
 from engine.errors import ErrorCode, ParleyError
-from engine.models import LoadedModel, load_model
 from engine.redis_sessions import open_session_store
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
@@ -40,7 +39,7 @@ from engine.types import (
 
 log = logging.getLogger(__name__)
 
-ModelLoader = Callable[[ModelConfig], LoadedModel]
+ModelLoader = Callable[[ModelConfig], object]  # a LoadedModel or GGUFModel (engine/backends.py)
 DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save themselves
 # Failures that are faults (logged as errors); the others are refusals (warnings).
 _FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
@@ -69,7 +68,7 @@ def _reported(action: str):
 
 
 class Engine:
-    def __init__(self, config: Config, model_loader: ModelLoader = load_model):
+    def __init__(self, config: Config, model_loader: ModelLoader = load_local_model):
         self.config = config
         self._model_loader = model_loader
         self._backend: Backend | None = None  # the live (default) model

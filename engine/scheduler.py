@@ -1,25 +1,27 @@
 """Continuous-batching generation: one worker thread owns the model and serves every request at once.
 
-Each loop of the worker admits waiting requests (FIFO, within max_batch and max_tokens_in_flight),
-prefills the newcomers together, joins them to the running batch (engine/kvbatch.py), then runs one
-decode step that advances every running request by one token. A request leaves at a stop token,
-its max_new_tokens, or a cancel; the others never notice (per-row masks and positions), and nobody
-waits for someone else's long answer.
+The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker admits
+waiting requests (FIFO, within max_batch, max_tokens_in_flight and a prompt-token budget per
+step), has the executor prefill the newcomers, which join the running batch, then runs one decode
+step that advances every running request by one token. A request leaves at a stop token, its
+max_new_tokens, or a cancel; the others never notice, and nobody waits for someone else's long
+answer. Executors: engine/torch_executor.py (a transformers model; CUDA and CPU) and
+engine/llama_cpp.py (a GGUF computed on its quantised weights by llama.cpp; CPU).
 
-Events cross to the event loop with loop.call_soon_threadsafe. Each handle buffers on the worker
-side and schedules at most one callback at a time, merging text deltas meanwhile, so a slow
-consumer costs the worker nothing but a string append.
+Sampling is the scheduler's: the executor hands back next-token logits, and every row's settings
+are applied to the whole batch at once (engine/sampling.py). Events cross to the event loop
+through each request's GenerationHandle (engine/generation.py).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import itertools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -27,11 +29,11 @@ from engine.config import SchedulerConfig
 from engine.cpu import cpu_count, use_threads
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
-from engine.kvbatch import KVBatch, prefill_inputs
-from engine.models import LoadedModel
-from engine.sampling import RowSampler, SamplingParams, choose_tokens
+from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
+from engine.sampling import RowSampler, choose_tokens
 
-__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
+__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler",
+           "Executor"]
 
 log = logging.getLogger(__name__)
 
@@ -40,116 +42,37 @@ log = logging.getLogger(__name__)
 # a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
-# Newcomers are prefilled together only while padding adds at most this share of real tokens:
-# on a CPU a padded token costs as much as a real one, and batching long prompts gains little.
-PREFILL_PADDING = 0.25
 
 
-@dataclass(frozen=True)
-class GenQueued:
-    ahead: int  # waiting requests in front of this one (0 = next)
+class Executor(Protocol):
+    """The model work of one loaded model, run on the scheduler's worker thread only.
 
+    Rows are the running requests, in the order the scheduler keeps them: prefill appends rows,
+    keep() drops and reorders them. Logits come back as a float tensor on `device`.
+    """
 
-@dataclass(frozen=True)
-class GenText:
-    text: str  # detokenized delta
+    kind: str
+    device: torch.device
+    vocab_size: int
+    torch_threads: int  # the worker's torch threads on a CPU (sampling, or everything); 0 = configured
 
+    def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]: ...
 
-@dataclass(frozen=True)
-class GenFinished:
-    reason: str  # "stop" | "length" | "cancelled"
-    prompt_tokens: int
-    completion_tokens: int
-    first_token_s: float  # since submit; 0.0 when no token came out
-    total_s: float  # since submit
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor: ...
 
+    def decode(self, tokens: list[int]) -> torch.Tensor: ...
 
-Event = GenQueued | GenText | GenFinished
+    def keep(self, rows: list[int]) -> None: ...
 
+    def clear(self) -> None: ...
 
-class GenerationHandle:
-    """One request's stream: async-iterate for GenQueued* GenText* GenFinished; cancel() any time."""
+    def cache_bytes(self) -> int: ...
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_cancel):
-        self._loop = loop
-        self._on_cancel = on_cancel
-        self._queue: asyncio.Queue[list] = asyncio.Queue()
-        self._lock = threading.Lock()
-        self._pending: list = []  # worker-side buffer, handed over by one scheduled callback
-        self._scheduled = False
-        self._cancelled = threading.Event()
-        self._closed = False  # the final event (or error) was delivered
+    def describe(self) -> dict: ...
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+    def open(self) -> None: ...  # on the worker thread, before any work
 
-    def cancel(self) -> None:
-        """Thread-safe: the request leaves the queue or the batch at the worker's next step."""
-        if not self._cancelled.is_set():
-            self._cancelled.set()
-            self._on_cancel()
-
-    # ---- worker side ----
-    def _emit(self, event: Event | ParleyError) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            last = self._pending[-1] if self._pending else None
-            if isinstance(event, GenText) and isinstance(last, GenText):
-                self._pending[-1] = GenText(last.text + event.text)
-            elif isinstance(event, GenQueued) and isinstance(last, GenQueued):
-                self._pending[-1] = event
-            else:
-                self._pending.append(event)
-            if isinstance(event, (GenFinished, ParleyError)):
-                self._closed = True
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._hand_over)
-        except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
-            self._cancelled.set()
-
-    # ---- event loop side ----
-    def _hand_over(self) -> None:
-        with self._lock:
-            batch, self._pending, self._scheduled = self._pending, [], False
-        self._queue.put_nowait(batch)
-
-    def __aiter__(self):
-        return self._events()
-
-    async def _events(self):
-        ready: collections.deque = collections.deque()
-        while True:
-            if not ready:
-                ready.extend(await self._queue.get())
-                while not self._queue.empty():  # a slow consumer gets what piled up, merged
-                    ready.extend(self._queue.get_nowait())
-            event = ready.popleft()
-            while isinstance(event, GenText) and ready and isinstance(ready[0], GenText):
-                event = GenText(event.text + ready.popleft().text)
-            if isinstance(event, ParleyError):
-                raise event
-            yield event
-            if isinstance(event, GenFinished):
-                return
-
-
-def length_groups(items: list, key) -> list[list]:
-    """`items` in groups to prefill together: longest first, each group's padding (to its longest
-    member) at most PREFILL_PADDING of its real tokens."""
-    groups: list[list] = []
-    for item in sorted(items, key=key, reverse=True):
-        group = groups[-1] if groups else None
-        if group is not None and key(group[0]) * (len(group) + 1) <= \
-                (1 + PREFILL_PADDING) * (sum(map(key, group)) + key(item)):
-            group.append(item)
-        else:
-            groups.append([item])
-    return groups
+    def close(self) -> None: ...  # on the worker thread, after the last work
 
 
 @dataclass(eq=False)
@@ -165,6 +88,7 @@ class _Request:
     detok: IncrementalDetokenizer | None = None
     generated: int = 0  # tokens sampled, the stop token included
     first_token_s: float = 0.0
+    last_token: int = 0  # fed to the next decode step
 
     @property
     def budget(self) -> int:
@@ -186,12 +110,18 @@ class _Stats:
 
 
 class GenerationScheduler:
-    def __init__(self, loaded: LoadedModel, config: SchedulerConfig) -> None:
+    """`loaded` is a loaded model (engine/models.py or engine/llama_cpp.py): its name, context
+    window, tokenizer and stop tokens, and `executor()`, which makes the Executor that runs it."""
+
+    def __init__(self, loaded, config: SchedulerConfig) -> None:
         self._loaded = loaded
         self._config = config
-        self._device = loaded.device
-        self._max_batch = config.cuda_max_batch if loaded.device.type == "cuda" else config.max_batch
-        self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if loaded.device.type == "cuda" else 1)
+        self._exec: Executor = loaded.executor(config.cpu_threads or cpu_count(), config.max_batch,
+                                               config.max_tokens_in_flight)
+        self._device = self._exec.device
+        cuda = self._device.type == "cuda"
+        self._max_batch = config.cuda_max_batch if cuda else config.max_batch
+        self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Request] = collections.deque()
         self._running: list[_Request] = []  # row order of the batch
@@ -202,15 +132,8 @@ class GenerationScheduler:
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self._stats = _Stats()
-        self._kv: KVBatch | None = None  # the running rows' cache, mask, positions and next inputs
         self._seen: torch.Tensor | None = None  # [B, V] bool, only while a row uses a repetition penalty
-        # transformers v5 renamed forward(past_key_values=) to cache=; accept either.
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(loaded.model.forward).parameters \
-            else "past_key_values"
-        self._stop_ids = sorted(loaded.stop_token_ids)
-        self._stop_tensor = torch.tensor(self._stop_ids, dtype=torch.long, device=self._device)
-        tok = loaded.tokenizer
-        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self._stop_ids or [0])[0]
+        self._stop_tensor = torch.tensor(sorted(loaded.stop_token_ids), dtype=torch.long, device=self._device)
 
     # ---- public API (event loop thread) ----
     def start(self) -> None:
@@ -285,7 +208,8 @@ class GenerationScheduler:
                 "prefill_seconds": round(s.prefill_seconds, 3),
                 "decode_steps": s.decode_steps,
                 "mean_batch": round(s.decode_rows / s.decode_steps, 2) if s.decode_steps else 0.0,
-                "kv_cache_bytes": self._kv_bytes(),
+                "kv_cache_bytes": self._exec.cache_bytes(),
+                **self._exec.describe(),
                 "worker_alive": bool(self._thread and self._thread.is_alive()),
             }
 
@@ -296,8 +220,9 @@ class GenerationScheduler:
     # ---- worker thread ----
     def _worker(self) -> None:
         if self._device.type == "cpu":  # this thread's own OpenMP pool (engine.cpu)
-            use_threads(self._config.cpu_threads or cpu_count())
+            use_threads(self._exec.torch_threads or self._config.cpu_threads or cpu_count())
         try:
+            self._exec.open()
             with torch.inference_mode():
                 while self._serve_once():
                     pass
@@ -310,6 +235,8 @@ class GenerationScheduler:
                 self._queue.clear()
             self._fail(victims, reference, exc)
             self._drop_batch()
+        finally:
+            self._exec.close()
 
     def _serve_once(self) -> bool:
         """One round: drop cancelled, admit, prefill newcomers, one decode step. False = exit."""
@@ -359,26 +286,41 @@ class GenerationScheduler:
                 r.handle._emit(GenQueued(ahead))
 
     def _prefill(self, newcomers: list[_Request]) -> None:
-        """Prefill the newcomers in groups of similar prompt length, each joining the batch."""
-        for group in length_groups(newcomers, key=lambda r: len(r.prompt)):
-            self._prefill_group(group)
+        """Prefill the newcomers in the executor's groups, each group joining the batch."""
+        valid = []
+        for r in newcomers:  # an id outside the vocabulary would fail on the device (a CUDA assert
+            if all(0 <= t < self._exec.vocab_size for t in r.prompt):  # poisons the whole process)
+                valid.append(r)
+            else:
+                self._failed_step([r], ValueError("token id outside the vocabulary"), "validate")
+        with self._cond:
+            self._starting -= len(newcomers) - len(valid)
+        for group in self._exec.prefill_groups([r.prompt for r in valid]):
+            members = [valid[i] for i in group]
+            self._prefill_group(members)
             with self._cond:
-                self._starting -= len(group)
+                self._starting -= len(members)
 
     def _prefill_group(self, newcomers: list[_Request]) -> None:
         started = time.perf_counter()
         failure: Exception | None = None
         try:
-            ids, mask, positions = prefill_inputs([r.prompt for r in newcomers], self._pad_id, self._device)
-            kv = KVBatch.empty(self._loaded.model.config, mask, mask.sum(dim=1))
-            logits = self._forward(ids, mask, positions, kv)
-            for r in newcomers:
-                r.sampler = RowSampler(r.params, self._device)
-                r.detok = IncrementalDetokenizer(self._loaded.tokenizer)
-            seen = self._new_seen(newcomers)
-            tokens = self._choose(logits, newcomers, seen)
+            logits = self._exec.prefill([r.prompt for r in newcomers])
         except Exception as exc:  # noqa: BLE001 - only these newcomers fail; the batch goes on
             failure = exc
+        if failure is None:
+            with self._cond:
+                self._running.extend(newcomers)
+            try:
+                for r in newcomers:
+                    r.sampler = RowSampler(r.params, self._device)
+                    r.detok = IncrementalDetokenizer(self._loaded.tokenizer)
+                seen = self._new_seen(newcomers)
+                tokens = self._choose(logits, newcomers, seen)
+                self._seen = self._join_seen(seen, len(newcomers))
+            except Exception as exc:  # noqa: BLE001 - the rows joined: take them out again
+                failure = exc
+                self._remove({id(r) for r in newcomers})
         elapsed = time.perf_counter() - started
         with self._cond:
             self._stats.busy_seconds += elapsed
@@ -392,24 +334,14 @@ class GenerationScheduler:
                 for r in newcomers:
                     self._prefill_group([r])
             return
-        kv.last_tokens = tokens
-        if self._kv is None:
-            self._kv = kv
-        else:
-            self._kv.merge(kv)
-        with self._cond:
-            self._running.extend(newcomers)
-        self._seen = self._join_seen(seen, len(newcomers))
         self._advance(newcomers, tokens)
 
     def _decode_step(self) -> None:
         started = time.perf_counter()
         rows = list(self._running)
         try:
-            ids, mask, positions = self._kv.step_inputs()
-            logits = self._forward(ids, mask, positions, self._kv)
+            logits = self._exec.decode([r.last_token for r in rows])
             tokens = self._choose(logits, rows, self._seen)
-            self._kv.advance(tokens)
         except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: fail its rows
             self._failed_step(rows, exc, "decode")
             return
@@ -419,19 +351,6 @@ class GenerationScheduler:
                 self._stats.decode_steps += 1
                 self._stats.decode_rows += len(rows)
         self._advance(rows, tokens)
-
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KVBatch) -> torch.Tensor:
-        """One forward pass over the batch; the next-token logits [B, V] (only the last position's)."""
-        out = self._loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                 logits_to_keep=1, **{self._cache_kwarg: kv.cache})
-        return out.logits[:, -1, :]
-
-    def _kv_bytes(self) -> int:
-        kv = self._kv
-        if kv is None:
-            return 0
-        return sum(t.numel() * t.element_size() for layer in kv.cache.layers
-                   for t in (layer.kbuf, layer.vbuf) if t is not None)
 
     def _choose(self, logits: torch.Tensor, rows: list[_Request], seen: torch.Tensor | None) -> torch.Tensor:
         suppress = None
@@ -447,6 +366,7 @@ class GenerationScheduler:
         now = time.perf_counter()
         done: list[tuple[_Request, str]] = []
         for r, token in zip(rows, tokens.tolist()):
+            r.last_token = token
             r.generated += 1
             if r.generated == 1:
                 r.first_token_s = now - r.submitted
@@ -472,11 +392,11 @@ class GenerationScheduler:
         keep = [i for i, r in enumerate(self._running) if id(r) not in leaving]
         with self._cond:
             self._running = [self._running[i] for i in keep]
+        self._exec.keep(keep)
         if not keep:
-            self._kv, self._seen = None, None
+            self._seen = None
             return
         index = torch.tensor(keep, dtype=torch.long, device=self._device)
-        self._kv.select(index)
         if self._seen is not None:
             if any(r.params.repetition_penalty != 1.0 for r in self._running):
                 self._seen = self._seen.index_select(0, index)
@@ -502,7 +422,7 @@ class GenerationScheduler:
         """Tokens each new row has seen (its prompt), when any row of the batch uses a penalty."""
         if self._seen is None and not any(r.params.repetition_penalty != 1.0 for r in rows):
             return None
-        vocab = self._loaded.model.get_output_embeddings().weight.shape[0]
+        vocab = self._exec.vocab_size
         seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=self._device)
         for i, r in enumerate(rows):
             if r.params.repetition_penalty != 1.0:
@@ -529,7 +449,8 @@ class GenerationScheduler:
     def _drop_batch(self) -> None:
         with self._cond:
             self._running = []
-        self._kv, self._seen = None, None
+        self._seen = None
+        self._exec.clear()
 
     def _fail(self, rows: list[_Request], reference: str, exc: BaseException) -> None:
         with self._cond:

@@ -187,7 +187,8 @@ async def test_forced_generation_failure_gives_code_and_reference(engine_factory
     def broken_forward(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(loaded_model.model, "forward", broken_forward)
+    executor = type(loaded_model.executor(1, 1, 1))  # the runtime's forward passes (torch or llama.cpp)
+    monkeypatch.setattr(executor, "prefill", broken_forward)
     caplog.set_level(logging.INFO)
     _, final, _ = await collect(engine, ask("What is the capital of France?"))
     assert isinstance(final, AnswerFailed) and final.code is ErrorCode.GENERATION_FAILED

