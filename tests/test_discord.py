@@ -6,7 +6,6 @@ INTERACTION_CREATE as Discord sends them, and its REST calls are recorded.
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import logging
 import time

@@ -5,7 +5,6 @@ the Web API calls and serves files. Events are posted to the app signed as Slack
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 

@@ -16,7 +16,6 @@ host (Discord's, or DISCORD_API_URL) and is never logged or shown.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
