@@ -90,8 +90,9 @@ class FakeSlack:
     async def close(self) -> None:
         for ws in list(self.sockets):
             await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     @property
     def base_url(self) -> str:
