@@ -35,6 +35,7 @@ from engine.config import ModelConfig
 from engine.cpu import cpu_flags
 from engine.errors import ErrorCode, ParleyError
 from engine.models import chat_prompt_ids, locate_weights, stop_tokens
+from engine.thread_governor import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,13 @@ BUILD_FEATURES = {"AVX": "avx", "AVX2": "avx2", "F16C": "f16c", "FMA": "fma", "B
                   "AVX_VNNI": "avx_vnni", "AVX512": "avx512f", "AVX512_VBMI": "avx512vbmi",
                   "AVX512_VNNI": "avx512_vnni", "AVX512_BF16": "avx512_bf16", "AMX_INT8": "amx_int8"}
 LLAMA_MAX_SEQ = 256  # llama.cpp's limit on sequence ids
+KV_MEMORY_SHARE = 0.25  # of the memory available when a context opens
+
+
+def available_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def unavailable_reason() -> str | None:
@@ -230,9 +238,14 @@ class LlamaCppExecutor:
         self._vocab_ptr = llama_cpp.llama_model_get_vocab(model.handle)
         self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(self._vocab_ptr))
         self._threads = threads
+        self._governor = ThreadGovernor(threads)
+        self._applied_threads = threads
         window = model.context_window
-        # Room for the running requests plus as much again for cached prefixes.
-        self._n_ctx = max(window, min(max_tokens, max_batch * window)) * 2
+        # KV cells for the running requests; cached prefixes live in what they leave free. Capped
+        # at a quarter of the free memory (a 1.7B model's cache is 196 KB a token in f16).
+        affordable = int(KV_MEMORY_SHARE * available_memory() / max(1, self._bytes_per_token()))
+        self._n_ctx = max(window, min(max_tokens, max_batch * window, affordable)) // 256 * 256
+        self.max_tokens = self._n_ctx
         self._n_seq = min(LLAMA_MAX_SEQ, 2 * max_batch + 1)
         self._n_batch = max(512, window)
         self._ctx = None
@@ -292,6 +305,7 @@ class LlamaCppExecutor:
         """Next-token logits [n, V]; each prompt becomes a sequence after the running rows."""
         new: list[_Sequence] = []
         work: list[tuple[_Sequence, int]] = []  # (sequence, first position to compute)
+        self._use_threads(self._governor.current)
         try:
             for prompt in prompts:
                 seq = _Sequence(self._take_seq(), list(prompt))
@@ -308,12 +322,22 @@ class LlamaCppExecutor:
     def decode(self, tokens: list[int]) -> torch.Tensor:
         for row, token in zip(self._rows, tokens):
             row.tokens.append(token)
+        threads = self._use_threads(self._governor.pick(len(self._rows)))
+        started = time.perf_counter()
         try:
-            return self._run([(row, len(row.tokens) - 1) for row in self._rows])
+            logits = self._run([(row, len(row.tokens) - 1) for row in self._rows])
         except BaseException:
             for row in self._rows:
                 row.tokens.pop()
             raise
+        self._governor.record(threads, len(self._rows), time.perf_counter() - started)
+        return logits
+
+    def _use_threads(self, n: int) -> int:
+        if n != self._applied_threads:
+            self._ll.llama_set_n_threads(self._ctx, n, n)
+            self._applied_threads = n
+        return n
 
     def keep(self, rows: list[int]) -> None:
         kept = [self._rows[i] for i in rows]
@@ -330,13 +354,16 @@ class LlamaCppExecutor:
         self._free = list(range(self._n_seq - 1, -1, -1))
 
     def cache_bytes(self) -> int:
+        return self._n_ctx * self._bytes_per_token() if self._ctx is not None else 0
+
+    def _bytes_per_token(self) -> int:
         ll, m = self._ll, self._model.handle
-        per_token = 2 * 2 * ll.llama_model_n_layer(m) * ll.llama_model_n_head_kv(m) * \
-            (ll.llama_model_n_embd(m) // max(1, ll.llama_model_n_head(m)))  # K and V, f16
-        return self._n_ctx * per_token if self._ctx is not None else 0
+        head_dim = ll.llama_model_n_embd(m) // max(1, ll.llama_model_n_head(m))
+        return 2 * 2 * ll.llama_model_n_layer(m) * ll.llama_model_n_head_kv(m) * head_dim  # K and V, f16
 
     def describe(self) -> dict:
-        return {"executor": self.kind, "threads": self._threads, "prefix_tokens_reused": self.reused_tokens,
+        return {"executor": self.kind, "threads": self._governor.current, "max_threads": self._threads,
+                "thread_switches": self._governor.switches, "prefix_tokens_reused": self.reused_tokens,
                 "cached_prefixes": len(self._cached)}
 
     # ---- sequences and the prefix cache ----

@@ -55,6 +55,7 @@ class Executor(Protocol):
     device: torch.device
     vocab_size: int
     torch_threads: int  # the worker's torch threads on a CPU (sampling, or everything); 0 = configured
+    max_tokens: int | None  # KV room for the running requests' tokens; None = grows as needed
 
     def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]: ...
 
@@ -122,6 +123,7 @@ class GenerationScheduler:
         cuda = self._device.type == "cuda"
         self._max_batch = config.cuda_max_batch if cuda else config.max_batch
         self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
+        self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
         self._queue: collections.deque[_Request] = collections.deque()
         self._running: list[_Request] = []  # row order of the batch
@@ -198,7 +200,7 @@ class GenerationScheduler:
                 "max_batch": self._max_batch,
                 "max_queue": self._config.max_queue,
                 "tokens_in_flight": sum(r.budget for r in self._running),
-                "max_tokens_in_flight": self._config.max_tokens_in_flight,
+                "max_tokens_in_flight": self._max_tokens,
                 "tokens_generated": s.tokens_generated,
                 "prompt_tokens": s.prompt_tokens,
                 "requests_finished": s.requests_finished,
@@ -270,7 +272,7 @@ class GenerationScheduler:
             if len(self._running) + len(admitted) >= self._max_batch:
                 break
             alone = not self._running and not admitted  # one request over the token limit still runs, alone
-            if in_flight + r.budget > self._config.max_tokens_in_flight and not alone:
+            if in_flight + r.budget > self._max_tokens and not alone:
                 break
             if admitted and sum(len(a.prompt) for a in admitted) + len(r.prompt) > self._prefill_budget:
                 break
