@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import Request, Timing, make_requests, on_own_thread, run_scheduler, summarise  # noqa: E402
 
 from engine import llama_cpp as parley_llama  # noqa: E402
+from engine import llama_executor  # noqa: E402
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
 from engine.cpu import cpu_count, cpu_name  # noqa: E402
 from engine.models import load_model  # noqa: E402
@@ -59,7 +60,7 @@ class LlamaServerLike:
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, 512
         params.n_seq_max = slots
         params.n_threads = params.n_threads_batch = threads
-        params.kv_unified = True
+        params.kv_unified = True  # as Parley (a stream per slot: README, "CPU")
         params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         self.ctx = ll.llama_init_from_model(model.handle, params)
@@ -144,13 +145,13 @@ class LlamaServerLike:
 def parley(model, requests: list[Request], threads: int, prefix_cache: bool) -> dict:
     config = SchedulerConfig(max_batch=len(requests), max_queue=max(128, len(requests)),
                              max_tokens_in_flight=1 << 20, cpu_threads=threads)
-    saved = parley_llama.MIN_SHARED_PREFIX
-    parley_llama.MIN_SHARED_PREFIX = saved if prefix_cache else 1 << 30
+    saved = llama_executor.MIN_SHARED_PREFIX
+    llama_executor.MIN_SHARED_PREFIX = saved if prefix_cache else 1 << 30
     try:
         asyncio.run(run_scheduler(model, [Request(0, 0.0, requests[0].prompt_ids, 4)] * 2, config))  # warm up
         timings, wall, snapshot = asyncio.run(run_scheduler(model, requests, config))
     finally:
-        parley_llama.MIN_SHARED_PREFIX = saved
+        llama_executor.MIN_SHARED_PREFIX = saved
     result = summarise(timings, requests, wall)
     result["prefix_tokens_reused"] = snapshot.get("prefix_tokens_reused", 0)
     return result

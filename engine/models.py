@@ -29,19 +29,12 @@ from engine.errors import ErrorCode, ParleyError  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to generate: weights in eval mode on their device, and its tokenizer."""
+class ModelText:
+    """What every local model offers the engine, from its `config` and `tokenizer`: its name,
+    context window, token counts and chat prompts (LoadedModel here, GGUFModel in llama_cpp.py)."""
 
     config: ModelConfig
-    model: torch.nn.Module
     tokenizer: object
-    device: torch.device
-    dtype: torch.dtype
-    stop_token_ids: frozenset[int]
-    load_seconds: float
-    parameters: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -56,6 +49,21 @@ class LoadedModel:
 
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)
+
+
+@dataclass
+class LoadedModel(ModelText):
+    """A model ready to generate: weights in eval mode on their device, and its tokenizer."""
+
+    config: ModelConfig
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    stop_token_ids: frozenset[int]
+    load_seconds: float
+    parameters: int = 0
+    extra: dict = field(default_factory=dict)
 
     def executor(self, threads: int = 0, max_batch: int = 0, max_tokens: int = 0):
         """The scheduler's model work for this model (engine/torch_executor.py); the torch

@@ -13,7 +13,7 @@ import torch
 
 from engine.generation import SamplingParams
 
-__all__ = ["SamplingParams", "RowSampler", "choose_tokens"]
+__all__ = ["SamplingParams", "RowSampler", "SeenTokens", "choose_tokens"]
 
 
 class RowSampler:
@@ -26,6 +26,45 @@ class RowSampler:
             seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**63)
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(seed)
+
+
+class SeenTokens:
+    """The tokens each running row has seen (its prompt and answer so far) for the repetition
+    penalty: a bool table [B, V], kept only while some row of the batch uses a penalty."""
+
+    def __init__(self, vocab: int, device: torch.device) -> None:
+        self.vocab, self.device = vocab, device
+        self.table: torch.Tensor | None = None
+
+    def of_newcomers(self, rows: list[tuple[SamplingParams, list[int]]]) -> torch.Tensor | None:
+        """The newcomers' own rows (their prompts), when the batch will need a table."""
+        if self.table is None and not any(p.repetition_penalty != 1.0 for p, _ in rows):
+            return None
+        seen = torch.zeros(len(rows), self.vocab, dtype=torch.bool, device=self.device)
+        for i, (params, prompt) in enumerate(rows):
+            if params.repetition_penalty != 1.0:
+                seen[i, torch.tensor(prompt, device=self.device)] = True
+        return seen
+
+    def join(self, new: torch.Tensor | None, old_rows: int) -> None:
+        """The newcomers' rows after the `old_rows` running ones."""
+        if new is None:
+            return  # the table is None as well: of_newcomers builds rows whenever there is one
+        if self.table is None:
+            self.table = torch.zeros(old_rows, self.vocab, dtype=torch.bool, device=self.device)
+        self.table = torch.cat([self.table, new])
+
+    def keep(self, rows: list[int], params: list[SamplingParams]) -> None:
+        """Keep these rows (the running ones, whose settings are `params`); none if no penalty is left."""
+        if self.table is None:
+            return
+        if not rows or not any(p.repetition_penalty != 1.0 for p in params):
+            self.table = None
+        else:
+            self.table = self.table.index_select(0, torch.tensor(rows, dtype=torch.long, device=self.device))
+
+    def clear(self) -> None:
+        self.table = None
 
 
 def choose_tokens(logits: torch.Tensor, rows: list[RowSampler], seen: torch.Tensor | None,

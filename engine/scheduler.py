@@ -21,16 +21,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
-
 import torch
 
 from engine.config import SchedulerConfig
 from engine.cpu import cpu_count, use_threads
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
+from engine.executor import Executor
 from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
-from engine.sampling import RowSampler, choose_tokens
+from engine.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler",
            "Executor"]
@@ -42,38 +41,6 @@ log = logging.getLogger(__name__)
 # a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
-
-
-class Executor(Protocol):
-    """The model work of one loaded model, run on the scheduler's worker thread only.
-
-    Rows are the running requests, in the order the scheduler keeps them: prefill appends rows,
-    keep() drops and reorders them. Logits come back as a float tensor on `device`.
-    """
-
-    kind: str
-    device: torch.device
-    vocab_size: int
-    torch_threads: int  # the worker's torch threads on a CPU (sampling, or everything); 0 = configured
-    max_tokens: int | None  # KV room for the running requests' tokens; None = grows as needed
-
-    def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]: ...
-
-    def prefill(self, prompts: list[list[int]]) -> torch.Tensor: ...
-
-    def decode(self, tokens: list[int]) -> torch.Tensor: ...
-
-    def keep(self, rows: list[int]) -> None: ...
-
-    def clear(self) -> None: ...
-
-    def cache_bytes(self) -> int: ...
-
-    def describe(self) -> dict: ...
-
-    def open(self) -> None: ...  # on the worker thread, before any work
-
-    def close(self) -> None: ...  # on the worker thread, after the last work
 
 
 @dataclass(eq=False)
@@ -121,7 +88,7 @@ class GenerationScheduler:
                                                config.max_tokens_in_flight)
         self._device = self._exec.device
         cuda = self._device.type == "cuda"
-        self._max_batch = config.cuda_max_batch if cuda else config.max_batch
+        self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._exec.max_rows or 1 << 30)
         self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
@@ -134,7 +101,7 @@ class GenerationScheduler:
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self._stats = _Stats()
-        self._seen: torch.Tensor | None = None  # [B, V] bool, only while a row uses a repetition penalty
+        self._seen = SeenTokens(self._exec.vocab_size, self._device)  # for repetition penalties
         self._stop_tensor = torch.tensor(sorted(loaded.stop_token_ids), dtype=torch.long, device=self._device)
 
     # ---- public API (event loop thread) ----
@@ -187,7 +154,7 @@ class GenerationScheduler:
         """Limit the batch (the memory monitor lowers it under pressure). Running rows above the new
         limit finish normally; no new row joins until the batch is below it."""
         with self._cond:
-            self._max_batch = max(1, int(n))
+            self._max_batch = min(max(1, int(n)), self._exec.max_rows or 1 << 30)
             self._cond.notify()
 
     def snapshot(self) -> dict:
@@ -317,9 +284,9 @@ class GenerationScheduler:
                 for r in newcomers:
                     r.sampler = RowSampler(r.params, self._device)
                     r.detok = IncrementalDetokenizer(self._loaded.tokenizer)
-                seen = self._new_seen(newcomers)
+                seen = self._seen.of_newcomers([(r.params, r.prompt) for r in newcomers])
                 tokens = self._choose(logits, newcomers, seen)
-                self._seen = self._join_seen(seen, len(newcomers))
+                self._seen.join(seen, len(self._running) - len(newcomers))
             except Exception as exc:  # noqa: BLE001 - the rows joined: take them out again
                 failure = exc
                 self._remove({id(r) for r in newcomers})
@@ -343,7 +310,7 @@ class GenerationScheduler:
         rows = list(self._running)
         try:
             logits = self._exec.decode([r.last_token for r in rows])
-            tokens = self._choose(logits, rows, self._seen)
+            tokens = self._choose(logits, rows, self._seen.table)
         except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: fail its rows
             self._failed_step(rows, exc, "decode")
             return
@@ -395,15 +362,7 @@ class GenerationScheduler:
         with self._cond:
             self._running = [self._running[i] for i in keep]
         self._exec.keep(keep)
-        if not keep:
-            self._seen = None
-            return
-        index = torch.tensor(keep, dtype=torch.long, device=self._device)
-        if self._seen is not None:
-            if any(r.params.repetition_penalty != 1.0 for r in self._running):
-                self._seen = self._seen.index_select(0, index)
-            else:
-                self._seen = None
+        self._seen.keep(keep, [r.params for r in self._running])
 
     def _finish(self, r: _Request, reason: str) -> None:
         if reason != "cancelled" and r.detok is not None:
@@ -420,26 +379,6 @@ class GenerationScheduler:
         log.debug("generation finished", extra={"request": r.id, "reason": reason, "prompt_tokens": len(r.prompt),
                                                "completion_tokens": completion, "seconds": round(total, 3)})
 
-    def _new_seen(self, rows: list[_Request]) -> torch.Tensor | None:
-        """Tokens each new row has seen (its prompt), when any row of the batch uses a penalty."""
-        if self._seen is None and not any(r.params.repetition_penalty != 1.0 for r in rows):
-            return None
-        vocab = self._exec.vocab_size
-        seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=self._device)
-        for i, r in enumerate(rows):
-            if r.params.repetition_penalty != 1.0:
-                seen[i, torch.tensor(r.prompt, device=self._device)] = True
-        return seen
-
-    def _join_seen(self, new_seen: torch.Tensor | None, n_new: int) -> torch.Tensor | None:
-        old_rows = len(self._running) - n_new
-        if new_seen is None:
-            return self._seen  # None as well: _new_seen builds one whenever the batch has one
-        if self._seen is None:
-            old = torch.zeros(old_rows, new_seen.shape[1], dtype=torch.bool, device=self._device)
-            return torch.cat([old, new_seen])
-        return torch.cat([self._seen, new_seen])
-
     def _failed_step(self, rows: list[_Request], exc: BaseException, stage: str) -> None:
         reference = new_reference()
         log.exception("generation step failed", extra={"stage": stage, "reference": reference,
@@ -451,7 +390,7 @@ class GenerationScheduler:
     def _drop_batch(self) -> None:
         with self._cond:
             self._running = []
-        self._seen = None
+        self._seen.clear()
         self._exec.clear()
 
     def _fail(self, rows: list[_Request], reference: str, exc: BaseException) -> None:

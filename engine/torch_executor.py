@@ -38,6 +38,7 @@ class TorchExecutor:
     kind = "torch"
     torch_threads = 0  # all the configured generation threads
     max_tokens = None  # the cache grows with the batch
+    max_rows = None
 
     def __init__(self, loaded) -> None:
         self._model = loaded.model

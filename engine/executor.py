@@ -1,0 +1,42 @@
+"""What the scheduler asks of a model runtime: the Executor (vLLM v1's split: the scheduler plans,
+the executor runs). Two exist: engine/torch_executor.py (transformers; CUDA and CPU) and
+engine/llama_executor.py (a GGUF computed by llama.cpp on its quantised weights; CPU).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Executor(Protocol):
+    """The model work of one loaded model, run on the scheduler's worker thread only.
+
+    Rows are the running requests, in the order the scheduler keeps them: prefill appends rows,
+    keep() drops and reorders them. Logits come back as a float tensor on `device`.
+    """
+
+    kind: str
+    device: torch.device
+    vocab_size: int
+    torch_threads: int  # the worker's torch threads on a CPU (sampling, or everything); 0 = configured
+    max_tokens: int | None  # KV room for the running requests' tokens; None = grows as needed
+    max_rows: int | None  # the most rows its cache holds; None = as many as the scheduler runs
+
+    def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]: ...
+
+    def prefill(self, prompts: list[list[int]]) -> torch.Tensor: ...
+
+    def decode(self, tokens: list[int]) -> torch.Tensor: ...
+
+    def keep(self, rows: list[int]) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def cache_bytes(self) -> int: ...
+
+    def describe(self) -> dict: ...
+
+    def open(self) -> None: ...  # on the worker thread, before any work
+
+    def close(self) -> None: ...  # on the worker thread, after the last work
