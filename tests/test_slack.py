@@ -333,6 +333,44 @@ async def test_a_shared_pdf_is_ingested_and_cited(slack_factory):
     assert failure.text.startswith(":warning: I couldn't index `broken.pdf`") and "ref " in failure.text
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+async def test_a_screenshot_is_ignored_quietly_unless_shared_with_a_mention(slack_factory):
+    h = await slack_factory(knowledge=True, limits={"ingest_per_minute": 1})
+    share_ts = h.fake.next_ts()
+    shot = h.fake.add_file("screenshot.png", PNG, "image/png", channel=CHANNEL, ts=share_ts, user=ADA)
+    assert await h.send(h.fake.message("", user=ADA, ts=share_ts, subtype="file_share", files=[shot])) == 200
+    assert await h.send(h.fake.event_body({"type": "file_shared", "file_id": shot["id"], "user_id": ADA,
+                                           "channel_id": CHANNEL, "event_ts": share_ts})) == 200
+    await h.settle()
+    assert not h.fake.downloads and not h.fake.calls_of("chat.postMessage") and not h.fake.ephemerals
+    assert await h.adapter.memory.thread(f"slack/{h.fake.team_id}/{CHANNEL}/{share_ts}") is None
+    # The thread is not Parley's: a later message in it gets no answer.
+    assert await h.send(h.fake.message("nice screenshot", user=GRACE, thread_ts=share_ts)) == 200
+    await h.settle()
+    assert not h.fake.calls_of("chat.postMessage")
+
+    # The same PNG sent with a mention: one private explanation to the sharer, nothing public.
+    mention = h.fake.mention("", user=ADA, files=[shot])
+    as_message = h.fake.message(mention["event"]["text"], user=ADA, ts=mention["event"]["ts"],
+                                subtype="file_share", files=[shot])
+    assert await h.send(mention) == 200 and await h.send(as_message) == 200
+    await h.settle()
+    [note] = h.fake.ephemerals
+    assert note["user"] == ADA and "screenshot.png" in note["text"] and "UNSUPPORTED_FILE" in note["text"]
+    assert not h.fake.downloads and not h.fake.calls_of("chat.postMessage")
+
+    # The sharer's ingest budget (one a minute here) is untouched: a PDF right after is indexed.
+    pdf_ts = h.fake.next_ts()
+    pdf = h.fake.add_file("notes.pdf", _pdf(["Quarterly notes."]), "application/pdf", channel=CHANNEL,
+                          ts=pdf_ts, user=ADA)
+    assert await h.send(h.fake.message("", user=ADA, ts=pdf_ts, subtype="file_share", files=[pdf])) == 200
+    await h.settle()
+    [indexed] = h.fake.bot_messages(CHANNEL, pdf_ts)
+    assert indexed.text.startswith("Indexed `notes.pdf`"), indexed.text
+
+
 def test_the_manifest_declares_what_the_adapter_handles():
     import yaml
 

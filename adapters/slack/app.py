@@ -7,7 +7,9 @@ through the Web API:
   per DM (a thread inside a DM is its own conversation);
 - answers stream into a placeholder with chat.update, within Slack's edit rate, in mrkdwn;
   failures that concern only the asker are shown to them alone (ephemeral);
-- files shared where Parley reads are downloaded with the bot token and ingested for that channel;
+- documents shared where Parley reads (the types engine/knowledge/formats.py knows) are downloaded
+  with the bot token and ingested for that channel; other files (screenshots, archives) are never
+  downloaded, and only a sharer who addressed Parley (a mention, a DM) is told why, privately;
 - /llm-stats, /llm-model and /llm-config are acked at once and answered ephemerally.
 
 Events are deduplicated by event id, message and file (Slack retries deliveries, possibly to
@@ -32,14 +34,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat.answering import stream_answer
-from adapters.chat.ingest import ingest_shared_file
+from adapters.chat.ingest import ingest_shared_file, unsupported_text
 from adapters.chat.memory import open_thread_memory
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.slack.commands import register_commands
 from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, SlackUsers, message_origin,
                                    share_origin, team_of)
-from adapters.slack.files import FileFetcher
+from adapters.slack.files import FileFetcher, shared_name, slack_document
 from adapters.slack.markup import SLACK, mentions, slack_to_plain
 from engine.config import Config
 from engine.types import ChatRequest, Conversation
@@ -221,11 +223,22 @@ class SlackAdapter:
         if origin is None or origin.user_id == bot_user_id:
             return
         files = [f for f in event.get("files") or [] if isinstance(f, dict) and f.get("id")]
+        documents = [f for f in files if slack_document(f)]
+        ignored = [shared_name(f) for f in files if f not in documents]
         text = slack_to_plain(event.get("text", ""), bot_user_id)
-        self.tasks.spawn(self._route(origin, text, files, mentioned), name=f"slack-msg-{origin.channel}-{origin.ts}")
+        if ignored and not (text or documents or mentioned or origin.is_dm):
+            return  # a screenshot or an archive shared in passing: nothing to read, nothing to say
+        self.tasks.spawn(self._route(origin, text, documents, ignored, mentioned),
+                         name=f"slack-msg-{origin.channel}-{origin.ts}")
 
-    async def _route(self, origin: Origin, text: str, files: list[dict], mentioned: bool) -> None:
-        """Answer what is for Parley (a mention, a DM, a thread of Parley's), index what was shared."""
+    async def _route(self, origin: Origin, text: str, files: list[dict], ignored: list[str], mentioned: bool) -> None:
+        """Answer what is for Parley (a mention, a DM, a thread of Parley's), index the documents
+        shared; other files are never downloaded, and only the sharer of one addressed to Parley
+        (a mention, a DM) is told why."""
+        if ignored and (mentioned or origin.is_dm) and await self.memory.claim(f"ignored:{origin.channel}:{origin.ts}"):
+            await self._ephemeral(origin, unsupported_text(ignored, SLACK))  # once, though two events came
+        if ignored and not (text or files):
+            return  # only files Parley cannot read: the thread is not marked, nothing is answered
         answer = mentioned or origin.is_dm or (origin.in_thread and await self.memory.thread(origin.where.session_key)
                                                 is not None)
         if answer and not await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
@@ -321,6 +334,9 @@ class SlackAdapter:
             return
         try:
             file = (await self.client.files_info(file=file_id))["file"]
+            if not slack_document(file):
+                log.info("file not a document: ignored", extra={"file": file_id, "type": file.get("filetype")})
+                return
             origin = share_origin(team, channel, file, file_id, user_id)
             async with self.locks.lock(origin.where.session_key):
                 if origin.reply_thread_ts:

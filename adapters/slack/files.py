@@ -12,12 +12,22 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from adapters.chat.ingest import SharedFile
+from adapters.chat.ingest import SharedFile, is_document
 from engine.errors import ErrorCode, ParleyError, file_too_large
 
 log = logging.getLogger(__name__)
 
 TRUSTED_FILE_DOMAINS = ("slack.com", "slack-gov.com", "slack-edge.com")
+
+
+def shared_name(file: dict) -> str:
+    return file.get("name") or file.get("title") or file.get("id", "file")
+
+
+def slack_document(file: dict) -> bool:
+    """A file Parley can read, by its name and the type Slack detected (an image, an archive or a
+    video is not, and is never downloaded)."""
+    return is_document(shared_name(file), file.get("mimetype") or "")
 
 
 class FileFetcher:
@@ -46,7 +56,7 @@ class FileFetcher:
     def shared(self, file: dict, files_info) -> SharedFile:
         """The chat layer's view of a Slack file object; `files_info` completes one that came
         without its download URL."""
-        name = file.get("name") or file.get("title") or file.get("id", "file")
+        name = shared_name(file)
 
         def check() -> None:  # refuse before posting anything what cannot or must not be fetched
             if file.get("mode") in ("tombstone", "hidden_by_limit") or file.get("is_external"):
