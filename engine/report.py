@@ -43,6 +43,14 @@ def memory_figures() -> dict:
     return figures
 
 
+def _runtime(sched: dict) -> str:
+    """"; llama.cpp on 2 of 2 threads, 2,931 prompt tokens from the prefix cache" (llama.cpp only)."""
+    if sched.get("executor") != "llama.cpp":
+        return ""
+    return (f"; llama.cpp on {sched.get('threads')} of {sched.get('max_threads')} threads, "
+            f"{sched.get('prefix_tokens_reused', 0):,} prompt tokens from the prefix cache")
+
+
 async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
     s = engine.stats_counters.snapshot()
     snap = engine.snapshot()
@@ -78,7 +86,8 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
         f"answer p50 {_seconds(s['latency_p50_s'])} / p95 {_seconds(s['latency_p95_s'])}")
     if sched:
         lines.append(f"*Queue* {sched.get('running', 0)} running (max {sched.get('max_batch', '?')}), "
-                     f"{sched.get('queued', 0)} waiting")
+                     f"{sched.get('queued', 0)} waiting; {sched.get('tokens_in_flight', 0):,} of "
+                     f"{sched.get('max_tokens_in_flight', 0):,} tokens in flight" + _runtime(sched))
     lines.append(f"*Sessions* {sessions_active} active in the last day")
     mem = f"*Memory* RSS {_mib(memory['rss_bytes'])}"
     if "cuda_allocated_bytes" in memory:

@@ -72,7 +72,8 @@ async def engine_factory(loaded_model):
     engines = []
 
     async def build(config, **kwargs):
-        engine = Engine(config, model_loader=lambda _cfg: loaded_model, **kwargs)
+        kwargs.setdefault("model_loader", lambda _cfg: loaded_model)
+        engine = Engine(config, **kwargs)
         await engine.start()
         engines.append(engine)
         return engine
@@ -81,6 +82,20 @@ async def engine_factory(loaded_model):
     for engine in engines:
         if engine._state == "ready":
             await engine.stop()
+
+
+def spy_prompts(engine) -> list[list[dict]]:
+    """Record the chat messages the engine sends to the live model (the real encoder still runs)."""
+    seen: list[list[dict]] = []
+    backend = engine._backend
+    real = backend.encode_chat
+
+    def encode(messages):
+        seen.append(messages)
+        return real(messages)
+
+    backend.encode_chat = encode
+    return seen
 
 
 async def collect(engine, request):

@@ -120,3 +120,23 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
         assert snap["prompt_tokens"] == sum(map(len, prompts))
     finally:
         await scheduler.shutdown(cancel=True)
+
+
+@needs_llama
+async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engine_factory, core_config, loaded_model):
+    from conftest import collect
+    from engine.report import build_stats_report
+    from engine.types import ChatRequest, Conversation, User
+
+    if type(loaded_model).__name__ != "GGUFModel":
+        pytest.skip("llama.cpp's line (a GPU machine runs transformers)")
+    engine = await engine_factory(core_config)
+    for thread in ("1.0", "2.0"):  # the second question's prompt is the first's: from the cache
+        request = ChatRequest(where=Conversation("console", "local", "c", thread), user=User("console", "console"),
+                              text="What is the capital of France?")
+        await collect(engine, request)
+    report = await build_stats_report(engine, None)
+    queue = next(line for line in report.lines if line.startswith("*Queue*"))
+    assert "tokens in flight" in queue and "llama.cpp on" in queue, queue
+    reused = int(queue.split("threads, ")[1].split(" prompt tokens")[0].replace(",", ""))
+    assert reused >= 20, queue  # the system prompt and the question, computed once

@@ -95,9 +95,26 @@ def test_configured_needs_the_mode_credentials():
     assert slack_configured({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, http)
 
 
+def paced(engine, seconds_per_delta: float) -> None:
+    """Text reaches the adapter no faster than one delta per `seconds_per_delta`, so a test of
+    streaming sees the same answer streamed however fast the runtime writes it (CPU or GPU)."""
+    from engine.types import TextDelta
+
+    answer = engine.answer
+
+    async def slower(request):
+        async for event in answer(request):
+            if isinstance(event, TextDelta):
+                await asyncio.sleep(seconds_per_delta)
+            yield event
+
+    engine.answer = slower
+
+
 async def test_mention_is_answered_in_its_thread_with_streamed_updates(slack_factory, caplog):
     caplog.set_level(logging.DEBUG)
     h = await slack_factory()
+    paced(h.engine, 0.05)  # 20 tokens over a second: several edits at one per 0.2 s
     _, ts = await h.mention("Write three sentences about the sea.", user=ADA)
 
     replies = h.fake.bot_messages(CHANNEL, ts)
