@@ -152,7 +152,7 @@ class AnswerPipeline:
                 system_prompt=settings["prompt"], history=history, message=text,
                 count_tokens=backend.count_tokens, history_budget=engine.config.sessions.history_tokens,
                 context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
-                context_block=found.block)
+                context_block=found.block, speaker=request.user.name, speaker_id=request.user.id)
             return p, backend.encode_chat(p.messages)
 
         plan_, prompt = await asyncio.to_thread(plan)
@@ -176,5 +176,6 @@ class AnswerPipeline:
         now = time.time()
         await asyncio.to_thread(
             functools.partial(self.engine.sessions.append, request.where.session_key,
-                              Turn("user", request.text.strip(), request.user.id, now),
+                              Turn("user", request.text.strip(), request.user.id, now,
+                                   user_name=request.user.name, message_id=request.message_id),
                               Turn("assistant", answer, "", now), settings=settings))

@@ -22,6 +22,8 @@ class Turn:
     text: str
     user_id: str
     at: float
+    user_name: str = ""  # the speaker's display name, shown to the model when several people talk
+    message_id: str = ""  # the platform's id of the message (Slack ts, Discord snowflake), if known
 
 
 @dataclass(frozen=True)
