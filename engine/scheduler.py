@@ -168,6 +168,7 @@ class GenerationScheduler:
                 "max_queue": self._config.max_queue,
                 "tokens_in_flight": sum(r.budget for r in self._running),
                 "max_tokens_in_flight": self._max_tokens,
+                "prefill_budget": self._prefill_budget,
                 "tokens_generated": s.tokens_generated,
                 "prompt_tokens": s.prompt_tokens,
                 "requests_finished": s.requests_finished,
