@@ -20,7 +20,7 @@ from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText,
 from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
 from engine.prompting import plan_prompt
-from engine.sessions import Turn
+from engine.sessions import Turn, missed_turns
 from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Source, TextDelta
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Prepared:
     dropped: int
     settings: dict
     reply: str | None = None
+    missed: tuple = ()  # the thread's messages the session had not seen (engine.sessions.Turn), kept with this turn
     quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
 
 
@@ -65,7 +66,7 @@ class AnswerPipeline:
 
         if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
             yield TextDelta(prepared.reply)
-            await self._remember(request, prepared.reply, prepared.settings)
+            await self._remember(request, prepared.reply, prepared)
             yield AnswerDone(text=prepared.reply, finish_reason="not_found", prompt_tokens=0,
                              completion_tokens=0, history_dropped=prepared.dropped)
             return
@@ -104,7 +105,7 @@ class AnswerPipeline:
             prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
             first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
         if text:
-            await self._remember(request, text, prepared.settings)
+            await self._remember(request, text, prepared)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
                          completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
                          history_dropped=prepared.dropped)
@@ -131,7 +132,10 @@ class AnswerPipeline:
         if not text:
             raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
         session = await asyncio.to_thread(engine.sessions.get, request.where.session_key)
-        history = session.turns if session else ()
+        missed = missed_turns(session.turns if session else (), request.earlier, time.time())
+        history = (session.turns if session else ()) + missed
+        if missed:
+            log.info("thread messages joined", extra={"session": request.where.session_key, "messages": len(missed)})
         # A thread keeps the settings it started with, so an edit never changes a conversation midway.
         settings = dict(session.settings) if session and session.settings else \
             (await engine.channel_settings(request.where)).as_dict()
@@ -142,7 +146,7 @@ class AnswerPipeline:
                                    budget_tokens=engine.config.knowledge.context_tokens,
                                    workspace_wide=settings["scope"] == "workspace")
         if found.not_found:
-            return Prepared(backend, [], None, [], 0, settings, reply=found.not_found)
+            return Prepared(backend, [], None, [], 0, settings, reply=found.not_found, missed=missed)
         generation = backend.config.generation
         effective = ChannelSettings(**{k: settings[k] for k in SETTING_HELP})
         max_new_tokens = effective.max_new_tokens(generation.max_new_tokens, backend.config.context_window)
@@ -160,7 +164,7 @@ class AnswerPipeline:
             log.info("history trimmed", extra={"session": request.where.session_key,
                                                "dropped": plan_.history_dropped, "kept": plan_.history_kept})
         params = SamplingParams.from_defaults(generation, max_new_tokens=max_new_tokens)
-        return Prepared(backend, prompt, params, found.passages, plan_.history_dropped, settings)
+        return Prepared(backend, prompt, params, found.passages, plan_.history_dropped, settings, missed=missed)
 
     async def _sources(self, request: ChatRequest, prepared: Prepared) -> tuple[Source, ...]:
         """The answer's sources, with the excerpts picked while it was written (plain ones if that failed)."""
@@ -172,10 +176,10 @@ class AnswerPipeline:
                 log.warning("excerpts unavailable", extra={"session": request.where.session_key}, exc_info=True)
         return to_sources(passages)
 
-    async def _remember(self, request: ChatRequest, answer: str, settings: dict) -> None:
+    async def _remember(self, request: ChatRequest, answer: str, prepared: Prepared) -> None:
         now = time.time()
         await asyncio.to_thread(
-            functools.partial(self.engine.sessions.append, request.where.session_key,
+            functools.partial(self.engine.sessions.append, request.where.session_key, *prepared.missed,
                               Turn("user", request.text.strip(), request.user.id, now,
                                    user_name=request.user.name, message_id=request.message_id),
-                              Turn("assistant", answer, "", now), settings=settings))
+                              Turn("assistant", answer, "", now), settings=prepared.settings))

@@ -86,6 +86,8 @@ class ModelConfig:
 @dataclass
 class SessionsConfig:
     history_tokens: int = field(default=1024, metadata=_at_least(64))  # budget for past turns in a prompt
+    # earlier messages read from a thread Parley is asked into midway (0 = never read)
+    thread_context_messages: int = field(default=100, metadata=_at_least(0))
     idle_expiry_hours: float = field(default=168.0, metadata=_positive())  # a thread idle this long is forgotten
     backend: str = field(default="sqlite", metadata=_choice("sqlite", "redis"))  # redis: shared by several bots
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis

@@ -12,6 +12,10 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from engine.types import ThreadMessage
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,20 @@ class Session:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     settings: dict = field(default_factory=dict)  # a thread keeps the settings it started with
+
+
+def missed_turns(turns: Sequence[Turn], earlier: Sequence[ThreadMessage], now: float) -> tuple[Turn, ...]:
+    """The thread messages (oldest first) a session has not seen: all of them for a new session;
+    for one that exists, the people's messages after the last one it holds (its own answers are
+    in it already). Nothing when the session's messages are not among them (nowhere to place them)."""
+    if turns:
+        known = {t.message_id for t in turns if t.message_id}
+        anchor = max((i for i, m in enumerate(earlier) if m.message_id in known), default=None)
+        if anchor is None:
+            return ()
+        earlier = [m for m in earlier[anchor + 1:] if m.role == "user" and m.message_id not in known]
+    return tuple(Turn(m.role, m.text, m.user_id, now, user_name=m.user_name, message_id=m.message_id)
+                 for m in earlier if m.text.strip())
 
 
 class SessionStore:

@@ -47,11 +47,26 @@ class User:
 
 
 @dataclass(frozen=True)
+class ThreadMessage:
+    """A message said in the thread before the one being answered, as the platform shows it
+    (adapters.chat.context): a person's (files and other bots as short placeholders) or Parley's."""
+
+    message_id: str
+    role: str  # "user" | "assistant" (Parley's own earlier answer)
+    text: str
+    user_id: str = ""
+    user_name: str = ""
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     where: Conversation
     user: User
     text: str
     message_id: str = ""  # the platform's id of the message, for logs and dedupe
+    # The thread's earlier messages, oldest first, read when Parley joins a thread it did not
+    # start (or missed messages in one it holds); merged into the session's history by message id.
+    earlier: tuple[ThreadMessage, ...] = ()
 
 
 # ---- what Engine.answer() yields -------------------------------------------------------------

@@ -50,6 +50,19 @@ class Message:
     bot_id: str | None = None
     history: list[str] = field(default_factory=list)  # every text it showed, first to last
     deleted: bool = False
+    files: list[dict] = field(default_factory=list)
+    username: str | None = None  # another bot's name
+
+    def payload(self) -> dict:
+        """The message as conversations.replies returns it."""
+        data = {"type": "message", "ts": self.ts, "text": self.text, "user": self.user}
+        data.update({k: v for k, v in (("thread_ts", self.thread_ts), ("bot_id", self.bot_id),
+                                       ("username", self.username)) if v})
+        if self.files:
+            data.update(files=self.files, subtype="file_share")
+        if self.bot_id and self.user is None:
+            data["subtype"] = "bot_message"
+        return data
 
 
 class FakeSlack:
@@ -126,6 +139,14 @@ class FakeSlack:
         }
         self.file_data[file_id] = data
         return self.files[file_id]
+
+    def add_message(self, text: str, *, user: str | None, channel: str = "C0GENERAL", thread_ts: str | None = None,
+                    files: list[dict] | None = None, bot_id: str | None = None, username: str | None = None) -> Message:
+        """A message already in the channel (said before Parley was asked; no event is sent)."""
+        ts = self.next_ts()
+        msg = Message(channel, ts, text, user, thread_ts, bot_id, [text], files=list(files or []), username=username)
+        self.messages[(channel, ts)] = msg
+        return msg
 
     def rate_limit(self, method: str, retry_after: int = 1, times: int = 1) -> None:
         """The next `times` calls of `method` get HTTP 429 with Retry-After."""
@@ -282,6 +303,22 @@ class FakeSlack:
         self.ephemerals.append({"channel": p.get("channel"), "user": p.get("user"), "text": p.get("text", ""),
                                 "thread_ts": p.get("thread_ts")})
         return {"message_ts": self.next_ts()}
+
+    def _m_conversations_replies(self, p: dict) -> dict:
+        """A thread, oldest first, the parent included; `latest` (exclusive unless `inclusive`) and
+        cursor paging as Slack does them."""
+        thread, latest = p.get("ts"), float(p.get("latest") or "inf")
+        inclusive = str(p.get("inclusive", "")).lower() in ("1", "true")
+        found = sorted((m for m in self.messages.values() if m.channel == p.get("channel") and not m.deleted
+                        and (m.ts == thread or m.thread_ts == thread)
+                        and (float(m.ts) < latest or (inclusive and float(m.ts) == latest))), key=lambda m: float(m.ts))
+        if not found:
+            raise KeyError("thread_not_found")
+        start, limit = int(p.get("cursor") or 0), int(p.get("limit") or 1000)
+        page = found[start:start + limit]
+        more = start + limit < len(found)
+        return {"messages": [m.payload() for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _m_users_info(self, p: dict) -> dict:
         return {"user": self.users[p.get("user")] if p.get("user") in self.users else _missing("user_not_found")}

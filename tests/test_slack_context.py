@@ -22,3 +22,63 @@ async def test_each_person_in_a_thread_is_named_in_the_prompt(slack_factory):
     assert first[-1]["content"] == "The launch moved to Tuesday.", "one person alone: no names"
     people = [m["content"] for m in second if m["role"] == "user"]
     assert people == ["Ada: The launch moved to Tuesday.", "Grace: Who moved the launch?"]
+
+
+async def test_mentioned_midway_parley_reads_the_thread_with_who_said_what(slack_factory, monkeypatch):
+    from adapters.slack import history
+
+    monkeypatch.setattr(history, "PAGE_SIZE", 2)  # the thread comes in pages, as a long one does
+    h = await slack_factory()
+    prompts = spy_prompts(h.engine)
+    root = h.fake.add_message("Planning the team offsite.", user=ADA)
+    h.fake.add_message("The offsite budget is 12,000 euros.", user=GRACE, thread_ts=root.ts)
+    h.fake.add_message("", user=LIN, thread_ts=root.ts, files=[{"id": "F0AG", "name": "agenda.pdf"}])
+    h.fake.add_message("Deploy finished", user=None, thread_ts=root.ts, bot_id="B0CI", username="CI")
+    _, ts = await h.mention("What do you make of the above?", user=ADA, thread_ts=root.ts)
+
+    reads = [c.params for c in h.fake.calls_of("conversations.replies")]
+    assert len(reads) >= 2 and all(r["ts"] == root.ts and r["channel"] == CHANNEL for r in reads), reads
+    assert len(h.fake.bot_messages(CHANNEL, root.ts)) == 1, "answered in the thread"
+    [prompt] = prompts
+    assert [m["content"] for m in prompt if m["role"] == "user"] == [
+        "Ada: Planning the team offsite.", "Grace: The offsite budget is 12,000 euros.",
+        "[Lin shared agenda.pdf]", "[CI (a bot) said: Deploy finished]", "Ada: What do you make of the above?"]
+
+    # The thread is Parley's now: the next message continues its session without reading it again.
+    assert await h.send(h.fake.message("And the budget?", user=GRACE, thread_ts=root.ts)) == 200
+    await h.settle()
+    assert len(h.fake.calls_of("conversations.replies")) == len(reads)
+    later = [m["content"] for m in prompts[1]]
+    assert "Grace: The offsite budget is 12,000 euros." in later and later[-1] == "Grace: And the budget?"
+    assert ts != root.ts
+
+
+async def test_parleys_earlier_answers_are_its_own_turns(slack_factory):
+    h = await slack_factory()
+    prompts = spy_prompts(h.engine)
+    root = h.fake.add_message("Which room for the demo?", user=ADA)
+    h.fake.add_message("Room 4 is free on Friday.", user=h.fake.bot_user_id, thread_ts=root.ts, bot_id=h.fake.bot_id)
+    h.fake.add_message("_Thinking…_", user=h.fake.bot_user_id, thread_ts=root.ts, bot_id=h.fake.bot_id)
+    await h.mention("Is it big enough?", user=GRACE, thread_ts=root.ts)
+    roles = [(m["role"], m["content"]) for m in prompts[0][1:]]
+    assert roles == [("user", "Ada: Which room for the demo?"), ("assistant", "Room 4 is free on Friday."),
+                     ("user", "Grace: Is it big enough?")]
+
+
+async def test_a_thread_past_the_context_window_keeps_the_newest_messages_whole(slack_factory):
+    h = await slack_factory()
+    prompts = spy_prompts(h.engine)
+    root = h.fake.add_message("Status thread.", user=ADA)
+    said = []
+    for i in range(40):
+        text = f"Update {i} from the field team. " + "The numbers look fine today. " * 12
+        h.fake.add_message(text, user=(ADA, GRACE, LIN)[i % 3], thread_ts=root.ts)
+        said.append(text.strip())
+    await h.mention("Summarise the updates.", user=ADA, thread_ts=root.ts)
+    [prompt] = prompts
+    assert len(h.fake.bot_messages(CHANNEL, root.ts)) == 1
+    kept = [m["content"].split(": ", 1)[1] for m in prompt[1:-1]]
+    assert kept and kept == said[-len(kept):], "the newest messages, each one whole"
+    assert len(kept) < len(said) and "older messages not shown" in prompt[0]["content"]
+    ids = h.engine._backend.encode_chat(prompt)
+    assert len(ids) + 20 <= 2048

@@ -2,7 +2,8 @@
 
 Slack events become chat-layer calls (adapters.chat), and the chat layer's messages go back
 through the Web API:
-- an @mention starts a thread on that message (or continues the thread it was posted in); later
+- an @mention starts a thread on that message (or continues the thread it was posted in: a
+  thread Parley joins midway is read with conversations.replies first, as context); later
   messages in a thread Parley is part of continue it without a mention; DMs are one conversation
   per DM (a thread inside a DM is its own conversation);
 - answers stream into a placeholder with chat.update, within Slack's edit rate, in mrkdwn;
@@ -34,6 +35,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat.answering import stream_answer
+from adapters.chat.context import read_earlier
 from adapters.chat.ingest import ingest_shared_file, unsupported_text
 from adapters.chat.memory import open_thread_memory
 from adapters.chat.streaming import EditBudget, StreamingReply
@@ -42,6 +44,7 @@ from adapters.slack.commands import register_commands
 from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, SlackUsers, message_origin,
                                    share_origin, team_of)
 from adapters.slack.files import FileFetcher, shared_name, slack_document
+from adapters.slack.history import SlackHistory
 from adapters.slack.markup import SLACK, mentions, slack_to_plain
 from engine.config import Config
 from engine.types import ChatRequest, Conversation
@@ -93,6 +96,7 @@ class SlackAdapter:
         self.tasks = TaskSet("slack")
         self.locks = KeyedLocks()
         self.users = SlackUsers(self.client)
+        self.history = SlackHistory(self.client, self.users)
         self.files = FileFetcher(bot_token, self.api_url, config.knowledge.max_file_mb)
         self.bot_user_id = ""
         self._edit_budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
@@ -280,6 +284,8 @@ class SlackAdapter:
                               files: list[tuple[dict, tuple[bool, asyncio.Future]]]) -> None:
         async with self.locks.lock(origin.where.session_key):
             user = await self.users.get(origin.user_id)
+            # A thread Parley joins midway is read first: what people said there is the question's context.
+            joining = answer and origin.in_thread and await self.memory.thread(origin.where.session_key) is None
             if origin.reply_thread_ts is not None and (answer or any(owner for _, (owner, _) in files)):
                 await self.memory.mark(origin.where.session_key, origin.where.workspace, origin.channel)
             for file, (owner, done) in files:
@@ -292,15 +298,20 @@ class SlackAdapter:
                 elif answer:
                     await asyncio.wait([done], timeout=600)
             if answer and (text or not files):
-                await self._answer(origin, user, text)
+                await self._answer(origin, user, text, joining)
 
     # ---- answers and files -------------------------------------------------------------------
 
     def _thread(self, origin: Origin) -> SlackThread:
         return SlackThread(self.client, origin.channel, origin.reply_thread_ts)
 
-    async def _answer(self, origin: Origin, user, text: str) -> None:
-        request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.ts)
+    async def _answer(self, origin: Origin, user, text: str, joining: bool = False) -> None:
+        earlier = ()
+        if joining and origin.reply_thread_ts:
+            earlier = await read_earlier(
+                self.history.reader(origin.channel, origin.reply_thread_ts, origin.ts, self.bot_user_id),
+                self.config.sessions.thread_context_messages, origin.where.session_key)
+        request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.ts, earlier=earlier)
         reply = StreamingReply(self._thread(origin), interval_s=self.config.slack.stream_interval_s,
                                limit=MESSAGE_LIMIT, soft_limit=MESSAGE_SOFT_LIMIT, render=SLACK.render,
                                budget=self._edit_budget(origin.where.workspace))
