@@ -99,11 +99,20 @@ class Engine:
         self.limiter = RateLimiter.from_config(self.config.limits)
         self.sessions = await asyncio.to_thread(open_session_store, self.config)  # sqlite or redis
         self.channels = await asyncio.to_thread(open_channel_settings, self.config)  # sqlite or redis
-        if self.config.knowledge.enabled:
-            from engine.knowledge import KnowledgeBase
 
-            self.knowledge = await asyncio.to_thread(KnowledgeBase, self.config.knowledge, data)
-        self._backend = await self._create_backend(self.config.model(self.config.default_model))
+        async def open_knowledge() -> None:
+            if self.config.knowledge.enabled:
+                from engine.knowledge import KnowledgeBase
+
+                self.knowledge = await asyncio.to_thread(KnowledgeBase, self.config.knowledge, data,
+                                                         load_embedder=False)
+
+        # Chroma opens while the model loads; the embedder loads after the model (two threads
+        # importing transformers at once break its lazy imports) and while the first answers run.
+        _, self._backend = await asyncio.gather(
+            open_knowledge(), self._create_backend(self.config.model(self.config.default_model)))
+        if self.knowledge is not None:
+            self.knowledge.load_embedder_in_background()
         await self._start_operations()
         self._state = "ready"
         log.info("engine ready", extra={"model": self.config.default_model})

@@ -8,13 +8,13 @@ wait for a time slice. Measured on 2 cores with one core busy elsewhere: a 16-ro
 
 So the governor runs on all the cores and now and then times one step on a single thread,
 against the step just before it with the same rows: whichever was faster becomes the count.
-A probe comes after 32 steps or 8 seconds, whichever is first; one that loses waits twice as
+A probe comes after 8 steps or 2 seconds, whichever is first; one that loses waits twice as
 long before the next (up to 1,024 steps or 16 s), so on an idle machine probing costs under 2%
 and a busy spell is noticed within 16 s even when it makes every step slow.
 """
 from __future__ import annotations
 
-PROBE_FIRST = 32  # steps between probes after a change
+PROBE_FIRST = 8  # steps between probes after a change (a short answer is a few dozen)
 PROBE_LAST = 1024  # the longest wait between probes
 SECONDS_PER_STEP = 0.25  # ...or this many seconds per step of the wait, whichever comes first,
 MAX_WAIT_S = 16.0  # and never more than this many seconds

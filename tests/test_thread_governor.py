@@ -28,7 +28,8 @@ def test_a_busy_neighbour_moves_to_one_thread_within_seconds_and_back_when_it_le
     governor = ThreadGovernor(2)
     run(governor, 100, {2: 0.06, 1: 0.11}.get)
     busy = run(governor, 20, {2: 1.5, 1: 0.12}.get)  # every 2-thread step stalls
-    assert governor.current == 1 and busy[-5:] == [1] * 5  # noticed after ~8 s, not 32 slow steps
+    assert governor.current == 1  # noticed within seconds, not after dozens of slow steps
+    assert busy[-10:].count(2) <= 2, busy  # then only the occasional probe stalls
     quiet = run(governor, 200, {2: 0.06, 1: 0.11}.get)
     assert governor.current == 2 and quiet[-10:] == [2] * 10
 

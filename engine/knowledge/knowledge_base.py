@@ -60,7 +60,12 @@ class KnowledgeBase:
         self._search_ms_total = 0.0
         self._ingests = 0
         if load_embedder:
-            self.embedder  # noqa: B018 - load now, not at the first question
+            self.load_embedder_in_background()
+
+    def load_embedder_in_background(self) -> None:
+        """Load the embedder now, not at the first question, but on a thread of its own: a restart
+        answers plain questions at once (the 90 MB model takes ~4 s); a search waits for it."""
+        threading.Thread(target=lambda: self.embedder, name="load-embedder", daemon=True).start()
 
     @property
     def embedder(self) -> Embedder:
@@ -199,6 +204,8 @@ class KnowledgeBase:
     def search_sync(self, where: Conversation, query: str, k: int | None, workspace_wide: bool) -> list[Passage]:
         started = time.perf_counter()
         k = k or self.config.top_k
+        if self._embedder is None and self.store.counts()[1] == 0:
+            return []  # no documents at all: nothing to wait for while the embedder loads
         vector = self.embedder.encode_query(query)
         hits = self.store.search(vector, where, workspace_wide, k * _CANDIDATE_FACTOR)
         live = self.store.live_versions([m["doc_id"] for _, _, m, _ in hits])
