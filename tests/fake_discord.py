@@ -400,6 +400,7 @@ class FakeDiscord:
             (r"/applications/(\d+)/commands", "PUT", self._sync_commands),
             (r"/channels/(\d+)", "GET", self._get_channel),
             (r"/channels/(\d+)/messages", "POST", self._create_message),
+            (r"/channels/(\d+)/messages", "GET", self._channel_history),
             (r"/channels/(\d+)/messages/(\d+)", "PATCH", self._edit_message),
             (r"/channels/(\d+)/messages/(\d+)", "DELETE", self._delete_message),
             (r"/channels/(\d+)/messages/(\d+)/threads", "POST", self._start_thread),
@@ -451,6 +452,16 @@ class FakeDiscord:
         payload = self.message_payload(msg, guild_id=gid)
         await self.dispatch("MESSAGE_CREATE", payload)  # Discord echoes the bot's own messages
         return _json(payload)
+
+    def _channel_history(self, body, cid: str, query: dict | None = None) -> web.Response:
+        """A channel's messages before `before`, newest first, at most `limit` (as Discord pages them)."""
+        if query is None:  # this request's query string, as recorded
+            query = next(c.query for c in reversed(self.calls) if c.method == "GET"
+                         and c.path == f"/channels/{cid}/messages")
+        before, limit = int(query.get("before") or 1 << 63), int(query.get("limit") or 50)
+        found = sorted((m for m in self.messages.values() if m.channel_id == int(cid) and not m.deleted
+                        and m.id < before), key=lambda m: m.id, reverse=True)[:limit]
+        return _json([self.message_payload(m, guild_id=self._guild_of(int(cid))) for m in found])
 
     async def _edit_message(self, body, cid: str, mid: str) -> web.Response:
         msg = self.messages.get(int(mid))

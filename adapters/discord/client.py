@@ -4,7 +4,8 @@ Discord events become chat-layer calls (adapters.chat), and the chat layer's mes
 through discord.py:
 - a mention in a channel opens a thread on that message (named from the question) and answers
   there; later messages in a thread Parley opened continue it without a mention; a mention in
-  any other thread is answered in it; a DM channel is one conversation;
+  any other thread is answered in it, with the thread's earlier messages read first as context;
+  a DM channel is one conversation;
 - answers stream into a placeholder, edited at most once per discord.stream_interval_s
   (discord.py waits out 429s), continuing in further messages past 2000 characters;
 - document attachments on a message Parley answers are ingested for the channel (a thread's
@@ -28,16 +29,18 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.chat.answering import stream_answer
+from adapters.chat.context import read_earlier
 from adapters.chat.ingest import SharedFile, ingest_shared_file, is_document, unsupported_text
 from adapters.chat.memory import open_thread_memory
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.discord.access import DISCORD_API_URL, DmAccess, api_base, invite_url, parley_intents
 from adapters.discord.commands import register_commands
+from adapters.discord.history import thread_reader
 from adapters.discord.text import DISCORD, question_text, thread_name
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
-from engine.types import ChatRequest, Conversation, User
+from engine.types import ChatRequest, Conversation, ThreadMessage, User
 
 if TYPE_CHECKING:  # the engine object is handed in; importing it here would pull the model code in
     from engine.core import Engine
@@ -283,7 +286,11 @@ class DiscordAdapter(discord.Client):
             await self.memory.mark(str(thread_id), guild, parent)  # keep it alive while people talk in it
         origin = _Origin(Conversation("discord", guild, parent, str(thread_id)), _Target(message.channel),
                          str(message.id))
-        await self._handle(message, origin)
+        earlier = ()
+        if not ours:  # a thread somebody else opened: what was said there before is the question's context
+            earlier = await read_earlier(thread_reader(message.channel, message, self.user.id),
+                                         self.config.sessions.thread_context_messages, origin.where.session_key)
+        await self._handle(message, origin, earlier=earlier)
 
     async def _in_channel(self, message: discord.Message) -> None:
         """A mention in a channel: open a thread on the message and answer there."""
@@ -308,7 +315,8 @@ class DiscordAdapter(discord.Client):
                              str(message.id))
         await self._handle(message, origin, question)
 
-    async def _handle(self, message: discord.Message, origin: _Origin, question: str | None = None) -> None:
+    async def _handle(self, message: discord.Message, origin: _Origin, question: str | None = None,
+                      earlier: tuple[ThreadMessage, ...] = ()) -> None:
         question = self._question(message) if question is None else question
         async with self.locks.lock(origin.where.session_key):
             user = self.user_of(message.author)
@@ -320,7 +328,8 @@ class DiscordAdapter(discord.Client):
             if skipped:
                 await origin.target.post(unsupported_text(skipped, DISCORD))
             if question:
-                request = ChatRequest(where=origin.where, user=user, text=question, message_id=origin.message_id)
+                request = ChatRequest(where=origin.where, user=user, text=question, message_id=origin.message_id,
+                                      earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
                                        limit=MESSAGE_LIMIT, soft_limit=MESSAGE_SOFT_LIMIT, budget=self._edit_budget)
                 await stream_answer(self.engine, request, reply, DISCORD)
