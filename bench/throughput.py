@@ -243,24 +243,29 @@ def main(argv: list[str] | None = None) -> dict:
     print("scheduler:", json.dumps(result["scheduler"]), flush=True)
 
     if not args.skip_baseline:
-        subset = requests[:args.baseline_limit] if args.baseline_limit else requests
-        base_timings, base_wall = run_baseline(seed_model, subset, threads)
-        base = summarise(base_timings, subset, base_wall)
-        if args.baseline_limit and args.baseline_limit < len(requests):
-            # Only part was timed: its rate stands for the whole; queueing latencies would not.
-            for key in ("ttft_p50_s", "ttft_p95_s"):
-                base[key] = None
-            base["estimated_from"] = len(subset)
-        result["baseline"] = base
-        print("seed's way:", json.dumps(base), flush=True)
-        result["ratio"] = round(result["scheduler"]["tokens_per_s"] / base["tokens_per_s"], 2)
-        print(f"ratio: {result['ratio']}x  (scheduler {result['scheduler']['tokens_per_s']} tok/s vs "
-              f"{base['tokens_per_s']} tok/s; scheduler TTFT p50 {result['scheduler']['ttft_p50_s']} s, "
-              f"p95 {result['scheduler']['ttft_p95_s']} s; between tokens p50 "
-              f"{result['scheduler']['between_tokens_p50_s'] * 1000:.0f} ms)")
+        compare_with_seed(result, seed_model, requests, args, threads)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
+
+
+def compare_with_seed(result: dict, seed_model, requests: list[Request], args, threads: int) -> None:
+    """The seed's way on the same users (or the first --baseline-limit of them), and the ratio."""
+    subset = requests[:args.baseline_limit] if args.baseline_limit else requests
+    base_timings, base_wall = run_baseline(seed_model, subset, threads)
+    base = summarise(base_timings, subset, base_wall)
+    if args.baseline_limit and args.baseline_limit < len(requests):
+        # Only part was timed: its rate stands for the whole; queueing latencies would not.
+        for key in ("ttft_p50_s", "ttft_p95_s"):
+            base[key] = None
+        base["estimated_from"] = len(subset)
+    result["baseline"] = base
+    print("seed's way:", json.dumps(base), flush=True)
+    result["ratio"] = round(result["scheduler"]["tokens_per_s"] / base["tokens_per_s"], 2)
+    print(f"ratio: {result['ratio']}x  (scheduler {result['scheduler']['tokens_per_s']} tok/s vs "
+          f"{base['tokens_per_s']} tok/s; scheduler TTFT p50 {result['scheduler']['ttft_p50_s']} s, "
+          f"p95 {result['scheduler']['ttft_p95_s']} s; between tokens p50 "
+          f"{result['scheduler']['between_tokens_p50_s'] * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ def memory_figures() -> dict:
     return figures
 
 
+def _queue_line(sched: dict) -> str:
+    return (f"*Queue* {sched.get('running', 0)} running (max {sched.get('max_batch', '?')}), "
+            f"{sched.get('queued', 0)} waiting; {sched.get('tokens_in_flight', 0):,} of "
+            f"{sched.get('max_tokens_in_flight', 0):,} tokens in flight" + _runtime(sched))
+
+
 def _runtime(sched: dict) -> str:
     """"; llama.cpp on 2 of 2 threads, 2,931 prompt tokens from the prefix cache" (llama.cpp only)."""
     if sched.get("executor") != "llama.cpp":
@@ -85,9 +91,7 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
         f"*Latency* first token p50 {_seconds(s['ttft_p50_s'])} / p95 {_seconds(s['ttft_p95_s'])}; "
         f"answer p50 {_seconds(s['latency_p50_s'])} / p95 {_seconds(s['latency_p95_s'])}")
     if sched:
-        lines.append(f"*Queue* {sched.get('running', 0)} running (max {sched.get('max_batch', '?')}), "
-                     f"{sched.get('queued', 0)} waiting; {sched.get('tokens_in_flight', 0):,} of "
-                     f"{sched.get('max_tokens_in_flight', 0):,} tokens in flight" + _runtime(sched))
+        lines.append(_queue_line(sched))
     lines.append(f"*Sessions* {sessions_active} active in the last day")
     mem = f"*Memory* RSS {_mib(memory['rss_bytes'])}"
     if "cuda_allocated_bytes" in memory:

@@ -31,8 +31,7 @@ from engine.executor import Executor
 from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.sampling import RowSampler, SeenTokens, choose_tokens
 
-__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler",
-           "Executor"]
+__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
 
 log = logging.getLogger(__name__)
 
