@@ -77,10 +77,8 @@ class LlamaCppExecutor:
         window = model.context_window
         # KV cells for the running requests; cached prefixes live in what they leave free. Capped
         # at a quarter of the free memory (a 1.7B model's cache is 196 KB a token in f16).
-        # KV cells for the running requests; cached prefixes live in what they leave free. Capped
-        # at a quarter of the free memory (a 1.7B model's cache is 196 KB a token in f16).
         affordable = int(KV_MEMORY_SHARE * available_memory() / max(1, self._bytes_per_token()))
-        self._n_ctx = max(window, min(max_tokens, max_batch * window, affordable)) // 256 * 256
+        self._n_ctx = -(-max(window, min(max_tokens, max_batch * window, affordable)) // 256) * 256
         self.max_tokens = self._n_ctx
         self.max_rows = max_batch
         self._n_seq = min(LLAMA_MAX_SEQ, max_batch + max(1, int(CACHED_SHARE * max_batch)))
