@@ -193,9 +193,10 @@ async def test_thread_reply_continues_with_history_even_after_restart(discord_fa
     await h.fake.dispatch("THREAD_CREATE", {**h.fake.channels[user_thread], "newly_created": True})
     await h.say(user_thread, "ada", "Sure")
     assert not h.fake.bot_messages(user_thread)
-    # ...but a mention there is answered in that thread, with the parent channel's scope.
+    # ...but a mention there is answered in that thread, with the parent channel's scope, and the
+    # thread's earlier "Sure" read as context (a turn of the conversation).
     await h.say(user_thread, "ada", "What day is it today?", mention=True)
-    assert len(h.fake.bot_messages(user_thread)) == 1 and h.turns(user_thread) == 2
+    assert len(h.fake.bot_messages(user_thread)) == 1 and h.turns(user_thread) == 3
 
     # A restart (new client, same data) still knows the thread is Parley's, even when Discord
     # no longer sends it with the guild (an idle thread is not in GUILD_CREATE).
