@@ -4,13 +4,11 @@ The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the w
 waiting requests (FIFO, within max_batch, max_tokens_in_flight and a prompt-token budget per
 step), has the executor prefill the newcomers, which join the running batch, then runs one decode
 step that advances every running request by one token. A request leaves at a stop token, its
-max_new_tokens, or a cancel; the others never notice, and nobody waits for someone else's long
-answer. Executors: engine/torch_executor.py (a transformers model; CUDA and CPU) and
-engine/llama_cpp.py (a GGUF computed on its quantised weights by llama.cpp; CPU).
-
-Sampling is the scheduler's: the executor hands back next-token logits, and every row's settings
-are applied to the whole batch at once (engine/sampling.py). Events cross to the event loop
-through each request's GenerationHandle (engine/generation.py).
+max_new_tokens, or a cancel; the others never notice.
+Executors: engine/torch_executor.py (transformers; CUDA and CPU), engine/llama_executor.py (a
+GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
+next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
+Events cross to the event loop through each request's GenerationHandle (generation.py).
 """
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 import torch
 
 from engine.config import SchedulerConfig
@@ -29,6 +26,7 @@ from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
 from engine.executor import Executor
 from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
+from engine.requests import ScheduledRequest, SchedulerStats
 from engine.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
@@ -40,40 +38,6 @@ log = logging.getLogger(__name__)
 # a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
-
-
-@dataclass(eq=False)
-class _Request:
-    id: int
-    prompt: list[int]
-    params: SamplingParams
-    max_new: int  # max_new_tokens clipped to the context window
-    handle: GenerationHandle
-    submitted: float
-    reported_ahead: int | None = None
-    sampler: RowSampler | None = None
-    detok: IncrementalDetokenizer | None = None
-    generated: int = 0  # tokens sampled, the stop token included
-    first_token_s: float = 0.0
-    last_token: int = 0  # fed to the next decode step
-
-    @property
-    def budget(self) -> int:
-        return len(self.prompt) + self.max_new
-
-
-@dataclass
-class _Stats:
-    tokens_generated: int = 0
-    prompt_tokens: int = 0
-    requests_finished: int = 0
-    requests_cancelled: int = 0
-    requests_failed: int = 0
-    busy_seconds: float = 0.0
-    decode_steps: int = 0
-    decode_rows: int = 0
-    prefill_seconds: float = 0.0
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class GenerationScheduler:
@@ -91,15 +55,15 @@ class GenerationScheduler:
         self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
-        self._queue: collections.deque[_Request] = collections.deque()
-        self._running: list[_Request] = []  # row order of the batch
+        self._queue: collections.deque[ScheduledRequest] = collections.deque()
+        self._running: list[ScheduledRequest] = []  # row order of the batch
         self._starting = 0  # admitted, being prefilled
         self._closing = False
         self._cancel_all = False
         self._dead: str | None = None  # the worker died: refuse new work instead of queueing forever
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
-        self._stats = _Stats()
+        self._stats = SchedulerStats()
         self._seen = SeenTokens(self._exec.vocab_size, self._device)  # for repetition penalties
         self._stop_tensor = torch.tensor(sorted(loaded.stop_token_ids), dtype=torch.long, device=self._device)
 
@@ -125,7 +89,7 @@ class GenerationScheduler:
             if len(self._queue) - free >= self._config.max_queue:
                 raise ParleyError(ErrorCode.QUEUE_FULL)
             handle = GenerationHandle(loop, self._wake)
-            request = _Request(id=next(self._ids), prompt=list(prompt_ids), params=params,
+            request = ScheduledRequest(id=next(self._ids), prompt=list(prompt_ids), params=params,
                                max_new=max(1, min(params.max_new_tokens, window - len(prompt_ids))),
                                handle=handle, submitted=time.perf_counter())
             if len(self._queue) >= free:  # it will wait: say so at once
@@ -158,25 +122,15 @@ class GenerationScheduler:
 
     def snapshot(self) -> dict:
         with self._cond:
-            s = self._stats
-            running = len(self._running)
             return {
                 "queued": len(self._queue),
-                "running": running,
+                "running": len(self._running),
                 "max_batch": self._max_batch,
                 "max_queue": self._config.max_queue,
                 "tokens_in_flight": sum(r.budget for r in self._running),
                 "max_tokens_in_flight": self._max_tokens,
                 "prefill_budget": self._prefill_budget,
-                "tokens_generated": s.tokens_generated,
-                "prompt_tokens": s.prompt_tokens,
-                "requests_finished": s.requests_finished,
-                "requests_cancelled": s.requests_cancelled,
-                "requests_failed": s.requests_failed,
-                "busy_seconds": round(s.busy_seconds, 3),
-                "prefill_seconds": round(s.prefill_seconds, 3),
-                "decode_steps": s.decode_steps,
-                "mean_batch": round(s.decode_rows / s.decode_steps, 2) if s.decode_steps else 0.0,
+                **self._stats.figures(),
                 "kv_cache_bytes": self._exec.cache_bytes(),
                 **self._exec.describe(),
                 "worker_alive": bool(self._thread and self._thread.is_alive()),
@@ -225,14 +179,15 @@ class GenerationScheduler:
         for r in cancelled:
             self._finish(r, "cancelled")
         if newcomers:
-            self._prefill(newcomers)
+            valid = self._validated(newcomers)
+            self._prefill(valid, self._exec.prefill_groups([r.prompt for r in valid]))
         if self._running:
             self._decode_step()
         return True
 
-    def _admit(self) -> list[_Request]:
+    def _admit(self) -> list[ScheduledRequest]:
         """Waiting requests that may start now, first come first served (caller holds the lock)."""
-        admitted: list[_Request] = []
+        admitted: list[ScheduledRequest] = []
         in_flight = sum(r.budget for r in self._running)
         while self._queue and not self._cancel_all:
             r = self._queue[0]
@@ -254,23 +209,28 @@ class GenerationScheduler:
                 r.reported_ahead = ahead
                 r.handle._emit(GenQueued(ahead))
 
-    def _prefill(self, newcomers: list[_Request]) -> None:
-        """Prefill the newcomers in the executor's groups, each group joining the batch."""
+    def _validated(self, newcomers: list[ScheduledRequest]) -> list[ScheduledRequest]:
+        """The newcomers whose token ids the model has; the others fail here, alone: on a GPU an
+        id outside the vocabulary is a device-side assert that poisons the whole process."""
         valid = []
-        for r in newcomers:  # an id outside the vocabulary would fail on the device (a CUDA assert
-            if all(0 <= t < self._exec.vocab_size for t in r.prompt):  # poisons the whole process)
+        for r in newcomers:
+            if all(0 <= t < self._exec.vocab_size for t in r.prompt):
                 valid.append(r)
             else:
                 self._failed_step([r], ValueError("token id outside the vocabulary"), "validate")
         with self._cond:
             self._starting -= len(newcomers) - len(valid)
-        for group in self._exec.prefill_groups([r.prompt for r in valid]):
+        return valid
+
+    def _prefill(self, valid: list[ScheduledRequest], groups: list[list[int]]) -> None:
+        """Prefill the newcomers in the executor's groups, each group joining the batch."""
+        for group in groups:
             members = [valid[i] for i in group]
             self._prefill_group(members)
             with self._cond:
                 self._starting -= len(members)
 
-    def _prefill_group(self, newcomers: list[_Request]) -> None:
+    def _prefill_group(self, newcomers: list[ScheduledRequest]) -> None:
         started = time.perf_counter()
         failure: Exception | None = None
         try:
@@ -321,7 +281,7 @@ class GenerationScheduler:
                 self._stats.decode_rows += len(rows)
         self._advance(rows, tokens)
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Request], seen: torch.Tensor | None) -> torch.Tensor:
+    def _choose(self, logits: torch.Tensor, rows: list[ScheduledRequest], seen: torch.Tensor | None) -> torch.Tensor:
         suppress = None
         if any(r.generated < r.params.min_new_tokens for r in rows):
             suppress = torch.tensor([r.generated < r.params.min_new_tokens for r in rows], device=logits.device)
@@ -330,10 +290,10 @@ class GenerationScheduler:
             seen[torch.arange(len(rows), device=seen.device), tokens] = True
         return tokens
 
-    def _advance(self, rows: list[_Request], tokens: torch.Tensor) -> None:
+    def _advance(self, rows: list[ScheduledRequest], tokens: torch.Tensor) -> None:
         """Record each row's new token, stream its text, and drop the rows that are done."""
         now = time.perf_counter()
-        done: list[tuple[_Request, str]] = []
+        done: list[tuple[ScheduledRequest, str]] = []
         for r, token in zip(rows, tokens.tolist()):
             r.last_token = token
             r.generated += 1
@@ -364,7 +324,7 @@ class GenerationScheduler:
         self._exec.keep(keep)
         self._seen.keep(keep, [r.params for r in self._running])
 
-    def _finish(self, r: _Request, reason: str) -> None:
+    def _finish(self, r: ScheduledRequest, reason: str) -> None:
         if reason != "cancelled" and r.detok is not None:
             rest = r.detok.finish()
             if rest:
@@ -379,7 +339,7 @@ class GenerationScheduler:
         log.debug("generation finished", extra={"request": r.id, "reason": reason, "prompt_tokens": len(r.prompt),
                                                "completion_tokens": completion, "seconds": round(total, 3)})
 
-    def _failed_step(self, rows: list[_Request], exc: BaseException, stage: str) -> None:
+    def _failed_step(self, rows: list[ScheduledRequest], exc: BaseException, stage: str) -> None:
         reference = new_reference()
         log.exception("generation step failed", extra={"stage": stage, "reference": reference,
                                                        "rows": len(rows), "model": self._loaded.name})
@@ -393,7 +353,7 @@ class GenerationScheduler:
         self._seen.clear()
         self._exec.clear()
 
-    def _fail(self, rows: list[_Request], reference: str, exc: BaseException) -> None:
+    def _fail(self, rows: list[ScheduledRequest], reference: str, exc: BaseException) -> None:
         with self._cond:
             self._stats.requests_failed += len(rows)
         for r in rows:

@@ -95,26 +95,27 @@ def test_configured_needs_the_mode_credentials():
     assert slack_configured({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, http)
 
 
-def paced(engine, seconds_per_delta: float) -> None:
-    """Text reaches the adapter no faster than one delta per `seconds_per_delta`, so a test of
-    streaming sees the same answer streamed however fast the runtime writes it (CPU or GPU)."""
-    from engine.types import TextDelta
+def paced(monkeypatch, model, seconds_per_step: float) -> None:
+    """Each decode step of the model's runtime takes at least `seconds_per_step`, so a test of
+    streaming sees the answer streamed however fast the runtime writes it (CPU or GPU)."""
+    executor = type(model.executor(1, 1, 1))
+    for name in ("decode", "step"):
+        real = getattr(executor, name, None)
+        if real is None:
+            continue
 
-    answer = engine.answer
+        def slower(self, *args, _real=real, **kwargs):
+            time.sleep(seconds_per_step)  # on the scheduler's worker thread
+            return _real(self, *args, **kwargs)
 
-    async def slower(request):
-        async for event in answer(request):
-            if isinstance(event, TextDelta):
-                await asyncio.sleep(seconds_per_delta)
-            yield event
-
-    engine.answer = slower
+        monkeypatch.setattr(executor, name, slower)
 
 
-async def test_mention_is_answered_in_its_thread_with_streamed_updates(slack_factory, caplog):
+async def test_mention_is_answered_in_its_thread_with_streamed_updates(slack_factory, caplog, monkeypatch,
+                                                                      loaded_model):
     caplog.set_level(logging.DEBUG)
+    paced(monkeypatch, loaded_model, 0.05)  # 20 tokens over a second: several edits at one per 0.2 s
     h = await slack_factory()
-    paced(h.engine, 0.05)  # 20 tokens over a second: several edits at one per 0.2 s
     _, ts = await h.mention("Write three sentences about the sea.", user=ADA)
 
     replies = h.fake.bot_messages(CHANNEL, ts)

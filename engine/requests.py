@@ -1,0 +1,60 @@
+"""What the generation scheduler keeps about each request, and its counters."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from engine.detokenize import IncrementalDetokenizer
+from engine.generation import GenerationHandle, SamplingParams
+from engine.sampling import RowSampler
+
+
+@dataclass(eq=False)
+class ScheduledRequest:
+    """A request as the scheduler tracks it, from submit to its last token."""
+
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    max_new: int  # max_new_tokens clipped to the context window
+    handle: GenerationHandle
+    submitted: float
+    reported_ahead: int | None = None
+    sampler: RowSampler | None = None
+    detok: IncrementalDetokenizer | None = None
+    generated: int = 0  # tokens sampled, the stop token included
+    first_token_s: float = 0.0
+    last_token: int = 0  # fed to the next decode step
+
+    @property
+    def budget(self) -> int:
+        return len(self.prompt) + self.max_new
+
+
+@dataclass
+class SchedulerStats:
+    """The scheduler's counters (its snapshot)."""
+
+    tokens_generated: int = 0
+    prompt_tokens: int = 0
+    requests_finished: int = 0
+    requests_cancelled: int = 0
+    requests_failed: int = 0
+    busy_seconds: float = 0.0
+    decode_steps: int = 0
+    decode_rows: int = 0
+    prefill_seconds: float = 0.0
+    started_at: float = field(default_factory=time.monotonic)
+
+    def figures(self) -> dict:
+        return {
+            "tokens_generated": self.tokens_generated,
+            "prompt_tokens": self.prompt_tokens,
+            "requests_finished": self.requests_finished,
+            "requests_cancelled": self.requests_cancelled,
+            "requests_failed": self.requests_failed,
+            "busy_seconds": round(self.busy_seconds, 3),
+            "prefill_seconds": round(self.prefill_seconds, 3),
+            "decode_steps": self.decode_steps,
+            "mean_batch": round(self.decode_rows / self.decode_steps, 2) if self.decode_steps else 0.0,
+        }
