@@ -18,6 +18,7 @@ import itertools
 import logging
 import threading
 import time
+
 import torch
 
 from engine.config import SchedulerConfig
@@ -51,7 +52,8 @@ class GenerationScheduler:
                                                config.max_tokens_in_flight)
         self._device = self._exec.device
         cuda = self._device.type == "cuda"
-        self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._exec.max_rows or 1 << 30)
+        self._row_limit = self._exec.max_rows or 1 << 30  # what the executor's cache can hold
+        self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._row_limit)
         self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
@@ -117,7 +119,7 @@ class GenerationScheduler:
         """Limit the batch (the memory monitor lowers it under pressure). Running rows above the new
         limit finish normally; no new row joins until the batch is below it."""
         with self._cond:
-            self._max_batch = min(max(1, int(n)), self._exec.max_rows or 1 << 30)
+            self._max_batch = min(max(1, int(n)), self._row_limit)
             self._cond.notify()
 
     def snapshot(self) -> dict:
@@ -217,7 +219,10 @@ class GenerationScheduler:
             if all(0 <= t < self._exec.vocab_size for t in r.prompt):
                 valid.append(r)
             else:
-                self._failed_step([r], ValueError("token id outside the vocabulary"), "validate")
+                reference = new_reference()
+                log.warning("token id outside the vocabulary", extra={"reference": reference,
+                                                                       "model": self._loaded.name})
+                self._fail([r], reference, ValueError("token id outside the vocabulary"))
         with self._cond:
             self._starting -= len(newcomers) - len(valid)
         return valid
