@@ -69,8 +69,7 @@ class LlamaCppExecutor:
         self._ll = llama_cpp
         self._model = model
         self.device = torch.device("cpu")
-        self._vocab_ptr = llama_cpp.llama_model_get_vocab(model.handle)
-        self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(self._vocab_ptr))
+        self.vocab_size = int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model.handle)))
         self._threads = threads
         self._governor = ThreadGovernor(threads)
         self._applied_threads = threads

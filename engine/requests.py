@@ -1,8 +1,7 @@
 """What the generation scheduler keeps about each request, and its counters."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.detokenize import IncrementalDetokenizer
 from engine.generation import GenerationHandle, SamplingParams
@@ -44,7 +43,6 @@ class SchedulerStats:
     decode_steps: int = 0
     decode_rows: int = 0
     prefill_seconds: float = 0.0
-    started_at: float = field(default_factory=time.monotonic)
 
     def figures(self) -> dict:
         return {
