@@ -21,7 +21,7 @@ from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
 from engine.prompting import plan_prompt
 from engine.sessions import Turn, missed_turns
-from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Source, TextDelta
+from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Reading, Source, TextDelta
 
 if TYPE_CHECKING:
     from engine.backends import Backend
@@ -45,6 +45,11 @@ class Prepared:
     quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
 
 
+def user_key(request: ChatRequest) -> str:
+    """Whose usage a request counts as: one person in one workspace."""
+    return f"{request.where.platform}/{request.where.workspace}/{request.user.id}"
+
+
 class AnswerPipeline:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -53,6 +58,8 @@ class AnswerPipeline:
         """Queued*, TextDelta*, then AnswerDone or AnswerFailed (see Engine.answer)."""
         engine = self.engine
         engine.stats_counters.record_request()
+        usage_key = user_key(request)
+        engine.stats_counters.record_question(usage_key)
         started = time.perf_counter()
         try:
             await engine.admit(request.where, request.user, "answer")
@@ -68,8 +75,12 @@ class AnswerPipeline:
             yield TextDelta(prepared.reply)
             await self._remember(request, prepared.reply, prepared)
             yield AnswerDone(text=prepared.reply, finish_reason="not_found", prompt_tokens=0,
-                             completion_tokens=0, history_dropped=prepared.dropped)
+                             completion_tokens=0, history_dropped=prepared.dropped,
+                             model=prepared.backend.config.name, latency_s=time.perf_counter() - started)
             return
+
+        if prepared.passages:  # the model reads these first: a platform can say so while it waits
+            yield Reading(tuple(dict.fromkeys(p.file for p in prepared.passages)))
 
         if prepared.passages and engine.knowledge is not None:
             prepared.quoting = asyncio.create_task(engine.knowledge.quote(topic_of(request.text), prepared.passages))
@@ -104,11 +115,13 @@ class AnswerPipeline:
         engine.stats_counters.record_answer(
             prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
             first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
+        engine.stats_counters.record_user_tokens(usage_key, finished.prompt_tokens + finished.completion_tokens)
         if text:
             await self._remember(request, text, prepared)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
                          completion_tokens=finished.completion_tokens, sources=await self._sources(request, prepared),
-                         history_dropped=prepared.dropped)
+                         history_dropped=prepared.dropped, model=prepared.backend.config.name,
+                         latency_s=time.perf_counter() - started)
 
     async def _submit(self, request: ChatRequest) -> tuple[Prepared, GenerationHandle | None]:
         """Plan the request and hand it to its model's backend (no handle: answered without it)."""
@@ -142,9 +155,11 @@ class AnswerPipeline:
         backend = await engine.backend_for(settings["model"])
         found = Retrieval()
         if engine.knowledge is not None:
-            found = await retrieve(engine.knowledge, request.where, request.text, count_tokens=backend.count_tokens,
+            scope = settings["scope"] if request.documents is None else \
+                (await engine.channel_settings(request.documents)).scope  # the viewed channel's own scope
+            found = await retrieve(engine.knowledge, request.scope, request.text, count_tokens=backend.count_tokens,
                                    budget_tokens=engine.config.knowledge.context_tokens,
-                                   workspace_wide=settings["scope"] == "workspace")
+                                   workspace_wide=scope == "workspace")
         if found.not_found:
             return Prepared(backend, [], None, [], 0, settings, reply=found.not_found, missed=missed)
         generation = backend.config.generation

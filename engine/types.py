@@ -67,6 +67,13 @@ class ChatRequest:
     # The thread's earlier messages, oldest first, read when Parley joins a thread it did not
     # start (or missed messages in one it holds); merged into the session's history by message id.
     earlier: tuple[ThreadMessage, ...] = ()
+    # Whose documents the answer may use, when not `where`'s channel: Slack's assistant panel
+    # answers in a DM thread from the channel the user is viewing.
+    documents: Conversation | None = None
+
+    @property
+    def scope(self) -> Conversation:
+        return self.documents or self.where
 
 
 # ---- what Engine.answer() yields -------------------------------------------------------------
@@ -76,6 +83,13 @@ class Queued:
     """The request waits for a slot; `ahead` requests are before it."""
 
     ahead: int
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Passages of these documents were found for the answer, which the model now reads."""
+
+    files: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,8 @@ class AnswerDone:
     completion_tokens: int
     sources: tuple[Source, ...] = ()
     history_dropped: int = 0  # turns of the thread that no longer fit and were summarised
+    model: str = ""  # the model that wrote it
+    latency_s: float = 0.0  # from the question to the whole answer
 
 
 @dataclass(frozen=True)
@@ -122,7 +138,7 @@ class AnswerFailed:
         return f"{self.message} ({self.code.value}, ref {self.reference})"
 
 
-AnswerEvent = Union[Queued, TextDelta, AnswerDone, AnswerFailed]
+AnswerEvent = Union[Queued, Reading, TextDelta, AnswerDone, AnswerFailed]
 
 
 # ---- admin -----------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""Document commands and forgetting deleted files, written once for every platform.
+
+`/llm-docs` lists the documents a channel's questions can use (its own, and with the channel's
+`scope workspace` those of every channel of the workspace, marked); `/llm-docs forget NAME`
+removes one (its sharer or an admin: the engine decides); `/llm-docs cancel NAME` stops an
+ingest in progress (its sharer or an admin).
+
+SharedDocuments remembers which shared file (and which message carrying it) became which
+document, so that deleting the file or the message forgets the document too. It remembers the
+content's hash and the sharer, and forgets a document only while it is still that upload: a newer
+version shared by somebody else stays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from adapters.chat.ingest import SharedFile
+from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.formats import SUPPORTED
+from engine.types import Conversation, DocumentInfo, User
+
+if TYPE_CHECKING:
+    from adapters.chat.commands import Wording
+    from adapters.chat.records import Records
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+DOCS_USAGE = ("Usage:\n"
+              "/llm-docs                list the documents this channel can use\n"
+              "/llm-docs forget NAME    remove a document (whoever shared it, or an admin)\n"
+              "/llm-docs cancel NAME    stop indexing a document (whoever shared it, or an admin)")
+
+
+@dataclass(frozen=True)
+class DocRef:
+    """Which document a shared file became: its channel, name, content hash and sharer."""
+
+    platform: str
+    workspace: str
+    channel: str
+    filename: str
+    sha256: str
+    sharer: str
+
+    @property
+    def scope(self) -> Conversation:
+        return Conversation(self.platform, self.workspace, self.channel, "")
+
+
+def parse_docs_args(args: str) -> tuple[str, str]:
+    """("list" | "forget" | "cancel" | "help", NAME)."""
+    words = args.strip().split(None, 1)
+    if not words or words[0].lower() in ("list", "ls"):
+        return "list", ""
+    action = words[0].lower()
+    name = (words[1] if len(words) > 1 else "").strip().strip("`'\"“”‘’").strip()
+    if action in ("forget", "remove", "delete", "rm"):
+        return ("forget", name) if name else ("help", "")
+    if action in ("cancel", "stop"):
+        return ("cancel", name) if name else ("help", "")
+    return "help", ""
+
+
+async def llm_docs(engine: Engine, where: Conversation, user: User, args: str, wording: Wording) -> str:
+    """`/llm-docs [forget NAME | cancel NAME]`: Markdown for the one who asked."""
+    action, name = parse_docs_args(args)
+    if action == "help":
+        return "\n```\n" + DOCS_USAGE + "\n```"
+    scope = Conversation(where.platform, where.workspace, where.channel, "")
+    if action == "forget":
+        return await forget_command(engine, scope, user, name)
+    if action == "cancel":
+        return await cancel_command(engine, scope, user, name)
+    settings = await engine.channel_settings(scope)
+    wide = settings.scope == "workspace"
+    docs = await engine.list_documents(scope, workspace_wide=wide)
+    return await documents_text(docs, scope, wide, wording)
+
+
+async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bool, wording: Wording) -> str:
+    if not docs:
+        place = "this workspace" if wide else "this channel"
+        return f"No documents in {place} yet. Share a {SUPPORTED} file here and I'll index it."
+    head = f"**Documents this channel can use** ({len(docs)}" + (", workspace-wide" if wide else "") + ")"
+    lines = [head]
+    for doc in docs:
+        pages = f"{doc.pages} page{'s' if doc.pages != 1 else ''}, " if doc.pages else ""
+        who = await _name_of(doc.uploader, wording)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
+        line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{doc.chunks} chunks"
+                f" — shared by {who}, {when}")
+        if doc.channel and doc.channel != where.channel:
+            line += " — *workspace-wide, from another channel*"
+        lines.append(line)
+    lines.append("Forget one with `/llm-docs forget NAME` (whoever shared it, or an admin).")
+    return "\n".join(lines)
+
+
+async def _name_of(user_id: str, wording: Wording) -> str:
+    people = getattr(wording, "people", None)
+    if people is None or not user_id:
+        return user_id or "someone"
+    try:
+        return await people(user_id) or user_id
+    except Exception:  # noqa: BLE001 - a name is a nicety; the id still says who
+        log.debug("display name unavailable", extra={"user": user_id}, exc_info=True)
+        return user_id
+
+
+async def forget_command(engine: Engine, where: Conversation, user: User, name: str) -> str:
+    shown = f"`{name.replace('`', '')}`"
+    try:
+        removed = await engine.delete_document(where, name, user)
+    except ParleyError as exc:
+        if exc.code is not ErrorCode.FORBIDDEN:
+            raise
+        log.info("document forget refused", extra={"user": user.id, "file": name, "scope": where.session_key})
+        return (f"Sorry, only the person who shared {shown} or an admin can remove it. "
+                "Ask them, or an admin, to run `/llm-docs forget` for you.")
+    log.info("document forgotten", extra={"user": user.id, "file": name, "scope": where.session_key})
+    return f"Forgot {shown} ({removed} chunks): questions here no longer use it."
+
+
+async def cancel_command(engine: Engine, where: Conversation, user: User, name: str) -> str:
+    shown = f"`{name.replace('`', '')}`"
+    cancel = getattr(engine, "cancel_ingest", None)
+    if cancel is None:
+        return "Cancelling an ingest is not available on this server yet."
+    try:
+        cancelled = await cancel(where, name, user)
+    except ParleyError as exc:
+        if exc.code is not ErrorCode.FORBIDDEN:
+            raise
+        return f"Sorry, only the person who shared {shown} or an admin can cancel its indexing."
+    if not cancelled:
+        return f"Nothing named {shown} is being indexed in this channel."
+    log.info("ingest cancelled", extra={"user": user.id, "file": name, "scope": where.session_key})
+    return f"Stopped indexing {shown}; nothing of it was kept."
+
+
+class SharedDocuments:
+    """Which shared files became which documents, kept in `records` under the platform's keys
+    (a file id, a message id): deleting either forgets the document."""
+
+    def __init__(self, engine: Engine, records: Records):
+        self.engine = engine
+        self.records = records
+
+    def watch(self, file: SharedFile, where: Conversation, user: User, keys: list[str]) -> SharedFile:
+        """`file`, recording under `keys` what it becomes once downloaded (its hash, its sharer)."""
+        download = file.download
+
+        async def recorded() -> bytes:
+            data = await download()
+            from engine.knowledge.knowledge_base import clean_filename
+
+            ref = DocRef(where.platform, where.workspace, where.channel, clean_filename(file.name),
+                         hashlib.sha256(data).hexdigest(), user.id)
+            for key in keys:
+                known = await self.records.get(key) or ()
+                await self.records.put(key, tuple(r for r in known if r.filename != ref.filename) + (ref,))
+            return data
+
+        return dataclasses.replace(file, download=recorded)
+
+    async def forget(self, key: str) -> list[str]:
+        """Forget the documents recorded under `key` (the file or message went); their names."""
+        refs = await self.records.pop(key) or ()
+        forgotten = []
+        for ref in refs:
+            try:
+                if await self._forget(ref):
+                    forgotten.append(ref.filename)
+            except ParleyError as exc:
+                log.warning("could not forget a deleted file's document",
+                            extra={"file": ref.filename, "code": exc.code.value, "ref": exc.reference})
+        return forgotten
+
+    async def _forget(self, ref: DocRef) -> bool:
+        docs = await self.engine.list_documents(ref.scope, workspace_wide=False)
+        doc = next((d for d in docs if d.filename == ref.filename), None)
+        if doc is None or doc.sha256 != ref.sha256 or doc.uploader != ref.sharer:
+            return False  # gone already, or replaced since by another upload: that one stays
+        # The platform told us the sharer's file (or its message) was deleted: Slack and Discord
+        # let only the sharer or a moderator do that, so it is forgotten in the sharer's name.
+        removed = await self.engine.delete_document(ref.scope, ref.filename, User(ref.sharer))
+        log.info("deleted file's document forgotten", extra={"file": ref.filename, "scope": ref.scope.session_key,
+                                                             "chunks": removed})
+        return True

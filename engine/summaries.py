@@ -1,0 +1,179 @@
+"""Summaries of a conversation, platform-free: messages in, a short list of points out.
+
+The messages ("Ana: the launch moved to Tuesday") are packed into parts that fit the model's
+context window with the instructions and the answer; each part is summarised on its own, and
+when there was more than one, their points are combined the same way (in as many rounds as it
+takes) into one list. Sampling is greedy and the instructions forbid adding anything: a summary
+says what was said, by whom. No messages, no model call.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from engine.errors import ErrorCode, ParleyError
+from engine.generation import GenText, SamplingParams
+from engine.prompting import MESSAGE_OVERHEAD, speaker_label
+from engine.types import Conversation, SaidMessage, Summary, SummaryProgress, User
+
+if TYPE_CHECKING:
+    from engine.backends import Backend
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS = 8
+SUMMARY_TOKENS = 200  # the most a part's (or the final) summary may take
+MAX_ROUNDS = 4  # combining rounds before giving up on shrinking further
+CONCURRENT_PARTS = 4  # parts summarised at once (the scheduler batches them)
+SUMMARISE = ("You summarise a chat conversation. Write at most {n} short bullet points, each on its own line "
+             "starting with '- ' and naming who said it (for example '- Ana: the launch moved to Tuesday'). "
+             "Use only what the messages say; never add anything.")
+COMBINE = ("You combine partial summaries of one chat conversation into one list. Write at most {n} short "
+           "bullet points, each on its own line starting with '- ' and keeping the names of who said it. "
+           "Use only what the partial summaries say; never add anything.")
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*")
+
+
+def said_line(message: SaidMessage) -> str:
+    """One message as the model reads it: "Ana: …", or a placeholder as it is."""
+    text = " ".join(message.text.split())
+    name = speaker_label(message.speaker)
+    return f"{name}: {text}" if name else text
+
+
+def points_of(text: str, limit: int = MAX_POINTS) -> tuple[str, ...]:
+    """The model's answer as points: one per non-empty line, bullets and numbering removed,
+    short heading lines ("Summary:") dropped."""
+    points = []
+    for line in text.splitlines():
+        point = _BULLET.sub("", line).strip()
+        if point and (not point.endswith(":") or len(point) > 40):
+            points.append(point)
+    return tuple(points[:limit])
+
+
+def speakers_of(messages: Sequence[SaidMessage]) -> tuple[str, ...]:
+    """Who spoke, most messages first."""
+    counts = Counter(m.speaker for m in messages if m.speaker)
+    return tuple(name for name, _ in counts.most_common())
+
+
+def _cut(line: str, budget: int, count: Callable[[str], int]) -> str:
+    """A line too long for any part, cut at a word to fit, marked as cut."""
+    words = line.split(" ")
+    while len(words) > 1 and count(" ".join(words) + " …") + 1 > budget:
+        words = words[: max(1, len(words) * 3 // 4)]
+    return " ".join(words) + " …"
+
+
+class Summariser:
+    """One summary on one backend: packs, generates, combines; counts its model calls."""
+
+    def __init__(self, backend: Backend, progress: SummaryProgress | None = None):
+        self.backend = backend
+        self.progress = progress
+        cfg = backend.config
+        self.max_new = min(SUMMARY_TOKENS, cfg.generation.max_new_tokens, max(32, cfg.context_window // 4))
+        self.params = SamplingParams.from_defaults(cfg.generation, temperature=0.0, max_new_tokens=self.max_new)
+        self.calls = 0
+
+    def pack(self, lines: Sequence[str], instructions: str) -> list[list[str]]:
+        """Consecutive lines in parts that fit the window with `instructions` and the answer.
+        Blocking: it tokenises."""
+        count = self.backend.count_tokens
+        budget = (self.backend.config.context_window - count(instructions) - self.max_new
+                  - 4 * MESSAGE_OVERHEAD - 16)
+        if budget < 64:
+            raise ParleyError(ErrorCode.CONTEXT_TOO_LONG, "The model's context window is too small to summarise in.")
+        parts: list[list[str]] = [[]]
+        used = 0
+        for line in lines:
+            cost = count(line) + 1
+            if cost > budget:
+                line = _cut(line, budget, count)
+                cost = count(line) + 1
+            if parts[-1] and used + cost > budget:
+                parts.append([])
+                used = 0
+            parts[-1].append(line)
+            used += cost
+        return [p for p in parts if p]
+
+    async def generate(self, instructions: str, lines: Sequence[str]) -> str:
+        """One model call: `lines` summarised under `instructions`."""
+        messages = [{"role": "system", "content": instructions}, {"role": "user", "content": "\n".join(lines)}]
+        prompt = await asyncio.to_thread(self.backend.encode_chat, messages)
+        self.calls += 1
+        out: list[str] = []
+        async for event in self.backend.submit(prompt, self.params):
+            if isinstance(event, GenText):
+                out.append(event.text)
+        return "".join(out).strip()
+
+    async def summarise_parts(self, parts: list[list[str]], instructions: str, report: bool) -> list[str]:
+        """Each part's summary, in order; with `report`, progress is told as parts finish."""
+        gate = asyncio.Semaphore(CONCURRENT_PARTS)
+        done = 0
+
+        async def one(part: list[str]) -> str:
+            nonlocal done
+            async with gate:
+                text = await self.generate(instructions, part)
+            done += 1
+            if report:
+                await self._report(done, len(parts))
+            return text
+
+        return list(await asyncio.gather(*(one(p) for p in parts)))
+
+    async def _report(self, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        try:
+            result = self.progress(done, total)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - a failing progress display must not fail the summary
+            log.warning("summary progress callback failed", exc_info=True)
+
+    async def run(self, messages: Sequence[SaidMessage]) -> tuple[str, int]:
+        """The final text, and how many parts the messages were first summarised in."""
+        instructions = SUMMARISE.format(n=MAX_POINTS)
+        parts = await asyncio.to_thread(self.pack, [said_line(m) for m in messages], instructions)
+        first = len(parts)
+        if first > 1:
+            await self._report(0, first)
+        texts = await self.summarise_parts(parts, instructions, report=first > 1)
+        combine = COMBINE.format(n=MAX_POINTS)
+        for _ in range(MAX_ROUNDS):
+            if len(texts) == 1:
+                break
+            points = [f"- {p}" for text in texts for p in points_of(text, limit=MAX_POINTS * 2)]
+            parts = await asyncio.to_thread(self.pack, points, combine)
+            texts = await self.summarise_parts(parts, combine, report=False)
+        return "\n".join(texts), first
+
+
+async def summarize(engine: Engine, where: Conversation, user: User, messages: Sequence[SaidMessage],
+                    progress: SummaryProgress | None = None) -> Summary:
+    """Summarise `messages` (oldest first) with the model of `where`'s channel."""
+    said = [m for m in messages if m.text.strip()]
+    if not said:
+        return Summary(points=(), messages=0, speakers=(), parts=0, model_calls=0)
+    if engine.state != "ready":
+        raise ParleyError(ErrorCode.MODEL_NOT_READY if engine.state == "new" else ErrorCode.SHUTTING_DOWN)
+    await engine.admit(where, user, "answer")
+    settings = await engine.channel_settings(where)
+    summariser = Summariser(await engine.backend_for(settings.model), progress)
+    text, parts = await summariser.run(said)
+    points = points_of(text)
+    log.info("summarised", extra={"session": where.session_key, "user": user.id, "messages": len(said),
+                                  "parts": parts, "model_calls": summariser.calls, "points": len(points)})
+    return Summary(points=points, messages=len(said), speakers=speakers_of(said), parts=parts,
+                   model_calls=summariser.calls)
