@@ -219,3 +219,29 @@ class DocumentInfo:
     uploaded_at: float
     sha256: str
     channel: str = ""
+
+
+# ---- summaries -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SaidMessage:
+    """One message to summarise, as a platform read it: who said it (a display name, or a
+    placeholder's own wording with an empty speaker) and what."""
+
+    speaker: str
+    text: str
+    at: float = 0.0  # epoch seconds, when known
+
+
+SummaryProgress = Callable[[int, int], Union[Awaitable[None], None]]  # (parts done, parts in all)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What Engine.summarize made: short points, and how (for the reply's header and the logs)."""
+
+    points: tuple[str, ...]
+    messages: int  # messages read
+    speakers: tuple[str, ...]  # who spoke, most messages first
+    parts: int  # how many parts the messages were summarised in (1: at once)
+    model_calls: int

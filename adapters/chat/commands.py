@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from adapters.chat.documents import llm_docs
 from adapters.chat.markup import Markup
 from engine.errors import ParleyError
 from engine.types import Conversation, User
@@ -29,6 +30,7 @@ class Wording:
     admins: str = "workspace admins"  # who may switch the model, besides Parley's config
     model_usage: str = "/llm-model NAME"  # how to name a model when switching
     not_served: str = "Parley is not enabled for this workspace."
+    people: Callable[[str], Awaitable[str]] | None = None  # a user id's display name (/llm-docs)
 
 
 Command = Callable[["Engine", Conversation, User, str, Wording], Awaitable[str]]
@@ -82,7 +84,8 @@ def usage_as_code(text: str) -> str:
     return (head.strip() + "\n" if head.strip() else "\n") + "```\nUsage:" + usage.replace("```", "").rstrip() + "\n```"
 
 
-COMMANDS: dict[str, Command] = {"llm-stats": llm_stats, "llm-model": llm_model, "llm-config": llm_config}
+COMMANDS: dict[str, Command] = {"llm-stats": llm_stats, "llm-model": llm_model, "llm-config": llm_config,
+                                "llm-docs": llm_docs}
 
 
 async def run_command(name: str, engine: Engine, where: Conversation | None, user: User, args: str,
