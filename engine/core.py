@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Sequence
 
 from engine.backends import Backend, LocalBackend, load_local_model
 from engine.answering import AnswerPipeline
@@ -36,6 +36,8 @@ from engine.types import (
     StatsReport,
     User,
 )
+
+from engine.types import SaidMessage, Summary, SummaryProgress  # Engine.summarize
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class Engine:
         self._state = "new"  # new -> ready -> stopping -> stopped
         self.sessions: SessionStore | None = None
         self.channels: ChannelSettingsStore | None = None
+        self.feedback = None  # engine.feedback.FeedbackBook: 👍/👎 on answers, from start()
         self.knowledge = None  # engine.knowledge.KnowledgeBase when enabled
         self.stats_counters = EngineStats()
         self.limiter = None  # engine.limits.RateLimiter, from start()
@@ -99,6 +102,9 @@ class Engine:
         self.limiter = RateLimiter.from_config(self.config.limits)
         self.sessions = await asyncio.to_thread(open_session_store, self.config)  # sqlite or redis
         self.channels = await asyncio.to_thread(open_channel_settings, self.config)  # sqlite or redis
+        from engine.feedback import open_feedback
+
+        self.feedback = await asyncio.to_thread(open_feedback, self.config)  # sqlite or redis
 
         async def open_knowledge() -> None:
             if self.config.knowledge.enabled:
@@ -142,6 +148,8 @@ class Engine:
             await asyncio.to_thread(self.sessions.close)
         if self.channels is not None:
             await asyncio.to_thread(self.channels.close)
+        if self.feedback is not None:
+            await self.feedback.close()
         self._state = "stopped"
         log.info("engine stopped")
 
@@ -344,6 +352,13 @@ class Engine:
 
         return await build_stats_report(self, where)
 
+    @_reported("stats")
+    async def summary(self, where: Conversation, user: User) -> StatsReport:
+        """What anyone may see of the figures: the live model, the queue, their own usage and limits."""
+        from engine.report import build_user_summary
+
+        return await build_user_summary(self, where, user)
+
     # ---- documents ---------------------------------------------------------------------------
 
     def _require_knowledge(self):
@@ -362,8 +377,17 @@ class Engine:
         return result
 
     @_reported("list_documents")
-    async def list_documents(self, where: Conversation) -> list[DocumentInfo]:
-        return await self._require_knowledge().list_documents(where)
+    async def list_documents(self, where: Conversation, workspace_wide: bool | None = None) -> list[DocumentInfo]:
+        """The documents of `where`'s channel (or of its workspace: `workspace_wide`, else the config's default)."""
+        return await self._require_knowledge().list_documents(where, workspace_wide=workspace_wide)
+
+    @_reported("summarize")
+    async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
+                        progress: SummaryProgress | None = None) -> Summary:
+        """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py)."""
+        from engine.summaries import summarize
+
+        return await summarize(self, where, user, messages, progress)
 
     @_reported("delete_document")
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:
