@@ -8,7 +8,7 @@ ARGS   ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test test-fast bench bench-peer clean-venv
+.PHONY: install run test test-fast test-gpu bench bench-peer bench-gpu clean-venv
 
 LLAMA_CPP_VERSION := 0.3.36
 
@@ -52,6 +52,20 @@ bench: install
 
 bench-peer: install
 	@$(PY) bench/peer.py $(ARGS)
+
+# On a machine with a CUDA GPU (an offline one: tools/gpu/prepare.sh). The tests of the scheduler's
+# mechanics run on the GPU too; bench-gpu prints Parley beside transformers' own batching.
+NEED_GPU = @$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'this needs a CUDA GPU; none is visible')"
+
+test-gpu: install
+	$(NEED_GPU)
+	@$(PY) -m pytest -q tests/test_gpu.py tests/test_scheduler.py tests/test_device_fault.py $(ARGS)
+
+bench-gpu: install
+	$(NEED_GPU)
+	@$(PY) bench/throughput.py --users 64 --device cuda --baseline-limit 16
+	@$(PY) bench/gpu_peers.py --requests 256 --new 128
+	@$(PY) bench/gpu_peers.py --requests 64 --new 128 --shape 8b --ways parley,static
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from engine.config import ModelConfig, SchedulerConfig
@@ -46,12 +47,21 @@ class LocalBackend:
     """A local model (engine/models.py: GGUFModel or LoadedModel) owned by a continuous-batching
     scheduler thread."""
 
-    def __init__(self, loaded, scheduler_config: SchedulerConfig):
+    def __init__(self, loaded, scheduler_config: SchedulerConfig,
+                 on_fault: Callable[["LocalBackend", str], None] | None = None):
+        """`on_fault(backend, reference)` runs on the event loop once a device fault has stopped
+        this backend's scheduler (engine/recovery.py reloads the model)."""
         from engine.scheduler import GenerationScheduler
 
         self.loaded = loaded
         self.config = loaded.config
-        self.scheduler = GenerationScheduler(loaded, scheduler_config)
+        loop = asyncio.get_running_loop() if on_fault is not None else None
+
+        def faulted(reference: str) -> None:  # on the worker thread
+            if loop is not None:
+                loop.call_soon_threadsafe(on_fault, self, reference)
+
+        self.scheduler = GenerationScheduler(loaded, scheduler_config, on_fault=faulted)
         self.scheduler.start()
 
     def count_tokens(self, text: str) -> int:

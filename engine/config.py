@@ -102,6 +102,8 @@ class SchedulerConfig:
     max_queue: int = field(default=128, metadata=_at_least(0))  # waiting requests before QUEUE_FULL
     cuda_max_batch: int = field(default=64, metadata=_positive())  # max_batch used when the model is on a GPU
     cpu_threads: int = field(default=0, metadata=_at_least(0))  # generation threads on CPU; 0 = the cores the embedder leaves
+    # After a device fault (a CUDA device-side assert...): reload the model, or exit for a supervisor to restart
+    on_device_fault: str = field(default="reload", metadata=_choice("reload", "exit"))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from engine.channels import CONFIG_USAGE, ChannelSettings, ChannelSettingsStore,
 from engine.config import Config, ModelConfig
 from engine.cpu import embedding_threads, generation_threads
 from engine.errors import ErrorCode, ParleyError
+from engine.recovery import FaultRecovery
 from engine.redis_sessions import open_session_store
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 ModelLoader = Callable[[ModelConfig], object]  # a LoadedModel or GGUFModel (engine/backends.py)
 DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save themselves
 # Failures that are faults (logged as errors); the others are refusals (warnings).
-_FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
+_FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
 
 
 def _reported(action: str):
@@ -87,6 +88,7 @@ class Engine:
         self.maintenance = None  # engine.maintenance.Maintenance
         self.metrics = None  # engine.metrics.MetricsServer when config.metrics.enabled
         self._answers = AnswerPipeline(self)
+        self.recovery = FaultRecovery(self, config.scheduler.on_device_fault)
         self._in_flight = 0  # answer() iterators still open
         self._drained = asyncio.Event()
         self._drained.set()
@@ -128,6 +130,7 @@ class Engine:
         if self._state in ("stopping", "stopped"):
             return  # bot.py stops the engine on a signal, and again on its way out
         self._state = "stopping"
+        await self.recovery.close()
         if self.maintenance is not None:
             await self.maintenance.stop()
         backends = [b for b in (self._backend, *self._extra_backends.values()) if b is not None]
@@ -206,7 +209,20 @@ class Engine:
         knowledge = self.config.knowledge
         embed_threads = embedding_threads(knowledge.embed_threads) if knowledge.enabled else 0
         threads = generation_threads(self.config.scheduler.cpu_threads, embed_threads)
-        return LocalBackend(loaded, dataclasses.replace(self.config.scheduler, cpu_threads=threads))
+        return LocalBackend(loaded, dataclasses.replace(self.config.scheduler, cpu_threads=threads),
+                            on_fault=self.recovery.on_fault)
+
+    async def replace_backend(self, broken: Backend) -> None:
+        """Load `broken`'s model again and serve it under the same name (after a device fault)."""
+        async with self._switch_lock:
+            if self.is_retired(broken):
+                return
+            fresh = await self._create_backend(broken.config)
+            if self._backend is broken:
+                self._backend = fresh
+            else:
+                self._extra_backends = {n: fresh if b is broken else b for n, b in self._extra_backends.items()}
+        await broken.shutdown(cancel=True)
 
     @property
     def live_model(self) -> str | None:

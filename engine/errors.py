@@ -15,6 +15,7 @@ class ErrorCode(str, enum.Enum):
     MODEL_LOAD_FAILED = "MODEL_LOAD_FAILED"
     CONTEXT_TOO_LONG = "CONTEXT_TOO_LONG"
     GENERATION_FAILED = "GENERATION_FAILED"
+    MODEL_FAULT = "MODEL_FAULT"
     CANCELLED = "CANCELLED"
     QUEUE_FULL = "QUEUE_FULL"
     OVERLOADED = "OVERLOADED"
@@ -40,6 +41,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.MODEL_LOAD_FAILED: "The model could not be loaded.",
     ErrorCode.CONTEXT_TOO_LONG: "That message is too long for the model's context window. Please shorten it.",
     ErrorCode.GENERATION_FAILED: "Something went wrong while writing the answer.",
+    ErrorCode.MODEL_FAULT: "The model's device failed; I'm restarting it. Please ask again in a minute.",
     ErrorCode.CANCELLED: "The answer was cancelled.",
     ErrorCode.QUEUE_FULL: "I'm answering too many questions right now. Please try again in a minute.",
     ErrorCode.OVERLOADED: "The server is short of memory right now. Please try again shortly.",

@@ -39,3 +39,24 @@ class Executor(Protocol):
     def open(self) -> None: ...  # on the worker thread, before any work
 
     def close(self) -> None: ...  # on the worker thread, after the last work
+
+
+# Errors after which the device's state cannot be trusted: a CUDA device-side assert or an illegal
+# memory access poisons the process's CUDA context, so every later step would fail the same way.
+# (Out of memory is not one of them: the step fails, the memory is freed, the rest goes on.)
+_DEVICE_FAULT_MARKS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS",
+                       "CUDNN_STATUS", "unspecified launch failure")
+
+
+class DeviceFault(RuntimeError):
+    """An executor's own report that its device or runtime state is broken for good."""
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """Whether `exc` breaks the device for every later request (the model must be reloaded),
+    rather than failing only the rows of the step that raised it."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    if isinstance(exc, (DeviceFault, torch.AcceleratorError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _DEVICE_FAULT_MARKS)

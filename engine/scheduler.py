@@ -18,6 +18,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -25,7 +26,7 @@ from engine.config import SchedulerConfig
 from engine.cpu import cpu_count, use_threads
 from engine.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
-from engine.executor import Executor
+from engine.executor import Executor, is_device_fault
 from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.requests import ScheduledRequest, SchedulerStats
 from engine.sampling import RowSampler, SeenTokens, choose_tokens
@@ -41,12 +42,24 @@ PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
 
 
+class _DeviceFailure(Exception):
+    """A step broke the device (engine.executor.is_device_fault): the worker stops. `rows` are the
+    newcomers that were still being prefilled (in neither the queue nor the batch)."""
+
+    def __init__(self, cause: BaseException, rows: list[ScheduledRequest] | None = None):
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.rows = rows or []
+
+
 class GenerationScheduler:
     """`loaded` is a loaded model (engine/models.py or engine/llama_cpp.py): its name, context
-    window, tokenizer and stop tokens, and `executor()`, which makes the Executor that runs it."""
+    window, tokenizer and stop tokens, and `executor()`, which makes the Executor that runs it.
+    `on_fault(reference)` is called from the worker thread when a device fault has stopped it."""
 
-    def __init__(self, loaded, config: SchedulerConfig) -> None:
+    def __init__(self, loaded, config: SchedulerConfig, on_fault: Callable[[str], None] | None = None) -> None:
         self._loaded = loaded
+        self._on_fault = on_fault
         self._config = config
         self._exec: Executor = loaded.executor(config.cpu_threads or cpu_count(), config.max_batch,
                                                config.max_tokens_in_flight)
@@ -63,6 +76,7 @@ class GenerationScheduler:
         self._closing = False
         self._cancel_all = False
         self._dead: str | None = None  # the worker died: refuse new work instead of queueing forever
+        self._dead_code = ErrorCode.GENERATION_FAILED
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self._stats = SchedulerStats()
@@ -86,7 +100,7 @@ class GenerationScheduler:
             if self._closing:
                 raise ParleyError(ErrorCode.SHUTTING_DOWN)
             if self._dead:
-                raise ParleyError(ErrorCode.GENERATION_FAILED, reference=self._dead)
+                raise ParleyError(self._dead_code, reference=self._dead)
             free = max(0, self._max_batch - len(self._running) - self._starting)
             if len(self._queue) - free >= self._config.max_queue:
                 raise ParleyError(ErrorCode.QUEUE_FULL)
@@ -151,17 +165,30 @@ class GenerationScheduler:
             with torch.inference_mode():
                 while self._serve_once():
                     pass
+        except _DeviceFailure as failure:  # the device is broken: the engine reloads the model
+            self._die(failure.cause, failure.rows, ErrorCode.MODEL_FAULT)
         except BaseException as exc:  # a bug in the loop itself: fail everything, refuse new work
-            reference = new_reference()
-            log.exception("generation worker died", extra={"reference": reference, "model": self._loaded.name})
-            with self._cond:
-                self._dead = reference
-                victims = list(self._queue) + list(self._running)
-                self._queue.clear()
-            self._fail(victims, reference, exc)
-            self._drop_batch()
+            self._die(exc, [], ErrorCode.GENERATION_FAILED)
         finally:
             self._exec.close()
+
+    def _die(self, exc: BaseException, starting: list[ScheduledRequest], code: ErrorCode) -> None:
+        """Fail every request this scheduler holds and refuse new ones from now on."""
+        reference = new_reference()
+        message = "device fault: the model takes no more work" if code is ErrorCode.MODEL_FAULT \
+            else "generation worker died"
+        log.critical(message, exc_info=exc, extra={"reference": reference, "model": self._loaded.name})
+        with self._cond:
+            self._dead, self._dead_code = reference, code
+            victims = list(self._queue) + list(self._running) + starting
+            self._queue.clear()
+        self._fail(victims, reference, exc, code)
+        try:
+            self._drop_batch()
+        except Exception:  # noqa: BLE001 - a broken device may refuse even this; the state is dropped anyway
+            log.debug("could not clear the cache after the failure", exc_info=True)
+        if code is ErrorCode.MODEL_FAULT and self._on_fault is not None:
+            self._on_fault(reference)
 
     def _serve_once(self) -> bool:
         """One round: drop cancelled, admit, prefill newcomers, one decode step. False = exit."""
@@ -229,9 +256,13 @@ class GenerationScheduler:
 
     def _prefill(self, valid: list[ScheduledRequest], groups: list[list[int]]) -> None:
         """Prefill the newcomers in the executor's groups, each group joining the batch."""
-        for group in groups:
+        for k, group in enumerate(groups):
             members = [valid[i] for i in group]
-            self._prefill_group(members)
+            try:
+                self._prefill_group(members)
+            except _DeviceFailure as failure:  # these and the groups after them never joined
+                failure.rows = [valid[i] for later in groups[k:] for i in later]
+                raise
             with self._cond:
                 self._starting -= len(members)
 
@@ -262,6 +293,8 @@ class GenerationScheduler:
             if failure is None:
                 self._stats.prompt_tokens += sum(len(r.prompt) for r in newcomers)
         if failure is not None:
+            if is_device_fault(failure):
+                raise _DeviceFailure(failure)
             if len(newcomers) == 1:
                 self._failed_step(newcomers, failure, "prefill")
             else:  # find the one at fault: the others still get their answers
@@ -277,6 +310,8 @@ class GenerationScheduler:
             logits = self._exec.decode([r.last_token for r in rows])
             tokens = self._choose(logits, rows, self._seen.table)
         except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: fail its rows
+            if is_device_fault(exc):
+                raise _DeviceFailure(exc) from exc
             self._failed_step(rows, exc, "decode")
             return
         finally:
@@ -358,8 +393,9 @@ class GenerationScheduler:
         self._seen.clear()
         self._exec.clear()
 
-    def _fail(self, rows: list[ScheduledRequest], reference: str, exc: BaseException) -> None:
+    def _fail(self, rows: list[ScheduledRequest], reference: str, exc: BaseException,
+              code: ErrorCode = ErrorCode.GENERATION_FAILED) -> None:
         with self._cond:
             self._stats.requests_failed += len(rows)
         for r in rows:
-            r.handle._emit(ParleyError(ErrorCode.GENERATION_FAILED, reference=reference, detail=repr(exc)))
+            r.handle._emit(ParleyError(code, reference=reference, detail=repr(exc)))

@@ -136,3 +136,17 @@ def make_kb(tmp_path, embedder):
     yield build
     for kb in made:
         kb.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA; `real_weights` tests assert the real model's words, which the
+    random-weights stand-in of an offline GPU machine (tools/gpu) cannot say."""
+    import torch
+
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU (make test-gpu)")
+    random_weights = pytest.mark.skip(reason="the model has random weights here (PARLEY_RANDOM_WEIGHTS=1)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "real_weights" in item.keywords and os.environ.get("PARLEY_RANDOM_WEIGHTS") == "1":
+            item.add_marker(random_weights)
