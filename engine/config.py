@@ -144,12 +144,38 @@ class LimitsConfig:
 
 
 @dataclass
+class PromptConfig:
+    title: str  # what the button says
+    message: str  # what it asks
+
+
+def _default_prompts() -> list[PromptConfig]:
+    return [PromptConfig("What documents can you use here?",
+                         "Which documents of this channel can you use to answer me?"),
+            PromptConfig("Summarize this channel's documents",
+                         "Give me a short summary of the documents shared in this channel."),
+            PromptConfig("What can you do?", "What can you help me with, and how do I use you in Slack?")]
+
+
+@dataclass
+class AssistantConfig:
+    """Slack's assistant side panel: the greeting and the suggested prompts (at most 4 are shown)."""
+
+    greeting: str = ("Hi! I'm Parley. Ask me anything, or about the documents of the channel you are "
+                     "looking at: I answer from that channel's documents only.")
+    prompts: list[PromptConfig] = field(default_factory=_default_prompts)
+
+
+@dataclass
 class SlackConfig:
     mode: str = field(default="socket", metadata=_choice("socket", "http"))
     port: int = field(default=3000, metadata=_positive())
     path: str = "/slack/events"
     workspaces: list[str] = field(default_factory=list)  # team ids served; empty = all
     stream_interval_s: float = field(default=1.0, metadata=_at_least(0.2))
+    # chat.startStream/appendStream/stopStream where the workspace has them (else chat.update edits)
+    native_streaming: bool = True
+    assistant: AssistantConfig = field(default_factory=AssistantConfig)
 
 
 @dataclass

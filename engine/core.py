@@ -405,6 +405,11 @@ class Engine:
 
         return await summarize(self, where, user, messages, progress)
 
+    @_reported("list_documents")
+    async def workspace_documents(self, where: Conversation) -> list[DocumentInfo]:
+        """Every document of `where`'s workspace, whatever its channel (the Slack Home tab)."""
+        return await self._require_knowledge().list_documents(where, workspace_wide=True)
+
     @_reported("delete_document")
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:
         """Forget a document of this scope: its uploader or an admin may."""

@@ -91,6 +91,16 @@ def metric_families(values: dict) -> list:
         mean_ms = knowledge.get("mean_search_ms") or 0.0
         counter("search_seconds", "Total time spent in knowledge searches", searches * mean_ms / 1000)
 
+    totals = values.get("feedback_totals") or {}
+    counter("feedback_votes", "👍/👎 votes on answers, by model and rating (a changed vote counts again)", None,
+            ["model", "rating"], [([m, r], n) for (m, r), n in sorted(totals.items())])
+    ratios = [([c.model, window], share) for c in values.get("feedback") or []
+              for window, share in (("day", c.share(c.day_up, c.day_down)), ("week", c.share(c.week_up, c.week_down)))
+              if share is not None]
+    if ratios:
+        gauge("feedback_positive_ratio", "Share of positive votes per model over the last day / week", None,
+              ["model", "window"], ratios)
+
     model = values.get("model") or {}
     if values.get("model_name"):
         gauge("model_info", "The live model", None, ["model", "device"],

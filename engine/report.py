@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from engine.types import Conversation, StatsReport
+from engine.feedback import FeedbackCounts
+from engine.types import Conversation, StatsReport, User
 
 if TYPE_CHECKING:
     from engine.core import Engine
@@ -55,6 +56,50 @@ def _runtime(sched: dict) -> str:
         return ""
     return (f"; llama.cpp on {sched.get('threads')} of {sched.get('max_threads')} threads, "
             f"{sched.get('prefix_tokens_reused', 0):,} prompt tokens from the prefix cache")
+
+
+async def _feedback(engine: "Engine") -> tuple[list[FeedbackCounts], dict]:
+    book = getattr(engine, "feedback", None)
+    if book is None:
+        return [], {}
+    return await book.counts(), await book.totals()
+
+
+def _share(up: int, down: int) -> str:
+    share = FeedbackCounts.share(up, down)
+    return f"{up} 👍 / {down} 👎" + (f" ({share:.0%} positive)" if share is not None else "")
+
+
+def feedback_lines(counts: list[FeedbackCounts]) -> list[str]:
+    """"*Feedback* smollm2-135m: last day 3 👍 / 1 👎 (75% positive); last week 9 👍 / 2 👎 (82% positive)"."""
+    if not counts:
+        return ["*Feedback* none in the last week"]
+    return [f"*Feedback* {c.model}: last day {_share(c.day_up, c.day_down)}; "
+            f"last week {_share(c.week_up, c.week_down)}" for c in counts]
+
+
+def usage_line(engine: "Engine", where: Conversation, user: User) -> tuple[str, dict]:
+    """"*You today* 3 questions, 1,204 tokens; 7 of 10 questions left this minute"."""
+    usage = engine.stats_counters.user_usage(f"{where.platform}/{where.workspace}/{user.id}")
+    limits = engine.config.limits
+    exempt = limits.admins_exempt and engine.is_admin(where, user)
+    left = max(0, limits.user_per_minute - usage.last_minute)
+    headroom = "no rate limit for you (admin)" if exempt else \
+        f"{left} of {limits.user_per_minute} questions left this minute"
+    line = f"*You today* {usage.questions} questions, {usage.tokens:,} tokens; {headroom}"
+    return line, {"questions": usage.questions, "tokens": usage.tokens, "left_this_minute": None if exempt else left,
+                  "per_minute": limits.user_per_minute}
+
+
+async def build_user_summary(engine: "Engine", where: Conversation, user: User) -> StatsReport:
+    """The short /llm-stats anyone gets: the live model, the queue, their own usage and limits."""
+    sched = engine.snapshot().scheduler
+    line, usage = usage_line(engine, where, user)
+    lines = [f"*Model* {engine.live_model or 'none loaded'}",
+             f"*Queue* {sched.get('queued', 0)} waiting, {sched.get('running', 0)} being answered",
+             line, "_The full figures are for admins._"]
+    return StatsReport(lines=tuple(lines), values={"usage": usage, "queued": sched.get("queued", 0),
+                                                   "model": engine.live_model})
 
 
 async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
@@ -113,6 +158,9 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
         lines.append("*This channel* " + "; ".join(channel.render()))
     if s["errors"]:
         lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
+    feedback, totals = await _feedback(engine)
+    lines.extend(feedback_lines(feedback))
     values = {**s, "model": model, "scheduler": sched, "memory": memory, "knowledge": knowledge,
-              "sessions_active": sessions_active, "pressure": pressure}
+              "sessions_active": sessions_active, "pressure": pressure, "feedback": feedback,
+              "feedback_totals": totals}
     return StatsReport(lines=tuple(lines), values=values)

@@ -44,6 +44,27 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+MAX_USERS = 50_000  # users whose figures of the day are kept
+
+
+def _day(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
+@dataclass
+class UserUsage:
+    """One person's use of Parley today: what the Home tab and /llm-stats show them."""
+
+    day: str
+    questions: int = 0
+    tokens: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=256))  # when their last questions came
+
+    @property
+    def last_minute(self) -> int:
+        return len(self.recent)
+
+
 @dataclass
 class EngineStats:
     started_at: float = field(default_factory=time.time)
@@ -60,6 +81,7 @@ class EngineStats:
     ingested_chunks: int = 0
     first_token_hist: Histogram = field(default_factory=Histogram)
     latency_hist: Histogram = field(default_factory=Histogram)
+    usage: dict = field(default_factory=dict)  # "platform/workspace/user" -> UserUsage (today's)
     first_token_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     latency_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -67,6 +89,39 @@ class EngineStats:
     def record_request(self) -> None:
         with self._lock:
             self.requests += 1
+
+    def record_question(self, user: str, at: float | None = None) -> None:
+        """A question asked by `user` ("platform/workspace/user id"), for their own usage figures."""
+        at = time.time() if at is None else at
+        with self._lock:
+            usage = self._usage_of(user, at)
+            usage.questions += 1
+            usage.recent.append(at)
+
+    def record_user_tokens(self, user: str, tokens: int, at: float | None = None) -> None:
+        at = time.time() if at is None else at
+        with self._lock:
+            self._usage_of(user, at).tokens += tokens
+
+    def user_usage(self, user: str, at: float | None = None) -> UserUsage:
+        """`user`'s figures for today (UTC): questions, tokens, and the questions of the last minute."""
+        at = time.time() if at is None else at
+        with self._lock:
+            usage = self.usage.get(user)
+            if usage is None or usage.day != _day(at):
+                return UserUsage(_day(at))
+            return UserUsage(usage.day, usage.questions, usage.tokens,
+                             deque(t for t in usage.recent if at - t < 60))
+
+    def _usage_of(self, user: str, at: float) -> UserUsage:
+        day = _day(at)
+        usage = self.usage.get(user)
+        if usage is None or usage.day != day:
+            if len(self.usage) >= MAX_USERS:  # yesterday's figures go first
+                for key in [k for k, u in self.usage.items() if u.day != day][: MAX_USERS // 2] or [next(iter(self.usage))]:
+                    del self.usage[key]
+            usage = self.usage[user] = UserUsage(day)
+        return usage
 
     def record_answer(self, *, prompt_tokens: int, completion_tokens: int, first_token_s: float | None,
                       total_s: float, cancelled: bool) -> None:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from adapters.chat.feedback import FeedbackTag, register_answer
 from adapters.chat.markup import Markup, final_text, queued_text
 from engine.errors import ErrorCode, ParleyError
-from engine.types import AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, Queued, TextDelta
+from engine.types import AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, Queued, Reading, TextDelta
 
 if TYPE_CHECKING:  # the engine object is handed in; importing it would pull the model code into the adapters
     from engine.core import Engine
@@ -29,6 +31,30 @@ PRIVATE_CODES = {ErrorCode.RATE_LIMITED, ErrorCode.QUEUE_FULL, ErrorCode.OVERLOA
                  ErrorCode.SHUTTING_DOWN, ErrorCode.INVALID_REQUEST, ErrorCode.CONTEXT_TOO_LONG}
 
 Private = Callable[[str], Awaitable[None]]  # tells only the asker
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an answer stands before its first words, for a platform's own status indicator
+    (Slack's "is thinking…" under the thread): thinking, reading documents, or queued."""
+
+    kind: str  # "thinking" | "reading" | "queued" | "idle" (clears it: a refusal, nothing follows)
+    files: tuple[str, ...] = ()
+    ahead: int = 0
+
+    def words(self) -> str:
+        """"is thinking…", "is reading report.pdf…", "is queued, 2 ahead…"."""
+        if self.kind == "reading":
+            names = ", ".join(self.files[:2]) + (f" and {len(self.files) - 2} more" if len(self.files) > 2 else "")
+            return f"is reading {names}…"
+        if self.kind == "queued":
+            return f"is queued, {self.ahead} ahead…" if self.ahead else "is queued, next in line…"
+        if self.kind == "idle":
+            return ""
+        return "is thinking…"
+
+
+OnProgress = Callable[[Progress], Awaitable[None]]
 
 
 class Reply(Protocol):
@@ -45,26 +71,44 @@ class Reply(Protocol):
 
     async def append(self, delta: str) -> None: ...
 
-    async def finish(self, final_text: str) -> None: ...
+    async def finish(self, final_text: str, feedback: FeedbackTag | None = None) -> None: ...
 
     async def replace(self, text: str) -> None: ...
 
     async def discard(self) -> None: ...
 
 
+@dataclass
+class _Showing:
+    """What stream_answer hands _show: the reply, its markup and the optional platform hooks."""
+
+    reply: Reply
+    markup: Markup
+    private: Private | None
+    session: str
+    progress: OnProgress | None
+    feedback: Callable[[AnswerDone], Awaitable[FeedbackTag | None]] | None
+
+
 async def stream_answer(engine: Engine, request: ChatRequest, reply: Reply, markup: Markup,
-                        private: Private | None = None) -> None:
-    """Answer `request` into `reply`; never raises but for cancellation."""
+                        private: Private | None = None, *, progress: OnProgress | None = None,
+                        feedback: bool = False) -> None:
+    """Answer `request` into `reply`; never raises but for cancellation. `progress` is told where
+    the answer stands until its first words; with `feedback`, the finished answer is put on
+    record and its last message carries the 👍 / 👎 buttons."""
     session = request.where.session_key
+    showing = _Showing(reply, markup, private, session, progress,
+                       (lambda done: register_answer(engine, request, done)) if feedback else None)
     events = engine.answer(request)
     first = asyncio.ensure_future(events.__anext__())
     log.info("answering", extra={"session": session, "user": request.user.id, "message_id": request.message_id})
     try:
+        await _progress(showing, Progress("thinking"))
         done, _ = await asyncio.wait({first}, timeout=PEEK_S)
         if not done:
             await reply.open(markup.status.format("Thinking…"))
         event = await first
-        while not await _show(event, reply, markup, private, session):
+        while not await _show(event, showing):
             event = await events.__anext__()
     except StopAsyncIteration:
         log.error("the answer stream ended without a result", extra={"session": session})
@@ -86,18 +130,41 @@ async def stream_answer(engine: Engine, request: ChatRequest, reply: Reply, mark
         await events.aclose()
 
 
-async def _show(event: AnswerEvent, reply: Reply, markup: Markup, private: Private | None, session: str) -> bool:
+async def _progress(showing: _Showing, progress: Progress) -> None:
+    """Best effort: a status indicator that fails must not fail the answer."""
+    if showing.progress is None or showing.reply.raw:
+        return
+    try:
+        await showing.progress(progress)
+    except Exception:  # noqa: BLE001
+        log.warning("status indicator failed", extra={"session": showing.session, "kind": progress.kind}, exc_info=True)
+
+
+async def _show(event: AnswerEvent, showing: _Showing) -> bool:
     """Show one engine event; True when the answer is over."""
+    reply, markup, private, session = showing.reply, showing.markup, showing.private, showing.session
     if isinstance(event, TextDelta):
         await reply.append(event.text)
     elif isinstance(event, Queued):
+        await _progress(showing, Progress("queued", ahead=event.ahead))
         await reply.status(queued_text(event.ahead, markup))
+    elif isinstance(event, Reading):
+        await _progress(showing, Progress("reading", files=event.files))
     elif isinstance(event, AnswerDone):
-        await reply.finish(final_text(event, markup))
+        tag = await showing.feedback(event) if showing.feedback is not None else None
+        # A reply that chooses how it writes as it goes (Slack: Markdown when streaming natively,
+        # mrkdwn when editing) says which before the final text is rendered.
+        choose = getattr(reply, "final_markup", None)
+        text = final_text(event, await choose() if choose is not None else markup)
+        if tag is None:
+            await reply.finish(text)
+        else:
+            await reply.finish(text, feedback=tag)
         log.info("answered", extra={"session": session, "tokens": event.completion_tokens,
                                     "messages": len(getattr(reply, "handles", ())), "edits": getattr(reply, "edits", 0)})
         return True
     elif isinstance(event, AnswerFailed):
+        await _progress(showing, Progress("idle"))
         if event.silent:  # a repeat refusal in a cool-down: no reply spam
             await reply.discard()
         elif private is not None and event.code in PRIVATE_CODES and not reply.raw:

@@ -104,7 +104,10 @@ class EditBudget:
 
 
 class MessageTarget(Protocol):
-    """Where a reply goes: a thread, a channel, a DM. `post` returns a handle for `edit`."""
+    """Where a reply goes: a thread, a channel, a DM. `post` returns a handle for `edit`.
+
+    A target that shows feedback buttons also takes `feedback=` (an adapters.chat.feedback
+    FeedbackTag) on post and edit: the buttons go on the answer's last message."""
 
     async def post(self, text: str) -> Any: ...
 
@@ -165,11 +168,12 @@ class StreamingReply:
             self._last_flush = now
             await self._try(self._sync(self._layout(self.render(self.raw.rstrip()) + self.cursor)))
 
-    async def finish(self, final_text: str) -> None:
-        """Show `final_text` (already rendered) over as many messages as it needs."""
+    async def finish(self, final_text: str, feedback: Any = None) -> None:
+        """Show `final_text` (already rendered) over as many messages as it needs; `feedback`
+        (a FeedbackTag) puts the rating buttons on the last one."""
         if self.budget is not None:
             self.budget.take()
-        await self._sync(self._layout(final_text), final=True)
+        await self._sync(self._layout(final_text), final=True, feedback=feedback)
 
     async def replace(self, text: str) -> None:
         """Show `text` alone (e.g. a failure), dropping any further messages of this reply."""
@@ -197,16 +201,17 @@ class StreamingReply:
             self._backoff_until = self.clock() + float(retry_after or self.interval_s * 2)
             log.warning("interim edit failed; will retry at the next beat", extra={"error": type(exc).__name__})
 
-    async def _sync(self, parts: list[str], final: bool = False) -> None:
+    async def _sync(self, parts: list[str], final: bool = False, feedback: Any = None) -> None:
         """Make the messages show `parts`: edit those that changed, post new ones as needed."""
         for i, text in enumerate(parts):
+            extra = {"feedback": feedback} if feedback is not None and i == len(parts) - 1 else {}
             if i < len(self.handles):
-                if self.shown[i] != text:
-                    await self.target.edit(self.handles[i], text)
+                if self.shown[i] != text or extra:
+                    await self.target.edit(self.handles[i], text, **extra)
                     self.shown[i] = text
                     self.edits += 1
             else:
-                self.handles.append(await self.target.post(text))
+                self.handles.append(await self.target.post(text, **extra))
                 self.shown.append(text)
         if final:
             while len(self.handles) > len(parts):  # a layout that shrank: drop the surplus

@@ -34,11 +34,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.chat.answering import stream_answer
 from adapters.chat.context import read_earlier
 from adapters.chat.ingest import ingest_shared_file, unsupported_text
 from adapters.chat.memory import open_thread_memory
-from adapters.chat.streaming import EditBudget, StreamingReply
+from adapters.chat.streaming import EditBudget
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.slack.commands import register_commands
 from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, SlackUsers, message_origin,
@@ -46,8 +45,9 @@ from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, Slack
 from adapters.slack.files import FileFetcher, shared_name, slack_document
 from adapters.slack.history import SlackHistory
 from adapters.slack.markup import SLACK, mentions, slack_to_plain
+from adapters.slack.replies import attach_ai_surface
 from engine.config import Config
-from engine.types import ChatRequest, Conversation
+from engine.types import Conversation
 
 if TYPE_CHECKING:  # the engine object is handed in; importing it here would pull the model code in
     from engine.core import Engine
@@ -114,12 +114,14 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.event("file_shared")(self._on_file_shared)
         register_commands(self.app, self.engine, self.tasks, self.users, self._command_scope)
+        self.replies = attach_ai_surface(self)  # assistant panel, feedback, Home tab; how answers show
         self.app.error(self._on_error)
 
     async def start(self, host: str = "0.0.0.0", port: int | None = None) -> None:
         """Check the tokens, open the memory and start receiving events (Socket Mode or HTTP)."""
         await self._preflight()
         await self.memory.open()
+        await self.replies.open()
         await self.files.open()
         if self.mode == "http":
             self.http_port = await self.start_http(host, self.config.slack.port if port is None else port)
@@ -169,6 +171,7 @@ class SlackAdapter:
         await self.tasks.close(grace_s)
         await self.memory.close()
         await self.files.close()
+        await self.replies.close()
         log.info("slack closed")
 
     async def idle(self) -> None:
@@ -311,11 +314,8 @@ class SlackAdapter:
             earlier = await read_earlier(
                 self.history.reader(origin.channel, origin.reply_thread_ts, origin.ts, self.bot_user_id),
                 self.config.sessions.thread_context_messages, origin.where.session_key)
-        request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.ts, earlier=earlier)
-        reply = StreamingReply(self._thread(origin), interval_s=self.config.slack.stream_interval_s,
-                               limit=MESSAGE_LIMIT, soft_limit=MESSAGE_SOFT_LIMIT, render=SLACK.render,
-                               budget=self._edit_budget(origin.where.workspace))
-        await stream_answer(self.engine, request, reply, SLACK, private=lambda note: self._ephemeral(origin, note))
+        # Native streaming or chat.update, the status line, a panel's documents, feedback: replies.py
+        await self.replies.answer(origin, user, text, earlier, limit=MESSAGE_LIMIT, soft_limit=MESSAGE_SOFT_LIMIT)
 
     async def _ephemeral(self, origin: Origin, text: str) -> None:
         """Tell only the asker; where Slack refuses (e.g. not in the channel), say it in the thread."""

@@ -117,6 +117,19 @@ def mentions(text: str, user_id: str) -> bool:
     return bool(user_id) and re.search(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>", text) is not None
 
 
+def markdown_text(markdown: str) -> str:
+    """Model-written Markdown as Slack's native streaming takes it (markdown_text): as it is.
+    Slack renders it as standard Markdown, where mrkdwn's control sequences (`<!channel>`,
+    `<@U…>`, `<url|label>`) are literal text: nothing written there can ping anyone. The
+    identity keeps the text of a prefix a prefix of the text of the whole, as streaming needs."""
+    return markdown
+
+
 SLACK = Markup(render=markdown_to_mrkdwn, literal=escape, status="_{}_", note="_({})_", warning=":warning: ",
                code=lambda text: f"`{escape(text)}`", sources_title="*Sources*",
                source_line="{i}. {where}{excerpt}", page=" p.{}", excerpt_chars=160)
+
+# Native streaming (chat.startStream / appendStream / stopStream) takes Markdown and Slack renders it.
+SLACK_MARKDOWN = Markup(render=markdown_text, literal=markdown_text, status="_{}_", note="_({})_", warning=":warning: ",
+                        code=lambda text: f"`{text.replace('`', chr(39))}`", sources_title="**Sources**",
+                        source_line="{i}. {where}{excerpt}", page=" p.{}", excerpt_chars=160)

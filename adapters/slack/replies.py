@@ -1,0 +1,98 @@
+"""How a Slack answer is shown: which reply streams it, its status line, its documents, its buttons.
+
+- In a thread (a channel mention, a panel thread, a DM thread) with `slack.native_streaming`:
+  NativeStreamingReply (chat.startStream / appendStream / stopStream), falling back per
+  workspace to chat.update streaming; at the top level of a DM (Slack streams replies in
+  threads only) and with native streaming off: chat.update streaming (StreamingReply).
+- In a thread, the status line under it says "is thinking…", "is reading report.pdf…",
+  "is queued, 2 ahead…" until the first words (assistant.threads.setStatus).
+- A panel thread answers from the documents of the channel the user is viewing.
+- Every finished answer carries 👍 / 👎 (adapters/slack/feedback.py).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.chat.answering import Progress, stream_answer
+from adapters.chat.streaming import EditBudget, StreamingReply
+from adapters.slack.assistant import PanelContexts, build_assistant, panel_contexts
+from adapters.slack.events import Origin
+from adapters.slack.feedback import FeedbackThread, register_feedback
+from adapters.slack.home import register_home
+from adapters.slack.markup import SLACK
+from adapters.slack.native_stream import NativeStreamingReply, StreamSupport
+from engine.types import ChatRequest, ThreadMessage, User
+
+if TYPE_CHECKING:
+    from adapters.slack.app import SlackAdapter
+    from engine.config import Config
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+
+class SlackReplies:
+    def __init__(self, engine: Engine, config: Config, client: AsyncWebClient, panels: PanelContexts,
+                 budget: Callable[[str], EditBudget], private: Callable[[Origin, str], Awaitable[None]]):
+        self.engine, self.config, self.client, self.panels = engine, config, client, panels
+        self.budget, self.private = budget, private
+        self.support = StreamSupport()
+
+    async def open(self) -> None:
+        await self.panels.open()
+
+    async def close(self) -> None:
+        await self.panels.close()
+
+    async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...], *,
+                     limit: int, soft_limit: int) -> None:
+        where = origin.where
+        documents = await self.panels.scope(where.workspace, origin.channel, origin.reply_thread_ts) \
+            if origin.is_dm else None
+        request = ChatRequest(where=where, user=user, text=text, message_id=origin.ts, earlier=earlier,
+                              documents=documents)
+        reply = self.reply(origin, limit=limit, soft_limit=soft_limit)
+        await stream_answer(self.engine, request, reply, SLACK, private=lambda note: self.private(origin, note),
+                            progress=self.progress(origin), feedback=True)
+
+    def reply(self, origin: Origin, *, limit: int, soft_limit: int) -> StreamingReply | NativeStreamingReply:
+        slack = self.config.slack
+
+        def edited() -> StreamingReply:
+            return StreamingReply(FeedbackThread(self.client, origin.channel, origin.reply_thread_ts),
+                                  interval_s=slack.stream_interval_s, limit=limit, soft_limit=soft_limit,
+                                  render=SLACK.render, budget=self.budget(origin.where.workspace))
+
+        if not (slack.native_streaming and origin.reply_thread_ts):
+            return edited()
+        return NativeStreamingReply(self.client, origin.channel, origin.reply_thread_ts,
+                                    workspace=origin.where.workspace, user_id=origin.user_id, support=self.support,
+                                    fallback=edited, interval_s=slack.stream_interval_s, limit=limit,
+                                    soft_limit=soft_limit)
+
+    def progress(self, origin: Origin) -> Callable[[Progress], Awaitable[None]] | None:
+        """The thread's status line while the answer is prepared (threads only)."""
+        thread_ts = origin.reply_thread_ts
+        if not thread_ts:
+            return None
+
+        async def set_status(progress: Progress) -> None:
+            await self.client.assistant_threads_setStatus(channel_id=origin.channel, thread_ts=thread_ts,
+                                                          status=progress.words())
+
+        return set_status
+
+
+def attach_ai_surface(adapter: SlackAdapter) -> SlackReplies:
+    """Register Slack's AI-app surface on the adapter's Bolt app (after its dedupe middleware):
+    the assistant panel, the feedback buttons and form, the Home tab; returns the answers' shower."""
+    panels = panel_contexts(adapter.config)
+    adapter.app.assistant(build_assistant(adapter.config, panels, adapter.memory, adapter._on_message))
+    register_feedback(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
+    register_home(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
+    return SlackReplies(adapter.engine, adapter.config, adapter.client, panels, adapter._edit_budget,
+                        adapter._ephemeral)

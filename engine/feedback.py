@@ -1,0 +1,192 @@
+"""Feedback on answers: 👍 / 👎 per person per answer, counted per model over the last day and week.
+
+Platform-free: an adapter registers each finished answer under an id it puts on its buttons
+(`AnswerRecord`: model, where, whether documents were used, latency), and a press names that id
+and the presser. One person has one vote per answer: pressing the same button again (or Slack
+redelivering the same press) changes nothing; pressing the other one replaces the vote. Kept where
+the other state is (data_dir/feedback.sqlite, or Redis with `sessions.backend: redis`) for
+RETAIN_DAYS; the totals behind the Prometheus counters only ever grow.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import MutableMapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import Config
+
+log = logging.getLogger(__name__)
+
+RETAIN_DAYS = 30  # answers and votes older than this are forgotten (a press on them is not counted)
+DAY_S = 86400.0
+MAX_COMMENT = 1000
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """A finished answer that can be rated."""
+
+    answer_id: str
+    platform: str
+    workspace: str
+    channel: str
+    model: str
+    documents: bool  # the answer used retrieved passages
+    latency_s: float
+    at: float
+    asker: str = ""
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    known: bool  # the answer is on record (an unknown or expired one is not counted)
+    counted: bool  # the vote changed something: False for a repeat or a replayed press
+    positive: bool
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackCounts:
+    """One model's votes over the last day and the last week."""
+
+    model: str
+    day_up: int = 0
+    day_down: int = 0
+    week_up: int = 0
+    week_down: int = 0
+
+    @staticmethod
+    def share(up: int, down: int) -> float | None:
+        return up / (up + down) if up + down else None
+
+
+class FeedbackStore:
+    """Answers, votes and running totals in three mappings (SqliteDict tables or Redis keys).
+    Blocking: FeedbackBook calls it from a worker thread."""
+
+    def __init__(self, answers: MutableMapping, votes: MutableMapping, totals: MutableMapping):
+        self._answers, self._votes, self._totals = answers, votes, totals
+        self._lock = threading.Lock()
+
+    def register(self, record: AnswerRecord) -> None:
+        self._answers[record.answer_id] = asdict(record)
+
+    def answer(self, answer_id: str) -> AnswerRecord | None:
+        data = self._answers.get(answer_id)
+        return AnswerRecord(**data) if data else None
+
+    def vote(self, answer_id: str, user: str, positive: bool, at: float) -> VoteResult:
+        record = self.answer(answer_id)
+        if record is None or at - record.at > RETAIN_DAYS * DAY_S:
+            return VoteResult(False, False, positive)
+        key = f"{answer_id}|{user}"
+        with self._lock:
+            earlier = self._votes.get(key)
+            if earlier is not None and earlier["positive"] == positive:
+                return VoteResult(True, False, positive, record.model)  # the same press again
+            self._votes[key] = {"positive": positive, "at": at, "model": record.model,
+                                "comment": earlier.get("comment", "") if earlier else ""}
+            total = f"{record.model}|{'up' if positive else 'down'}"
+            self._totals[total] = int(self._totals.get(total, 0)) + 1
+        return VoteResult(True, True, positive, record.model)
+
+    def comment(self, answer_id: str, user: str, text: str) -> bool:
+        """Keep what a 👎 presser said was wrong (their vote must be on record)."""
+        key = f"{answer_id}|{user}"
+        with self._lock:
+            vote = self._votes.get(key)
+            if vote is None:
+                return False
+            self._votes[key] = {**vote, "comment": text.strip()[:MAX_COMMENT]}
+        return True
+
+    def counts(self, now: float) -> list[FeedbackCounts]:
+        by_model: dict[str, list[int]] = {}
+        for vote in list(self._votes.values()):
+            age = now - float(vote["at"])
+            if age > 7 * DAY_S:
+                continue
+            n = by_model.setdefault(vote["model"], [0, 0, 0, 0])
+            n[2 if vote["positive"] else 3] += 1
+            if age <= DAY_S:
+                n[0 if vote["positive"] else 1] += 1
+        return [FeedbackCounts(model, *n) for model, n in sorted(by_model.items())]
+
+    def totals(self) -> dict[tuple[str, str], int]:
+        """(model, "up" | "down") -> votes counted since the start of records (for Prometheus)."""
+        return {tuple(key.rsplit("|", 1)): int(n) for key, n in list(self._totals.items())}
+
+    def prune(self, now: float) -> int:
+        horizon = now - RETAIN_DAYS * DAY_S
+        stale = [k for k, v in list(self._answers.items()) if float(v["at"]) < horizon]
+        for key in stale:
+            del self._answers[key]
+        old_votes = [k for k, v in list(self._votes.items()) if float(v["at"]) < horizon]
+        for key in old_votes:
+            del self._votes[key]
+        return len(stale) + len(old_votes)
+
+    def close(self) -> None:
+        for mapping in (self._answers, self._votes, self._totals):
+            close = getattr(mapping, "close", None)
+            if close is not None:
+                close()
+
+
+class FeedbackBook:
+    """The engine's feedback, for the event loop: every store call runs in a worker thread."""
+
+    def __init__(self, store: FeedbackStore):
+        self.store = store
+
+    async def register(self, record: AnswerRecord) -> None:
+        await asyncio.to_thread(self.store.register, record)
+
+    async def vote(self, answer_id: str, user: str, positive: bool) -> VoteResult:
+        result = await asyncio.to_thread(self.store.vote, answer_id, user, positive, time.time())
+        log.info("feedback", extra={"answer": answer_id, "user": user, "positive": positive,
+                                    "counted": result.counted, "known": result.known, "model": result.model})
+        return result
+
+    async def comment(self, answer_id: str, user: str, text: str) -> bool:
+        return await asyncio.to_thread(self.store.comment, answer_id, user, text)
+
+    async def counts(self) -> list[FeedbackCounts]:
+        return await asyncio.to_thread(self.store.counts, time.time())
+
+    async def totals(self) -> dict[tuple[str, str], int]:
+        return await asyncio.to_thread(self.store.totals)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+
+def open_feedback(config: Config) -> FeedbackBook:
+    """Where config.sessions.backend keeps state (blocking: call it in a worker thread)."""
+    sessions = config.sessions
+    if sessions.backend == "redis":
+        from engine.limits import redis_url
+        from engine.redis_sessions import RedisMapping
+
+        url = redis_url(sessions.redis_url_env, "sessions")
+        prefix = sessions.redis_state_prefix + "feedback:"
+        ttl = RETAIN_DAYS * DAY_S
+        store = FeedbackStore(RedisMapping.from_url(url, prefix + "answer:", ttl),
+                              RedisMapping.from_url(url, prefix + "vote:", ttl),
+                              RedisMapping.from_url(url, prefix + "total:"))
+    else:
+        from sqlitedict import SqliteDict
+
+        path = config.data_path / "feedback.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = FeedbackStore(*(SqliteDict(str(path), tablename=t, autocommit=True)
+                                for t in ("answers", "votes", "totals")))
+        pruned = store.prune(time.time())
+        if pruned:
+            log.info("feedback pruned", extra={"records": pruned})
+    return FeedbackBook(store)
