@@ -37,7 +37,10 @@ Command = Callable[["Engine", Conversation, User, str, Wording], Awaitable[str]]
 
 
 async def llm_stats(engine: Engine, where: Conversation, user: User, args: str, wording: Wording) -> str:
-    """Model, requests, tokens, latency, queue, memory, documents, this channel's settings."""
+    """Admins: model, requests, tokens, latency, queue, memory, documents, feedback, this channel's
+    settings. Anyone else: a short private summary (live model, queue, their own usage and limits)."""
+    if not engine.is_admin(where, user):
+        return (await engine.summary(where, user)).render()
     return (await engine.stats(where)).render()
 
 
