@@ -301,8 +301,18 @@ class FakeDiscord:
         gid = self.channels.get(channel_id, {}).get("guild_id")
         return int(gid) if gid else None
 
+    async def delete(self, message_id: int) -> None:
+        """Somebody deletes a message: Discord tells the bot MESSAGE_DELETE (ids only)."""
+        msg = self.messages[message_id]
+        msg.deleted = True
+        data = {"id": str(message_id), "channel_id": str(msg.channel_id)}
+        gid = self._guild_of(msg.channel_id)
+        if gid is not None:
+            data["guild_id"] = str(gid)
+        await self.dispatch("MESSAGE_DELETE", data)
+
     async def say(self, channel_id: int, user_id: int, text: str, *, mention: bool = False,
-                  mention_role: bool = False, attachments: list[dict] = ()) -> dict:
+                  mention_role: bool = False, attachments: list[dict] = (), reply_to: int | None = None) -> dict:
         """A person posts a message (mentioning Parley when asked); returns the MESSAGE_CREATE payload."""
         gid = self._guild_of(channel_id)
         mentions = []
@@ -314,10 +324,14 @@ class FakeDiscord:
             role = next(r for r in self.guilds[gid]["roles"] if r.get("tags", {}).get("bot_id") == str(self.bot_id))
             text = f"<@&{role['id']}> {text}"
             roles.append(int(role["id"]))
-        msg = FakeMessage(self.snowflake(), channel_id, user_id, [text])
+        msg = FakeMessage(self.snowflake(), channel_id, user_id, [text], reference=reply_to)
         self.messages[msg.id] = msg
         payload = self.message_payload(msg, guild_id=gid, mentions=mentions, mention_roles=roles,
-                                       attachments=attachments)
+                                       attachments=attachments, type_=19 if reply_to else 0)
+        if reply_to:  # Discord sends the message replied to along (one level; older links by id)
+            replied = self.messages[reply_to]
+            payload["referenced_message"] = self.message_payload(replied, guild_id=gid,
+                                                                 type_=19 if replied.reference else 0)
         await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
@@ -344,6 +358,44 @@ class FakeDiscord:
             "app_permissions": "309237713920", "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
             "authorizing_integration_owners": {"0": str(gid)}, "context": 0, "attachment_size_limit": 10485760,
         })
+        return interaction
+
+    def _interaction(self, gid: int | None, channel_id: int, user_id: int, data: dict,
+                     permissions: int = 0, type_: int = 2) -> tuple[FakeInteraction, dict]:
+        interaction = FakeInteraction(self.snowflake(), "itok-" + secrets.token_hex(12))
+        self.interactions[interaction.token] = interaction
+        payload = {"id": str(interaction.id), "application_id": str(self.app_id), "type": type_, "data": data,
+                   "channel_id": str(channel_id), "channel": self.channels[channel_id], "token": interaction.token,
+                   "version": 1, "app_permissions": "309237713920", "locale": "en-US", "entitlements": [],
+                   "attachment_size_limit": 10485760}
+        if gid is None:  # in a DM: the user, no member or guild
+            payload.update(user=self.users[user_id], context=1,
+                           authorizing_integration_owners={"0": str(user_id)})
+        else:
+            member = dict(self.members[(gid, user_id)])
+            member["permissions"] = str(permissions)
+            payload.update(guild_id=str(gid), member=member, guild_locale="en-US", context=0,
+                           authorizing_integration_owners={"0": str(gid)})
+        return interaction, payload
+
+    async def slash_dm(self, channel_id: int, user_id: int, command: str) -> FakeInteraction:
+        """A person runs an application command (without options) in their DM with the bot."""
+        cmd = next(c for c in self.commands if c["name"] == command)
+        interaction, payload = self._interaction(None, channel_id, user_id,
+                                                 {"id": cmd["id"], "name": command, "type": 1, "options": []})
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def message_menu(self, gid: int, channel_id: int, user_id: int, name: str, message_id: int, *,
+                           permissions: int = 0) -> FakeInteraction:
+        """A person picks Apps → `name` on a message (a message context menu command)."""
+        cmd = next(c for c in self.commands if c["name"] == name and c.get("type") == 3)
+        target = self.messages[message_id]
+        resolved = self.message_payload(target, guild_id=self._guild_of(target.channel_id))
+        interaction, payload = self._interaction(gid, channel_id, user_id, {
+            "id": cmd["id"], "name": name, "type": 3, "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): resolved}}}, permissions)
+        await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
 
     # ---- REST --------------------------------------------------------------------------------
@@ -401,6 +453,7 @@ class FakeDiscord:
             (r"/channels/(\d+)", "GET", self._get_channel),
             (r"/channels/(\d+)/messages", "POST", self._create_message),
             (r"/channels/(\d+)/messages", "GET", self._channel_history),
+            (r"/channels/(\d+)/messages/(\d+)", "GET", self._get_message),
             (r"/channels/(\d+)/messages/(\d+)", "PATCH", self._edit_message),
             (r"/channels/(\d+)/messages/(\d+)", "DELETE", self._delete_message),
             (r"/channels/(\d+)/messages/(\d+)/threads", "POST", self._start_thread),
@@ -459,9 +512,18 @@ class FakeDiscord:
             query = next(c.query for c in reversed(self.calls) if c.method == "GET"
                          and c.path == f"/channels/{cid}/messages")
         before, limit = int(query.get("before") or 1 << 63), int(query.get("limit") or 50)
+        after = int(query.get("after") or 0)
         found = sorted((m for m in self.messages.values() if m.channel_id == int(cid) and not m.deleted
-                        and m.id < before), key=lambda m: m.id, reverse=True)[:limit]
+                        and after < m.id < before), key=lambda m: m.id, reverse=True)
+        # With `after`, Discord returns the messages right after it (still newest first).
+        found = found[-limit:] if after and "before" not in query else found[:limit]
         return _json([self.message_payload(m, guild_id=self._guild_of(int(cid))) for m in found])
+
+    def _get_message(self, body, cid: str, mid: str) -> web.Response:
+        msg = self.messages.get(int(mid))
+        if msg is None or msg.deleted or msg.channel_id != int(cid):
+            return self._error(404, "Unknown Message", 10008)
+        return _json(self.message_payload(msg, guild_id=self._guild_of(msg.channel_id)))
 
     async def _edit_message(self, body, cid: str, mid: str) -> web.Response:
         msg = self.messages.get(int(mid))

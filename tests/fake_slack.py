@@ -206,6 +206,19 @@ class FakeSlack:
                           "response_url": f"{self.base_url}/respond/{key}", "trigger_id": "1.2.3"})
         return body, key
 
+    def shortcut(self, callback_id: str, message: Message, *, user: str) -> tuple[str, str]:
+        """A message shortcut's request (form-encoded `payload`, as Slack sends interactivity) on
+        `message`, and its response_url key."""
+        key = f"r{next(_EVENT_IDS)}"
+        payload = {"type": "message_action", "callback_id": callback_id, "trigger_id": "1.2.3",
+                   "action_ts": self.next_ts(), "team": {"id": self.team_id, "domain": "fake"},
+                   "channel": {"id": message.channel, "name": "general"},
+                   "user": {"id": user, "name": user, "team_id": self.team_id},
+                   "message": message.payload(), "message_ts": message.ts,
+                   "response_url": f"{self.base_url}/respond/{key}", "api_app_id": "A0PARLEY",
+                   "token": "legacy", "is_enterprise_install": False}
+        return urlencode({"payload": json.dumps(payload)}), key
+
     def responses_for(self, key: str) -> list[dict]:
         return [r for r in self.responses if r["key"] == key]
 
@@ -319,6 +332,27 @@ class FakeSlack:
         more = start + limit < len(found)
         return {"messages": [m.payload() for m in page], "has_more": more,
                 "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def _m_conversations_history(self, p: dict) -> dict:
+        """A channel's top-level messages (thread parents with their reply_count), newest first,
+        after `oldest`, with cursor paging as Slack does it."""
+        channel, oldest = p.get("channel"), float(p.get("oldest") or 0)
+        if not str(channel or "").startswith(("C", "G", "D")):
+            raise KeyError("channel_not_found")
+        live = [m for m in self.messages.values() if m.channel == channel and not m.deleted]
+        top = sorted((m for m in live if (m.thread_ts in (None, m.ts)) and float(m.ts) > oldest),
+                     key=lambda m: float(m.ts), reverse=True)
+        start, limit = int(p.get("cursor") or 0), int(p.get("limit") or 100)
+        page = top[start:start + limit]
+        more = start + limit < len(top)
+        out = []
+        for m in page:
+            data = m.payload()
+            replies = sum(1 for r in live if r.thread_ts == m.ts and r.ts != m.ts)
+            if replies:
+                data.update(thread_ts=m.ts, reply_count=replies)
+            out.append(data)
+        return {"messages": out, "has_more": more, "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _m_users_info(self, p: dict) -> dict:
         return {"user": self.users[p.get("user")] if p.get("user") in self.users else _missing("user_not_found")}

@@ -35,8 +35,13 @@ from adapters.chat.memory import open_thread_memory
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.discord.access import DISCORD_API_URL, DmAccess, api_base, invite_url, parley_intents
-from adapters.discord.commands import register_commands
-from adapters.discord.history import thread_reader
+from adapters.chat.conversations import FRESH_TEXT, DmConversations, asks_for_fresh_start
+from adapters.chat.records import open_records
+from adapters.chat.summaries import asks_for_summary
+from adapters.discord.commands import register_commands, register_fresh_start
+from adapters.discord.documents import DiscordDocuments
+from adapters.discord.history import reply_chain_reader, thread_reader
+from adapters.discord.summaries import DiscordSummaries
 from adapters.discord.text import DISCORD, question_text, thread_name
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
@@ -108,6 +113,11 @@ class DiscordAdapter(discord.Client):
         self.tasks = TaskSet("discord")
         self.locks = KeyedLocks()
         self.dm_access = DmAccess(self)
+        self.documents = DiscordDocuments(engine, config, self.tasks)  # a deleted message forgets its files
+        self.dms = DmConversations(open_records(config, "discord", "dms"))  # /llm-new, "new" in a DM
+        self.summaries = DiscordSummaries(self, self._command_scope)
+        self.summaries.register(self.tree)
+        register_fresh_start(self.tree, self.dms, self.dm_access.allowed)
         self.invite_url = ""
         self._edit_budget = EditBudget(EDIT_RATE_PER_S, EDIT_BURST)
         self._reply_modes: dict[str, tuple[float, str]] = {}  # channel -> (checked at, "mentions" | "all")
@@ -155,6 +165,8 @@ class DiscordAdapter(discord.Client):
             await super().close()
         if first:
             await self.memory.close()
+            await self.documents.close()
+            await self.dms.records.close()
         if self._saved_hooks is not None:
             Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved_hooks
             self._saved_hooks = None
@@ -209,6 +221,12 @@ class DiscordAdapter(discord.Client):
             channels={c.id: c.name for c in (guild.channels if guild else [])})
 
     # ---- messages ----------------------------------------------------------------------------
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        self.documents.deleted([payload.message_id])  # the attachments it carried are forgotten
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        self.documents.deleted(sorted(payload.message_ids))
 
     async def on_message(self, message: discord.Message) -> None:
         """Filter without awaiting anything; decide and answer in a task of its own."""
@@ -276,7 +294,12 @@ class DiscordAdapter(discord.Client):
             log.info("dm from a user outside discord.guilds ignored", extra={"user": str(message.author.id)})
             return
         cid = str(message.channel.id)
-        origin = _Origin(Conversation("discord", "dm", cid, cid), _Target(message.channel), str(message.id))
+        base = Conversation("discord", "dm", cid, cid)
+        if not message.attachments and asks_for_fresh_start(message.content):
+            await self.dms.fresh(base, str(message.id))  # the old conversation stays until it expires
+            await message.channel.send(FRESH_TEXT)
+            return
+        origin = _Origin(await self.dms.current(base), _Target(message.channel), str(message.id))
         await self._handle(message, origin)
 
     async def _in_thread(self, message: discord.Message, thread_id: int, parent_id: int | None, ours: bool) -> None:
@@ -286,6 +309,9 @@ class DiscordAdapter(discord.Client):
             await self.memory.mark(str(thread_id), guild, parent)  # keep it alive while people talk in it
         origin = _Origin(Conversation("discord", guild, parent, str(thread_id)), _Target(message.channel),
                          str(message.id))
+        if not message.attachments and asks_for_summary(self._question(message)):
+            await self.summaries.thread(message.channel, origin.where, self.user_of(message.author), message)
+            return
         earlier = ()
         if not ours:  # a thread somebody else opened: what was said there before is the question's context
             earlier = await read_earlier(thread_reader(message.channel, message, self.user.id),
@@ -301,6 +327,15 @@ class DiscordAdapter(discord.Client):
                 await message.reply(ASK_SOMETHING, mention_author=False)
             return
         guild, channel = str(message.guild.id), str(message.channel.id)
+        if not files and self._mentioned(message) and asks_for_summary(question):
+            await self.summaries.channel_reply(message, Conversation("discord", guild, channel, str(message.id)),
+                                               self.user_of(message.author))
+            return
+        earlier = ()
+        if message.reference is not None:  # a reply: the chain of messages it answers is its context
+            earlier = await read_earlier(reply_chain_reader(message, self.user.id),
+                                         self.config.sessions.thread_context_messages,
+                                         f"discord/{guild}/{channel}/{message.id}")
         try:
             thread = await message.create_thread(name=thread_name(question or files[0]), auto_archive_duration=1440)
         except discord.HTTPException as exc:
@@ -313,7 +348,7 @@ class DiscordAdapter(discord.Client):
             await self.memory.mark(str(thread.id), guild, channel)
             origin = _Origin(Conversation("discord", guild, channel, str(thread.id)), _Target(thread),
                              str(message.id))
-        await self._handle(message, origin, question)
+        await self._handle(message, origin, question, earlier)
 
     async def _handle(self, message: discord.Message, origin: _Origin, question: str | None = None,
                       earlier: tuple[ThreadMessage, ...] = ()) -> None:
@@ -323,9 +358,11 @@ class DiscordAdapter(discord.Client):
             documents = [a for a in message.attachments if is_document(a.filename, a.content_type or "")]
             skipped = [a.filename for a in message.attachments if a not in documents]
             for attachment in documents:
-                await ingest_shared_file(self.engine, _shared(attachment), origin.where, user, origin.target,
+                shared = self.documents.watch(_shared(attachment), message, origin.where, user)
+                await ingest_shared_file(self.engine, shared, origin.where, user, origin.target,
                                          DISCORD, self.config.discord.stream_interval_s)
-            if skipped:
+            if skipped and (message.guild is None or self._mentioned(message)):
+                # Only to someone who addressed Parley; a picture posted in passing gets no reply.
                 await origin.target.post(unsupported_text(skipped, DISCORD))
             if question:
                 request = ChatRequest(where=origin.where, user=user, text=question, message_id=origin.message_id,

@@ -1,4 +1,6 @@
-"""Parley's application commands on Discord: /llm-stats, /llm-model [model], /llm-config [args].
+"""Parley's application commands on Discord: /llm-stats, /llm-model [model], /llm-config [args],
+/llm-docs [action] [name], and /llm-new (a fresh start in a DM; the one command allowed in
+DMs); /llm-summarize and the "Summarize" message menu are in adapters/discord/summaries.py.
 
 The commands themselves are adapters.chat.commands; here they are registered on discord.py's
 command tree and answered ephemerally (only whoever ran the command sees it). Discord wants an
@@ -8,6 +10,7 @@ answer to an interaction within 3 seconds: a command not done after DEFER_AFTER_
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -16,7 +19,9 @@ import discord
 from discord import app_commands
 
 from adapters.chat.commands import Wording, run_command
+from adapters.chat.conversations import FRESH_TEXT, NOT_IN_A_DM, DmConversations
 from adapters.chat.streaming import split_message
+from adapters.discord.documents import display_name
 from adapters.discord.text import DISCORD
 from engine.errors import ErrorCode, ParleyError
 from engine.types import Conversation, User
@@ -39,9 +44,12 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
     """Put the chat commands on `tree`; `scope` says where an interaction was (None: not served)."""
 
     async def run(interaction: discord.Interaction, name: str, args: str) -> None:
+        async def name_of(user_id: str) -> str:
+            return await display_name(interaction.client, interaction.guild, user_id)
+
         async def work() -> str:
             return await run_command(name, engine, await scope(interaction), user_of(interaction), args,
-                                     DISCORD, WORDING)
+                                     DISCORD, dataclasses.replace(WORDING, people=name_of))
 
         await reply(interaction, work())
 
@@ -66,6 +74,26 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
     async def llm_config(interaction: discord.Interaction, args: str | None = None) -> None:
         await run(interaction, "llm-config", args or "")
 
+    @tree.command(name="llm-docs", description="The documents this channel can use; forget or cancel one")
+    @app_commands.guild_only()
+    @app_commands.describe(action="list (default), forget a document, or cancel its indexing",
+                           name="the document's file name, for forget and cancel")
+    @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in ("list", "forget", "cancel")])
+    async def llm_docs(interaction: discord.Interaction, action: str | None = None, name: str | None = None) -> None:
+        await run(interaction, "llm-docs", f"{action or 'list'} {name or ''}".strip())
+
+    @llm_docs.autocomplete("name")
+    async def document_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        where = await scope(interaction)
+        if where is None:
+            return []
+        try:
+            docs = await engine.list_documents(where, workspace_wide=False)
+        except ParleyError:
+            return []
+        names = [d.filename for d in docs if current.lower() in d.filename.lower()]
+        return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names[:25]]
+
     @tree.error
     async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         failure = ParleyError(ErrorCode.INTERNAL)
@@ -73,6 +101,24 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
                                                    "command": getattr(interaction.command, "name", None)},
                   exc_info=error)
         await send(interaction, f"{DISCORD.warning}{failure.render()}")
+
+
+def register_fresh_start(tree: app_commands.CommandTree, dms: DmConversations,
+                         allowed: Callable[[int], Awaitable[bool]]) -> None:
+    """`/llm-new`: in a DM, a new conversation (the old one stays in the store until it expires)."""
+
+    @tree.command(name="llm-new", description="Start a fresh conversation with Parley in this DM")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def llm_new(interaction: discord.Interaction) -> None:
+        if interaction.guild_id is not None:
+            text = NOT_IN_A_DM
+        elif not await allowed(interaction.user.id):
+            text = WORDING.not_served
+        else:
+            cid = str(interaction.channel_id)
+            await dms.fresh(Conversation("discord", "dm", cid, cid), str(interaction.id))
+            text = FRESH_TEXT
+        await send(interaction, text)
 
 
 def model_choices(engine: Engine, current: str) -> list[app_commands.Choice[str]]:

@@ -1,5 +1,6 @@
 """Discord's hook for thread context (adapters.chat.context): a thread's earlier messages, read
-from its history (GET /channels/{id}/messages, newest first, turned oldest first)."""
+from its history (GET /channels/{id}/messages, newest first, turned oldest first), and for a
+reply, the chain of messages it answers."""
 from __future__ import annotations
 
 import discord
@@ -25,5 +26,28 @@ def thread_reader(channel: discord.abc.Messageable, before: discord.Message, bot
     async def read(limit: int) -> list[ThreadPost]:
         found = [m async for m in channel.history(limit=limit, before=before)]
         return [post_of(m, bot_id) for m in reversed(found) if m.type in CONVERSATION_TYPES]
+
+    return read
+
+
+def reply_chain_reader(message: discord.Message, bot_id: int) -> ReadThread:
+    """For a reply: the chain of messages it answers (the one it replies to, the one that replied
+    to, …), oldest first; a deleted or unreadable link ends the chain."""
+
+    async def read(limit: int) -> list[ThreadPost]:
+        chain: list[discord.Message] = []
+        reference = message.reference
+        while reference is not None and reference.message_id and len(chain) < limit:
+            linked = reference.resolved if isinstance(reference.resolved, discord.Message) else reference.cached_message
+            if linked is None:
+                if isinstance(reference.resolved, discord.DeletedReferencedMessage):
+                    break
+                try:
+                    linked = await message.channel.fetch_message(reference.message_id)
+                except discord.HTTPException:
+                    break
+            chain.append(linked)
+            reference = linked.reference
+        return [post_of(m, bot_id) for m in reversed(chain) if m.type in CONVERSATION_TYPES]
 
     return read

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -39,13 +41,18 @@ from adapters.chat.ingest import ingest_shared_file, unsupported_text
 from adapters.chat.memory import open_thread_memory
 from adapters.chat.streaming import EditBudget
 from adapters.chat.tasks import KeyedLocks, TaskSet
-from adapters.slack.commands import register_commands
+from adapters.chat.conversations import FRESH_TEXT, DmConversations, asks_for_fresh_start
+from adapters.chat.records import open_records
+from adapters.chat.summaries import asks_for_summary
+from adapters.slack.commands import register_commands, register_fresh_start
+from adapters.slack.documents import SlackDocuments
 from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, SlackUsers, message_origin,
                                    share_origin, team_of)
 from adapters.slack.files import FileFetcher, shared_name, slack_document
 from adapters.slack.history import SlackHistory
 from adapters.slack.markup import SLACK, mentions, slack_to_plain
 from adapters.slack.replies import attach_ai_surface
+from adapters.slack.summaries import SlackSummaries
 from engine.config import Config
 from engine.types import Conversation
 
@@ -98,6 +105,11 @@ class SlackAdapter:
         self.users = SlackUsers(self.client)
         self.history = SlackHistory(self.client, self.users)
         self.files = FileFetcher(bot_token, self.api_url, config.knowledge.max_file_mb)
+        self.documents = SlackDocuments(engine, config, self.tasks)  # deleting a file forgets its document
+        self.dms = DmConversations(open_records(config, "slack", "dms"))  # /llm-new, "new" in a DM
+        self.summaries = SlackSummaries(engine, self.client, self.users, self.history, self.tasks,
+                                        self._allowed, lambda: self.bot_user_id)
+        self.started_at = time.time()  # threads idle since before this may have missed messages
         self.bot_user_id = ""
         self._edit_budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
         self._ingests: dict[str, asyncio.Future] = {}
@@ -114,6 +126,9 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.event("file_shared")(self._on_file_shared)
         register_commands(self.app, self.engine, self.tasks, self.users, self._command_scope)
+        register_fresh_start(self.app, self.tasks, self.dms, self._command_scope)
+        self.documents.register(self.app)
+        self.summaries.register(self.app)
         self.replies = attach_ai_surface(self)  # assistant panel, feedback, Home tab; how answers show
         self.app.error(self._on_error)
 
@@ -172,6 +187,8 @@ class SlackAdapter:
         await self.memory.close()
         await self.files.close()
         await self.replies.close()
+        await self.documents.close()
+        await self.dms.records.close()
         log.info("slack closed")
 
     async def idle(self) -> None:
@@ -214,6 +231,9 @@ class SlackAdapter:
         self._take_message(body, event, context.bot_user_id or "", mentioned=True)
 
     async def _on_message(self, body: dict, event: dict, context) -> None:
+        if event.get("subtype") == "message_deleted":
+            self.documents.message_deleted(event)  # the files it carried are forgotten
+            return
         if event.get("subtype") not in ANSWERED_SUBTYPES or event.get("bot_id") or event.get("bot_profile"):
             return  # edits, deletions, joins, and every bot's messages (ours included)
         bot_user = context.bot_user_id or ""
@@ -246,6 +266,15 @@ class SlackAdapter:
             await self._ephemeral(origin, unsupported_text(ignored, SLACK))  # once, though two events came
         if ignored and not (text or files):
             return  # only files Parley cannot read: the thread is not marked, nothing is answered
+        if origin.is_dm and not origin.in_thread:  # the DM's current conversation, or a fresh start
+            if not files and asks_for_fresh_start(text):
+                if await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
+                    await self.dms.fresh(origin.where, origin.ts)
+                    await self._thread(origin).post(FRESH_TEXT)
+                return
+            origin = dataclasses.replace(origin, where=await self.dms.current(origin.where))
+        elif not files and asks_for_summary(text) and await self.summaries.asked(origin, mentioned, self.memory):
+            return
         answer = mentioned or origin.is_dm or (origin.in_thread and await self.memory.thread(origin.where.session_key)
                                                 is not None)
         if answer and not await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
@@ -288,7 +317,9 @@ class SlackAdapter:
         async with self.locks.lock(origin.where.session_key):
             user = await self.users.get(origin.user_id)
             # A thread Parley joins midway is read first: what people said there is the question's context.
-            joining = answer and origin.in_thread and await self.memory.thread(origin.where.session_key) is None
+            # So is one of Parley's that was idle while Parley was down: the messages it missed join in.
+            record = await self.memory.thread(origin.where.session_key) if answer and origin.in_thread else None
+            joining = answer and origin.in_thread and (record is None or record.at < self.started_at)
             if origin.reply_thread_ts is not None and (answer or any(owner for _, (owner, _) in files)):
                 await self.memory.mark(origin.where.session_key, origin.where.workspace, origin.channel)
             for file, (owner, done) in files:
@@ -326,7 +357,8 @@ class SlackAdapter:
             await self._thread(origin).post(text)
 
     async def _ingest(self, file: dict, origin: Origin, user) -> None:
-        await ingest_shared_file(self.engine, self.files.shared(file, self.client.files_info), origin.where, user,
+        shared = self.documents.watch(self.files.shared(file, self.client.files_info), file["id"], origin, user)
+        await ingest_shared_file(self.engine, shared, origin.where, user,
                                  self._thread(origin), SLACK, self.config.slack.stream_interval_s,
                                  private=lambda note: self._ephemeral(origin, note))
 

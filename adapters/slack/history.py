@@ -1,5 +1,6 @@
 """Slack's hook for thread context (adapters.chat.context): a thread's earlier messages read with
-conversations.replies, page by page (the client waits out Slack's rate limits, Tier 3)."""
+conversations.replies, page by page (the client waits out Slack's rate limits, Tier 3); and for
+summaries, a whole thread, or a channel's recent messages (conversations.history) with its threads."""
 from __future__ import annotations
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -11,6 +12,9 @@ from adapters.slack.markup import slack_to_plain
 
 PAGE_SIZE = 200  # Slack's advised page size for conversations.replies
 MAX_PAGES = 10  # a thread longer than 2,000 messages is read from its start this far
+MAX_THREADS = 20  # a channel summary reads the replies of this many of its newest threads
+LATEST = "9999999999.999999"  # "up to now" for conversations.replies
+CONVERSATION_SUBTYPES = {None, "file_share", "thread_broadcast", "bot_message", "me_message"}
 
 
 class SlackHistory:
@@ -28,6 +32,48 @@ class SlackHistory:
             return [await self._post(m, bot_user_id) for m in raw[-limit:]]
 
         return read
+
+    def whole_thread(self, channel: str, thread_ts: str, before_ts: str, bot_user_id: str):
+        """Every message of a thread before `before_ts` (LATEST: all of it), oldest first: what a
+        thread summary reads."""
+
+        async def read() -> list[ThreadPost]:
+            raw = await self._replies(channel, thread_ts, before_ts)
+            return [await self._post(m, bot_user_id) for m in raw if m.get("subtype") in CONVERSATION_SUBTYPES]
+
+        return read
+
+    def channel_since(self, channel: str, oldest: float, limit: int, bot_user_id: str):
+        """A channel's messages after `oldest` (epoch seconds), its threads' replies included,
+        the newest `limit`, oldest first: what a channel summary reads."""
+
+        async def read() -> list[ThreadPost]:
+            top = await self._history(channel, oldest, limit)
+            replies: list[dict] = []
+            threads = [m["ts"] for m in top if int(m.get("reply_count") or 0) > 0][:MAX_THREADS]
+            for thread_ts in threads:
+                replies += [m for m in await self._replies(channel, thread_ts, LATEST)
+                            if m.get("ts") != thread_ts and float(m.get("ts") or 0) >= oldest]
+            seen: dict[str, dict] = {m["ts"]: m for m in top + replies if m.get("ts")}
+            said = sorted((m for m in seen.values() if m.get("subtype") in CONVERSATION_SUBTYPES),
+                          key=lambda m: float(m["ts"]))[-limit:]
+            return [await self._post(m, bot_user_id) for m in said]
+
+        return read
+
+    async def _history(self, channel: str, oldest: float, limit: int) -> list[dict]:
+        """conversations.history after `oldest`, newest first, paged, at most `limit` messages."""
+        messages: list[dict] = []
+        cursor = ""
+        while len(messages) < limit:
+            resp = await self.client.conversations_history(channel=channel, oldest=f"{oldest:.6f}",
+                                                           limit=min(PAGE_SIZE, limit - len(messages)),
+                                                           **({"cursor": cursor} if cursor else {}))
+            messages += resp.get("messages") or []
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                break
+        return messages[:limit]
 
     async def _replies(self, channel: str, thread_ts: str, before_ts: str) -> list[dict]:
         messages: list[dict] = []

@@ -1,0 +1,168 @@
+"""Summaries in Slack (the flow is adapters.chat.summaries): where each is read and shown.
+
+- `/llm-summarize [HOURS] [since WHEN] [limit N]`: the channel's recent messages (threads
+  included), answered ephemerally through the command's response_url;
+- the message shortcut "Summarize thread" (callback id `summarize_thread`) on any message: its
+  thread, posted in the thread;
+- "@Parley summarize" in a thread: that thread, posted in it (at the top level of a channel:
+  the channel's last 24 hours, posted in the mention's thread).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from slack_sdk.errors import SlackApiError
+
+from adapters.chat.summaries import TargetBoard, empty_text, parse_window, post_summary
+from adapters.chat.tasks import TaskSet
+from adapters.slack.events import Origin, SlackThread, SlackUsers, team_of
+from adapters.slack.history import LATEST, SlackHistory
+from adapters.slack.markup import SLACK
+from engine.errors import ErrorCode, ParleyError
+from engine.types import Conversation, User
+
+if TYPE_CHECKING:
+    from slack_bolt.app.async_app import AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from adapters.chat.memory import ThreadMemory
+
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+SHORTCUT_ID = "summarize_thread"
+
+
+class RespondBoard:
+    """An ephemeral summary through a response_url: the first progress line, then the summary."""
+
+    def __init__(self, respond: Callable[..., Any]):
+        self.respond = respond
+        self.told = False
+
+    async def progress(self, text: str) -> None:
+        if not self.told:  # one "working on it" line; a response_url is not for a stream of edits
+            self.told = True
+            await self.respond(text=text, response_type="ephemeral")
+
+    async def finish(self, text: str) -> None:
+        await self.respond(text=text, response_type="ephemeral")
+
+
+class SlackSummaries:
+    def __init__(self, engine: Engine, client: AsyncWebClient, users: SlackUsers, history: SlackHistory,
+                 tasks: TaskSet, allowed: Callable[[str, str], bool], bot_user_id: Callable[[], str]):
+        self.engine, self.client, self.users, self.history, self.tasks = engine, client, users, history, tasks
+        self.allowed = allowed
+        self.bot_user_id = bot_user_id
+
+    def register(self, app: AsyncApp) -> None:
+        app.command("/llm-summarize")(self._on_command)
+        app.message_shortcut(SHORTCUT_ID)(self._on_shortcut)
+
+    # ---- /llm-summarize ----------------------------------------------------------------------
+
+    async def _on_command(self, ack, body: dict, respond) -> None:  # Bolt passes arguments by these names
+        await ack()  # within Slack's 3 s; the summary follows through response_url
+        self.tasks.spawn(self._command(body, respond), name="slack-llm-summarize")
+
+    async def _command(self, body: dict, respond) -> None:
+        team, enterprise = team_of(body)
+        channel = body.get("channel_id", "")
+        if not self.allowed(team, enterprise):
+            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
+            return
+        try:
+            window = parse_window(body.get("text") or "")
+        except ParleyError as exc:
+            head, _, usage = exc.user_message.partition("Usage:")
+            await respond(text=f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```", response_type="ephemeral")
+            return
+        user = await self.users.get(body.get("user_id", ""))
+        where = Conversation("slack", team, channel, "")
+        read = self.history.channel_since(channel, window.oldest, window.limit, self.bot_user_id())
+        await post_summary(self.engine, where, user, _friendly(read), RespondBoard(respond), SLACK,
+                           window.label, empty_text(window.label))
+
+    # ---- the "Summarize thread" shortcut -----------------------------------------------------
+
+    async def _on_shortcut(self, ack, body: dict, respond) -> None:
+        await ack()
+        self.tasks.spawn(self._shortcut(body, respond), name="slack-summarize-thread")
+
+    async def _shortcut(self, body: dict, respond) -> None:
+        team, enterprise = team_of(body)
+        if not self.allowed(team, enterprise):
+            await respond(text="Parley is not enabled for this workspace.", response_type="ephemeral")
+            return
+        channel = (body.get("channel") or {}).get("id", "")
+        message = body.get("message") or {}
+        thread_ts = message.get("thread_ts") or message.get("ts") or ""
+        user = await self.users.get((body.get("user") or {}).get("id", ""))
+        try:
+            await self.thread(Conversation("slack", team, channel, thread_ts), user, LATEST)
+        except SlackApiError as exc:  # not in that channel: say so to the one who asked
+            log.info("could not summarise a thread", extra={"channel": channel, "error": exc.response.get("error")})
+            await respond(text=":warning: I can't post in that channel: invite me with `/invite @Parley` first.",
+                          response_type="ephemeral")
+
+    # ---- a thread, or a channel, in a thread -------------------------------------------------
+
+    async def asked(self, origin: Origin, mentioned: bool, memory: ThreadMemory) -> bool:
+        """"@Parley summarize" (or "summarize" in a thread of Parley's): the thread's summary in it,
+        or at the top of a channel the last 24 hours in the mention's thread. False: not for us."""
+        ours = origin.in_thread and await memory.thread(origin.where.session_key) is not None
+        if not (mentioned or ours):
+            return False
+        if await memory.claim(f"answer:{origin.channel}:{origin.ts}"):  # once, though two events came
+            user = await self.users.get(origin.user_id)
+            if origin.in_thread:
+                await self.thread(origin.where, user, origin.ts)
+            else:
+                await self.channel_in_thread(origin.where, user, origin.ts)
+        return True
+
+    async def thread(self, where: Conversation, user: User, before_ts: str) -> None:
+        """Summarise thread `where.thread` (its messages before `before_ts`) and post it there."""
+        # Read first: where Parley cannot read (not in the channel) the SlackApiError reaches the
+        # caller, which tells the asker privately, before anything is posted.
+        posts = await self.history.whole_thread(where.channel, where.thread, before_ts, self.bot_user_id())()
+
+        async def read():
+            return posts
+
+        target = SlackThread(self.client, where.channel, where.thread)
+        await post_summary(self.engine, where, user, read, TargetBoard(target), SLACK, "this thread",
+                           empty_text("this thread"))
+
+    async def channel_in_thread(self, where: Conversation, user: User, reply_ts: str) -> None:
+        """"@Parley summarize" at the top of a channel: its last 24 hours, in the mention's thread."""
+        window = parse_window("")
+        read = self.history.channel_since(where.channel, window.oldest, window.limit, self.bot_user_id())
+        await post_summary(self.engine, where, user, _before(read, reply_ts),
+                           TargetBoard(SlackThread(self.client, where.channel, reply_ts)), SLACK,
+                           window.label, empty_text(window.label))
+
+
+def _friendly(read):
+    """A channel Parley is not in cannot be read: say how to fix it rather than a bare error."""
+
+    async def wrapped():
+        try:
+            return await read()
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("not_in_channel", "channel_not_found"):
+                raise ParleyError(ErrorCode.INVALID_REQUEST,
+                                  "I can't read this channel: invite me with `/invite @Parley` first.") from None
+            raise
+
+    return wrapped
+
+
+def _before(read, ts: str):
+    async def wrapped():
+        return [p for p in await read() if float(p.message_id or 0) < float(ts)]
+
+    return wrapped

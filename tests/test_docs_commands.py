@@ -1,0 +1,84 @@
+"""/llm-docs and forgetting deleted files, through the real Slack adapter (slack-bolt in HTTP mode,
+the fake Slack on loopback) and the real discord.py client (the fake Discord's gateway): what
+the engine holds afterwards is asserted, never the tiny model's wording."""
+from __future__ import annotations
+
+import docgen
+import pytest
+
+from engine.types import Conversation
+from test_discord import discord_factory, until  # noqa: F401 - the fixture is used by name
+from test_slack import ADA, CHANNEL, GRACE, slack_factory  # noqa: F401 - the fixture is used by name
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+BEN = "U0BEN"  # a member who shared nothing and is no admin
+OTHER = "C0OTHER"
+
+
+async def share(h, name: str, lines: list[str], user: str, channel: str = CHANNEL) -> dict:
+    """`user` shares a PDF in `channel` (the message with the file); returns the file."""
+    ts = h.fake.next_ts()
+    file = h.fake.add_file(name, docgen.lines_pdf(lines), "application/pdf", channel=channel, ts=ts, user=user)
+    assert await h.send(h.fake.message("", user=user, channel=channel, ts=ts, subtype="file_share",
+                                       files=[file])) == 200
+    await h.settle()
+    return file
+
+
+async def names(h, channel: str = CHANNEL) -> list[str]:
+    docs = await h.engine.list_documents(Conversation("slack", h.fake.team_id, channel, ""), workspace_wide=False)
+    return [d.filename for d in docs]
+
+
+async def test_slack_llm_docs_lists_forgets_and_deleted_files_are_forgotten(slack_factory):
+    h = await slack_factory(knowledge=True)
+    h.fake.add_user(BEN, "Ben")
+    report = await share(h, "report.pdf", ["Zorblax project report.", "The Zorblax budget is 4.2 million euros."], ADA)
+    notes = await share(h, "notes.pdf", ["Quarterly notes: the offsite is in Lisbon."], BEN)
+    await share(h, "handbook.pdf", ["The handbook of another channel."], GRACE, channel=OTHER)
+    assert await names(h) == ["notes.pdf", "report.pdf"]
+
+    [listing] = await h.command("/llm-docs", "", user=BEN)
+    lines = listing.splitlines()
+    assert len([line for line in lines if line.startswith("•")]) == 2, listing
+    [report_line] = [line for line in lines if "`report.pdf`" in line]
+    assert "v1" in report_line and "1 page" in report_line and "shared by Ada" in report_line
+    assert "shared by Ben" in next(line for line in lines if "`notes.pdf`" in line)
+    assert "handbook.pdf" not in listing, "another channel's documents are not this channel's"
+
+    # With the channel's scope set to the workspace, the other channel's document is listed, marked.
+    assert "scope" in (await h.command("/llm-config", "scope workspace", user=GRACE))[0]
+    [wide] = await h.command("/llm-docs", "list", user=BEN)
+    handbook = next(line for line in wide.splitlines() if "`handbook.pdf`" in line)
+    assert "workspace-wide" in handbook and "workspace-wide" not in next(
+        line for line in wide.splitlines() if "`report.pdf`" in line)
+    await h.command("/llm-config", "reset scope", user=GRACE)
+
+    # Forget: refused for somebody else's document (politely, nothing removed), done by its sharer.
+    [refused] = await h.command("/llm-docs", "forget report.pdf", user=BEN)
+    assert refused.startswith("Sorry") and await names(h) == ["notes.pdf", "report.pdf"]
+    [done] = await h.command("/llm-docs", "forget report.pdf", user=ADA)
+    assert "report.pdf" in done and await names(h) == ["notes.pdf"]
+    _, ts = await h.mention("What is the Zorblax budget?", user=ADA)
+    answer = h.fake.bot_messages(CHANNEL, ts)[-1].text
+    assert "report.pdf" not in answer, "nothing of a forgotten document is cited"
+
+    # The file deleted in Slack: its document goes too, without a word.
+    posted = len(h.fake.calls_of("chat.postMessage"))
+    assert await h.send(h.fake.event_body({"type": "file_deleted", "file_id": notes["id"],
+                                           "event_ts": h.fake.next_ts()})) == 200
+    await h.settle()
+    assert await names(h) == [] and len(h.fake.calls_of("chat.postMessage")) == posted
+
+    # The message that carried a file deleted: its document goes.
+    memo = await share(h, "memo.pdf", ["A memo about parking."], BEN)
+    assert await names(h) == ["memo.pdf"]
+    share_ts = memo["shares"]["public"][CHANNEL][0]["ts"]
+    deleted = h.fake.message("", user=None, subtype="message_deleted", hidden=True, deleted_ts=share_ts,
+                             previous_message={"type": "message", "user": BEN, "ts": share_ts, "text": "",
+                                               "files": [{"id": memo["id"], "name": "memo.pdf"}]})
+    assert await h.send(deleted) == 200
+    await h.settle()
+    assert await names(h) == []
+    assert report  # shared first: its record is gone with the document, nothing left to forget
