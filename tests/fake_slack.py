@@ -52,6 +52,9 @@ class Message:
     deleted: bool = False
     files: list[dict] = field(default_factory=list)
     username: str | None = None  # another bot's name
+    blocks: list = field(default_factory=list)  # the latest blocks (feedback buttons, sections)
+    streaming: bool = False  # started with chat.startStream and not stopped yet
+    streamed: bool = False  # written with chat.startStream / appendStream / stopStream
 
     def payload(self) -> dict:
         """The message as conversations.replies returns it."""
@@ -82,6 +85,12 @@ class FakeSlack:
         self.responses: list[dict] = []  # posts to response_url, in order
         self.downloads: list[dict] = []
         self.rate_limits: dict[str, list[int]] = {}  # method -> Retry-After seconds for its next calls
+        self.unsupported: set[str] = set()  # methods this workspace answers with unknown_method
+        self.statuses: list[dict] = []  # assistant.threads.setStatus calls, in order
+        self.titles: list[dict] = []  # assistant.threads.setTitle
+        self.prompts: list[dict] = []  # assistant.threads.setSuggestedPrompts
+        self.views: dict[str, dict] = {}  # user -> the Home tab view published for them
+        self.opened_views: list[dict] = []  # views.open (modals)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -219,6 +228,38 @@ class FakeSlack:
                    "token": "legacy", "is_enterprise_install": False}
         return urlencode({"payload": json.dumps(payload)}), key
 
+    def assistant_thread_started(self, *, user: str, channel: str = "D0PANEL", viewing: str = "C0GENERAL") -> dict:
+        """The user opened Parley's side panel while looking at channel `viewing`."""
+        thread_ts = self.next_ts()
+        thread = {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                  "context": {"channel_id": viewing, "team_id": self.team_id, "enterprise_id": ""}}
+        return self.event_body({"type": "assistant_thread_started", "assistant_thread": thread,
+                                "event_ts": self.next_ts()})
+
+    def assistant_context_changed(self, *, user: str, channel: str, thread_ts: str, viewing: str) -> dict:
+        thread = {"user_id": user, "channel_id": channel, "thread_ts": thread_ts,
+                  "context": {"channel_id": viewing, "team_id": self.team_id, "enterprise_id": ""}}
+        return self.event_body({"type": "assistant_thread_context_changed", "assistant_thread": thread,
+                                "event_ts": self.next_ts()})
+
+    def block_action(self, message: Message, value: str, *, user: str, action_id: str = "parley_feedback",
+                     action_ts: str | None = None) -> str:
+        """A press on a button of `message` (form-encoded `payload`, as Slack sends interactivity)."""
+        payload = {"type": "block_actions", "trigger_id": f"tr-{next(_EVENT_IDS)}", "api_app_id": "A0PARLEY",
+                   "team": {"id": self.team_id, "domain": "fake"}, "token": "legacy", "is_enterprise_install": False,
+                   "user": {"id": user, "name": user, "team_id": self.team_id},
+                   "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel,
+                                 "thread_ts": message.thread_ts, "is_ephemeral": False},
+                   "channel": {"id": message.channel, "name": "general"},
+                   "message": {**message.payload(), "blocks": message.blocks},
+                   "actions": [{"type": "feedback_buttons", "action_id": action_id, "block_id": "b",
+                                "value": value, "action_ts": action_ts or self.next_ts()}]}
+        return urlencode({"payload": json.dumps(payload)})
+
+    def home_opened(self, *, user: str) -> dict:
+        return self.event_body({"type": "app_home_opened", "user": user, "channel": "D0HOME", "tab": "home",
+                                "event_ts": self.next_ts()})
+
     def responses_for(self, key: str) -> list[dict]:
         return [r for r in self.responses if r["key"] == key]
 
@@ -262,7 +303,7 @@ class FakeSlack:
         if not authorized:
             return web.json_response({"ok": False, "error": "not_authed" if not auth else "invalid_auth"})
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-        if handler is None:
+        if handler is None or method in self.unsupported:
             return web.json_response({"ok": False, "error": "unknown_method"})
         try:
             return web.json_response({"ok": True, **handler(params)})
@@ -285,7 +326,8 @@ class FakeSlack:
         if len(text) > 40000:
             raise KeyError("msg_too_long")
         ts = self.next_ts()
-        msg = Message(p["channel"], ts, text, self.bot_user_id, p.get("thread_ts") or None, self.bot_id, [text])
+        msg = Message(p["channel"], ts, text, self.bot_user_id, p.get("thread_ts") or None, self.bot_id, [text],
+                      blocks=_blocks(p.get("blocks")))
         self.messages[(msg.channel, ts)] = msg
         return {"channel": msg.channel, "ts": ts, "message": {"type": "message", "text": text, "ts": ts,
                                                               "user": self.bot_user_id, "bot_id": self.bot_id}}
@@ -301,6 +343,8 @@ class FakeSlack:
             raise KeyError("msg_too_long")
         msg.text = text
         msg.history.append(text)
+        if "blocks" in p:
+            msg.blocks = _blocks(p.get("blocks"))
         return {"channel": msg.channel, "ts": msg.ts, "text": text}
 
     def _m_chat_delete(self, p: dict) -> dict:
@@ -353,6 +397,73 @@ class FakeSlack:
                 data.update(thread_ts=m.ts, reply_count=replies)
             out.append(data)
         return {"messages": out, "has_more": more, "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    # ---- native streaming, the assistant panel, views ----------------------------------------
+
+    def _m_chat_startStream(self, p: dict) -> dict:
+        channel, thread_ts = p.get("channel") or "", p.get("thread_ts") or ""
+        if not channel:
+            raise KeyError("channel_not_found")
+        if not thread_ts:
+            raise KeyError("invalid_thread_ts")
+        if not channel.startswith("D") and not (p.get("recipient_user_id") and p.get("recipient_team_id")):
+            raise KeyError("missing_recipient_user_id")  # required when streaming to channels
+        ts, text = self.next_ts(), p.get("markdown_text") or ""
+        msg = Message(channel, ts, text, self.bot_user_id, thread_ts, self.bot_id, [text], streaming=True,
+                      streamed=True)
+        self.messages[(channel, ts)] = msg
+        return {"channel": channel, "ts": ts}
+
+    def _streaming(self, p: dict) -> Message:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None or msg.deleted:
+            raise KeyError("message_not_found")
+        if not msg.streaming:
+            raise KeyError("message_not_in_streaming_state")
+        return msg
+
+    def _m_chat_appendStream(self, p: dict) -> dict:
+        msg = self._streaming(p)
+        if not p.get("markdown_text"):
+            raise KeyError("no_text")
+        msg.text += p["markdown_text"]
+        msg.history.append(msg.text)
+        return {"channel": msg.channel, "ts": msg.ts}
+
+    def _m_chat_stopStream(self, p: dict) -> dict:
+        msg = self._streaming(p)
+        if p.get("markdown_text"):
+            msg.text += p["markdown_text"]
+            msg.history.append(msg.text)
+        msg.streaming = False
+        msg.blocks = _blocks(p.get("blocks"))
+        return {"channel": msg.channel, "ts": msg.ts, "message": {"text": msg.text, "ts": msg.ts}}
+
+    def _m_assistant_threads_setStatus(self, p: dict) -> dict:
+        self.statuses.append({"channel": p.get("channel_id"), "thread_ts": p.get("thread_ts"),
+                              "status": p.get("status", ""), "at": time.monotonic()})
+        return {}
+
+    def _m_assistant_threads_setTitle(self, p: dict) -> dict:
+        self.titles.append({"channel": p.get("channel_id"), "thread_ts": p.get("thread_ts"), "title": p.get("title")})
+        return {}
+
+    def _m_assistant_threads_setSuggestedPrompts(self, p: dict) -> dict:
+        self.prompts.append({"channel": p.get("channel_id"), "thread_ts": p.get("thread_ts"),
+                             "title": p.get("title"), "prompts": _blocks(p.get("prompts"))})
+        return {}
+
+    def _m_views_publish(self, p: dict) -> dict:
+        view = p.get("view")
+        self.views[p.get("user_id")] = json.loads(view) if isinstance(view, str) else view
+        return {"view": {"id": "V0HOME"}}
+
+    def _m_views_open(self, p: dict) -> dict:
+        if not p.get("trigger_id"):
+            raise KeyError("invalid_trigger_id")
+        view = p.get("view")
+        self.opened_views.append(json.loads(view) if isinstance(view, str) else view)
+        return {"view": {"id": "V0MODAL"}}
 
     def _m_users_info(self, p: dict) -> dict:
         return {"user": self.users[p.get("user")] if p.get("user") in self.users else _missing("user_not_found")}
@@ -417,6 +528,13 @@ class FakeSlack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             await asyncio.sleep(0.02)
+
+
+def _blocks(value) -> list:
+    """Blocks (or prompts) as a request carries them: a list, or JSON text in a form body."""
+    if isinstance(value, str):
+        return json.loads(value) if value else []
+    return list(value or [])
 
 
 def _missing(error: str):
