@@ -67,7 +67,9 @@ async def slack_factory(tmp_path, engine_factory):
         fake.add_user(GRACE, "Grace", admin=True)
         fake.add_user(LIN, "Lin")
         config = make_config(data_dir or tmp_path / "data",
-                             slack={"mode": "http", "stream_interval_s": 0.2, **(slack or {})},
+                             # chat.update streaming here; native streaming: test_slack_streaming.py
+                             slack={"mode": "http", "stream_interval_s": 0.2, "native_streaming": False,
+                                    **(slack or {})},
                              knowledge={"enabled": knowledge}, admins={"slack": {fake.team_id: [LIN]}}, **overrides)
         for model in config.models:  # short answers keep the suite quick; the Slack side is the same
             model.generation.max_new_tokens = max_new_tokens
