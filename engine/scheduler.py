@@ -175,9 +175,8 @@ class GenerationScheduler:
     def _die(self, exc: BaseException, starting: list[ScheduledRequest], code: ErrorCode) -> None:
         """Fail every request this scheduler holds and refuse new ones from now on."""
         reference = new_reference()
-        message = "device fault: the model takes no more work" if code is ErrorCode.MODEL_FAULT \
-            else "generation worker died"
-        log.critical(message, exc_info=exc, extra={"reference": reference, "model": self._loaded.name})
+        log.critical("generation worker stopped (%s)", code.value, exc_info=exc,
+                     extra={"reference": reference, "model": self._loaded.name})
         with self._cond:
             self._dead, self._dead_code = reference, code
             victims = list(self._queue) + list(self._running) + starting
