@@ -476,6 +476,7 @@ class FakeDiscord:
         for command in body or []:
             command = dict(command)
             command.setdefault("type", 1)
+            command.setdefault("description", "")  # Discord answers "" for a context menu's
             command["id"] = existing.get(command["name"], {}).get("id") or str(self.snowflake())
             command.update(application_id=app_id, version=str(self.snowflake()))
             command.setdefault("default_member_permissions", None)

@@ -150,9 +150,11 @@ class FakeSlack:
         return self.files[file_id]
 
     def add_message(self, text: str, *, user: str | None, channel: str = "C0GENERAL", thread_ts: str | None = None,
-                    files: list[dict] | None = None, bot_id: str | None = None, username: str | None = None) -> Message:
-        """A message already in the channel (said before Parley was asked; no event is sent)."""
-        ts = self.next_ts()
+                    files: list[dict] | None = None, bot_id: str | None = None, username: str | None = None,
+                    at: float | None = None) -> Message:
+        """A message already in the channel (said before Parley was asked; no event is sent), at
+        epoch seconds `at` (the ts sequence by default, which lies in 2023)."""
+        ts = self.next_ts() if at is None else f"{at:.6f}"
         msg = Message(channel, ts, text, user, thread_ts, bot_id, [text], files=list(files or []), username=username)
         self.messages[(channel, ts)] = msg
         return msg
