@@ -82,3 +82,34 @@ async def test_slack_llm_docs_lists_forgets_and_deleted_files_are_forgotten(slac
     await h.settle()
     assert await names(h) == []
     assert report  # shared first: its record is gone with the document, nothing left to forget
+
+
+async def test_discord_llm_docs_and_a_deleted_message_forgets_its_attachment(discord_factory):
+    h = await discord_factory(knowledge=True)
+    ben = h.fake.add_user("Ben")
+    h.fake.add_member(h.guild, ben)
+    h.people["ben"] = ben
+    where = Conversation("discord", str(h.guild), str(h.general), "")
+
+    async def names() -> list[str]:
+        return [d.filename for d in await h.engine.list_documents(where, workspace_wide=False)]
+
+    report = h.fake.add_file(h.general, "report.pdf", docgen.lines_pdf(["The Zorblax budget is 4.2 million."]),
+                             "application/pdf")
+    await h.mention("Here is the report.", who="ada", attachments=[report])
+    notes = h.fake.add_file(h.general, "notes.pdf", docgen.lines_pdf(["The offsite is in Lisbon."]),
+                            "application/pdf")
+    carried = await h.say(h.general, "ben", "My notes.", mention=True, attachments=[notes])
+    assert await names() == ["notes.pdf", "report.pdf"]
+
+    [listing] = await h.slash("ben", "llm-docs")
+    assert "shared by Ada" in next(line for line in listing.splitlines() if "`report.pdf`" in line)
+    assert "shared by Ben" in next(line for line in listing.splitlines() if "`notes.pdf`" in line)
+    [refused] = await h.slash("ben", "llm-docs", {"action": "forget", "name": "report.pdf"})
+    assert refused.startswith("Sorry") and await names() == ["notes.pdf", "report.pdf"]
+    [done] = await h.slash("ada", "llm-docs", {"action": "forget", "name": "report.pdf"})
+    assert "report.pdf" in done and await names() == ["notes.pdf"]
+
+    await h.fake.delete(int(carried["id"]))  # Ben deletes the message that carried notes.pdf
+    await h.settle()
+    assert await names() == []
