@@ -82,3 +82,72 @@ async def test_a_thread_past_the_context_window_keeps_the_newest_messages_whole(
     assert len(kept) < len(said) and "older messages not shown" in prompt[0]["content"]
     ids = h.engine._backend.encode_chat(prompt)
     assert len(ids) + 20 <= 2048
+
+
+async def test_a_thread_parley_holds_reads_what_it_missed_while_it_was_down(slack_factory):
+    from adapters.slack import SlackAdapter
+    from test_slack import Harness
+
+    h = await slack_factory()
+    prompts = spy_prompts(h.engine)
+    root = h.fake.add_message("Planning the team offsite.", user=ADA)
+    await h.mention("Where should we go?", user=ADA, thread_ts=root.ts)
+    assert len(h.fake.bot_messages(CHANNEL, root.ts)) == 1
+    await h.adapter.close(grace_s=1)
+
+    # While Parley is down, people talk on in its thread; it gets no events for that.
+    h.fake.add_message("Lisbon has the best flights.", user=GRACE, thread_ts=root.ts)
+    h.fake.add_message("And it is cheaper in May.", user=LIN, thread_ts=root.ts)
+    adapter = SlackAdapter(h.engine, h.adapter.config, bot_token=h.fake.bot_token,
+                           signing_secret=h.fake.signing_secret, api_url=h.fake.api_url)
+    await adapter.start("127.0.0.1", 0)
+    try:
+        h2 = Harness(h.fake, adapter, h.engine)
+        reads = len(h.fake.calls_of("conversations.replies"))
+        assert await h2.send(h.fake.message("So, which city?", user=ADA, thread_ts=root.ts)) == 200
+        await h2.settle()
+        assert len(h.fake.calls_of("conversations.replies")) > reads, "the thread was read again after the restart"
+        people = [m["content"] for m in prompts[-1] if m["role"] == "user"]
+        assert people[-3:] == ["Grace: Lisbon has the best flights.", "Lin: And it is cheaper in May.",
+                               "Ada: So, which city?"], "the missed messages, in order, before the new one"
+        assert people.count("Ada: Planning the team offsite.") == 1, "what the session held is not repeated"
+
+        # Once caught up, the next message does not read the thread again.
+        reads = len(h.fake.calls_of("conversations.replies"))
+        assert await h2.send(h.fake.message("Thanks!", user=ADA, thread_ts=root.ts)) == 200
+        await h2.settle()
+        assert len(h.fake.calls_of("conversations.replies")) == reads
+    finally:
+        await adapter.close(grace_s=1)
+
+
+async def test_new_or_llm_new_in_a_dm_starts_a_fresh_conversation(slack_factory):
+    h = await slack_factory()
+    prompts = spy_prompts(h.engine)
+    dm = "D0ADA"
+
+    async def dm_say(text: str) -> None:
+        assert await h.send(h.fake.message(text, user=ADA, channel=dm, channel_type="im")) == 200
+        await h.settle()
+
+    await dm_say("My name is Ada and I like tea.")
+    await dm_say("What do I like?")
+    assert "My name is Ada and I like tea." in [m["content"] for m in prompts[-1]]
+    await dm_say("new")
+    assert h.fake.bot_messages(dm, None)[-1].text.startswith("Fresh start")
+    await dm_say("What do I like?")
+    assert [m["content"] for m in prompts[-1] if m["role"] != "system"] == ["What do I like?"], \
+        "the model no longer sees the old turns"
+    assert h.turns("dm", channel=dm) == 4, "the old conversation stays in the store"
+
+    await dm_say("I prefer coffee now.")
+    body, key = h.fake.command("/llm-new", "", user=ADA, channel=dm)
+    assert await h.send(body) == 200
+    await h.settle()
+    assert h.fake.responses_for(key)[0]["text"].startswith("Fresh start")
+    await dm_say("What do I prefer?")
+    assert [m["content"] for m in prompts[-1] if m["role"] != "system"] == ["What do I prefer?"]
+    body, key = h.fake.command("/llm-new", "", user=ADA)  # in a channel there is nothing to reset
+    assert await h.send(body) == 200
+    await h.settle()
+    assert "DM" in h.fake.responses_for(key)[0]["text"]
