@@ -141,7 +141,9 @@ async def test_login_prints_the_invite_url_and_syncs_commands(discord_factory, c
           f"&permissions=309237713920"  # view channels, send, send in threads, create public threads, history
     assert url in out
     assert h.fake.identify["intents"] == INTENTS, "guilds, guild messages, DMs and message content only"
-    assert {c["name"] for c in h.fake.commands} == {"llm-stats", "llm-model", "llm-config"}
+    assert {c["name"] for c in h.fake.commands} == {"llm-stats", "llm-model", "llm-config", "llm-docs",
+                                                    "llm-summarize", "llm-new", "Summarize"}
+    assert next(c for c in h.fake.commands if c["name"] == "Summarize")["type"] == 3, "a message menu"
     model = next(c for c in h.fake.commands if c["name"] == "llm-model")
     assert model["options"][0]["autocomplete"] is True
     assert all(c.authorized for c in h.fake.calls)

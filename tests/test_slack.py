@@ -399,12 +399,14 @@ def test_the_manifest_declares_what_the_adapter_handles():
     for name in ("manifest.yaml", "manifest-http.yaml"):
         manifest = yaml.safe_load((ROOT / "slack" / name).read_text())
         commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-        assert commands == {"/llm-stats", "/llm-model", "/llm-config"}
+        assert commands == {"/llm-stats", "/llm-model", "/llm-config", "/llm-docs", "/llm-summarize", "/llm-new"}
+        assert [(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]] == \
+            [("message", "summarize_thread")] and manifest["settings"]["interactivity"]["is_enabled"]
         scopes = set(manifest["oauth_config"]["scopes"]["bot"])
         assert {"app_mentions:read", "chat:write", "commands", "files:read", "users:read", "im:history",
                 "channels:history", "groups:history"} <= scopes
         events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
-        assert {"app_mention", "message.channels", "message.groups", "message.im"} <= events
+        assert {"app_mention", "message.channels", "message.groups", "message.im", "file_deleted"} <= events
         assert manifest["settings"]["socket_mode_enabled"] is (name == "manifest.yaml")
 
 
