@@ -29,6 +29,8 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.chat.answering import stream_answer
+from adapters.chat.feedback import FeedbackTag
+from adapters.discord.feedback import DYNAMIC_ITEMS as FEEDBACK_ITEMS, feedback_view
 from adapters.chat.context import read_earlier
 from adapters.chat.ingest import SharedFile, ingest_shared_file, is_document, unsupported_text
 from adapters.chat.memory import open_thread_memory
@@ -80,12 +82,13 @@ class _Target:
         self.channel = channel
         self.reference = reference  # reply to this message with the first post (no thread to answer in)
 
-    async def post(self, text: str) -> discord.Message:
+    async def post(self, text: str, feedback: FeedbackTag | None = None) -> discord.Message:
         reference, self.reference = self.reference, None
-        return await self.channel.send(text, reference=reference, mention_author=False, suppress_embeds=True)
+        extra = {"view": feedback_view(feedback)} if feedback is not None else {}  # 👍 / 👎 on the last part
+        return await self.channel.send(text, reference=reference, mention_author=False, suppress_embeds=True, **extra)
 
-    async def edit(self, handle: discord.Message, text: str) -> None:
-        await handle.edit(content=text)
+    async def edit(self, handle: discord.Message, text: str, feedback: FeedbackTag | None = None) -> None:
+        await handle.edit(content=text, **({"view": feedback_view(feedback)} if feedback is not None else {}))
 
     async def delete(self, handle: discord.Message) -> None:
         await handle.delete()
@@ -134,6 +137,7 @@ class DiscordAdapter(discord.Client):
     async def setup_hook(self) -> None:
         """After login, before the gateway: memory, the gateway address, commands, the invite URL."""
         await self.memory.open()
+        self.add_dynamic_items(*FEEDBACK_ITEMS)  # 👍 / 👎 presses, understood after a restart too
         if self.custom_api:
             # Another API host (a proxy, a test double) says where its gateway is, as Discord does.
             _, url, _ = await self.http.get_bot_gateway()
@@ -369,7 +373,7 @@ class DiscordAdapter(discord.Client):
                                       earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
                                        limit=MESSAGE_LIMIT, soft_limit=MESSAGE_SOFT_LIMIT, budget=self._edit_budget)
-                await stream_answer(self.engine, request, reply, DISCORD)
+                await stream_answer(self.engine, request, reply, DISCORD, feedback=True)
             elif not message.attachments and self._mentioned(message):
                 await origin.target.post(ASK_SOMETHING)
 
