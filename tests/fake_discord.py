@@ -58,6 +58,7 @@ class FakeMessage:
     deleted: bool = False
     reference: int | None = None
     flags: int = 0
+    components: list = field(default_factory=list)  # the latest action rows (e.g. feedback buttons)
 
     @property
     def text(self) -> str:
@@ -279,7 +280,7 @@ class FakeDiscord:
             "content": msg.text if content is None else content, "timestamp": _now_iso(), "edited_timestamp": None,
             "tts": False, "mention_everyone": False, "mention_roles": [str(r) for r in mention_roles],
             "mentions": [], "attachments": list(attachments), "embeds": [], "pinned": False, "type": type_,
-            "flags": msg.flags, "components": [],
+            "flags": msg.flags, "components": msg.components,
         }
         if guild_id is not None:
             data["guild_id"] = str(guild_id)
@@ -377,6 +378,15 @@ class FakeDiscord:
             payload.update(guild_id=str(gid), member=member, guild_locale="en-US", context=0,
                            authorizing_integration_owners={"0": str(gid)})
         return interaction, payload
+
+    async def press(self, gid: int, user_id: int, message_id: int, custom_id: str) -> FakeInteraction:
+        """A person presses the button `custom_id` on a message (a component interaction)."""
+        msg = self.messages[message_id]
+        interaction, payload = self._interaction(gid, msg.channel_id, user_id,
+                                                 {"custom_id": custom_id, "component_type": 2}, type_=3)
+        payload["message"] = self.message_payload(msg, guild_id=gid)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
 
     async def slash_dm(self, channel_id: int, user_id: int, command: str) -> FakeInteraction:
         """A person runs an application command (without options) in their DM with the bot."""
@@ -501,6 +511,7 @@ class FakeDiscord:
         reference = ((body or {}).get("message_reference") or {}).get("message_id")
         msg = FakeMessage(self.snowflake(), channel_id, self.bot_id, [content],
                           reference=int(reference) if reference else None, flags=(body or {}).get("flags") or 0)
+        msg.components = list((body or {}).get("components") or [])
         self.messages[msg.id] = msg
         gid = self._guild_of(channel_id)
         payload = self.message_payload(msg, guild_id=gid)
@@ -543,6 +554,8 @@ class FakeDiscord:
             if len(content) > 2000:
                 return self._error(400, "Invalid Form Body (content: Must be 2000 or fewer in length.)", 50035)
             msg.history.append(content)
+        if (body or {}).get("components") is not None:
+            msg.components = list(body["components"])
         payload = self.message_payload(msg, guild_id=self._guild_of(msg.channel_id))
         payload["edited_timestamp"] = _now_iso()
         return _json(payload)

@@ -9,6 +9,7 @@ import pytest
 
 from engine.feedback import DAY_S, AnswerRecord, FeedbackStore
 from engine.metrics import metric_families
+from test_discord import discord_factory  # noqa: F401 - the fixture
 from test_slack import ADA, CHANNEL, GRACE, LIN, slack_factory  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(240)
@@ -84,3 +85,24 @@ async def test_presses_are_counted_once_thanked_privately_and_shown_to_admins(sl
     await h.settle()
     [form] = h.fake.opened_views
     assert form["type"] == "modal" and form["private_metadata"] == down.split(":")[1]
+
+
+async def test_discord_answers_carry_the_same_buttons_writing_to_the_same_counts(discord_factory):
+    from test_discord import until
+
+    h = await discord_factory()
+    _, thread = await h.mention("Say hello to the team.")
+    [answer] = h.fake.bot_messages(thread)
+    ids = [c["custom_id"] for row in answer.components for c in row["components"]]
+    assert len(ids) == 2 and ids[0].startswith("parley:fb:up:") and ids[1].startswith("parley:fb:down:")
+
+    up = await h.fake.press(h.guild, h.people["ada"], answer.id, ids[0])
+    down = await h.fake.press(h.guild, h.people["grace"], answer.id, ids[1])
+    again = await h.fake.press(h.guild, h.people["ada"], answer.id, ids[0])
+    for press in (up, down, again):
+        await until(lambda p=press: p.texts, what="the thank-you")
+    assert all(r["ephemeral"] for p in (up, down, again) for r in p.replies)
+    assert up.texts[0].startswith("Thanks for the feedback") and "what was wrong" in down.texts[0]
+    assert again.texts[0].startswith("Your feedback on that answer is already recorded")
+    [counts] = await h.engine.feedback.counts()
+    assert (counts.model, counts.day_up, counts.day_down) == ("smollm2-135m", 1, 1)

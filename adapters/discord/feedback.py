@@ -1,0 +1,82 @@
+"""👍 / 👎 on Discord answers: the same feedback as Slack's (adapters.chat.feedback), as buttons.
+
+An answer's last message carries a view of two buttons whose custom ids name the answer
+("parley:fb:up:<id>"); they are discord.py DynamicItems, so a press is understood after a restart
+too. The presser alone is thanked (an ephemeral reply); after a 👎 the reply offers "Tell us what
+was wrong", a short modal whose text is kept with the vote.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+
+from adapters.chat.feedback import COMMENT_THANKS, FeedbackTag, record_comment, record_press
+from engine.types import User
+
+log = logging.getLogger(__name__)
+
+
+def _presser(interaction: discord.Interaction) -> User:
+    return interaction.client.user_of(interaction.user, interaction.permissions)  # type: ignore[attr-defined]
+
+
+class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"parley:fb:(?P<rating>up|down):(?P<answer>[0-9a-f]{16})"):
+    def __init__(self, rating: str, answer_id: str):
+        super().__init__(discord.ui.Button(style=discord.ButtonStyle.secondary, emoji="👍" if rating == "up" else "👎",
+                                           custom_id=f"parley:fb:{rating}:{answer_id}"))
+        self.rating, self.answer_id = rating, answer_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]):
+        return cls(match["rating"], match["answer"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        engine = interaction.client.engine  # type: ignore[attr-defined]
+        outcome = await record_press(engine, self.answer_id, _presser(interaction), positive=self.rating == "up")
+        view = discord.ui.View(timeout=None)
+        if outcome.offer_comment:
+            view.add_item(CommentButton(self.answer_id))
+        await interaction.response.send_message(outcome.text, ephemeral=True, view=view)
+
+
+class CommentButton(discord.ui.DynamicItem[discord.ui.Button], template=r"parley:fbc:(?P<answer>[0-9a-f]{16})"):
+    def __init__(self, answer_id: str):
+        super().__init__(discord.ui.Button(style=discord.ButtonStyle.primary, label="Tell us what was wrong",
+                                           custom_id=f"parley:fbc:{answer_id}"))
+        self.answer_id = answer_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]):
+        return cls(match["answer"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(CommentForm(self.answer_id))
+
+
+class CommentForm(discord.ui.Modal, title="What was wrong?"):
+    text: discord.ui.TextInput = discord.ui.TextInput(label="Tell us", style=discord.TextStyle.paragraph,
+                                                      max_length=1000,
+                                                      placeholder="Wrong facts, missed the question, too long…")
+
+    def __init__(self, answer_id: str):
+        super().__init__(timeout=None, custom_id=f"parley:fbform:{answer_id}")
+        self.answer_id = answer_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        engine = interaction.client.engine  # type: ignore[attr-defined]
+        await record_comment(engine, self.answer_id, _presser(interaction), str(self.text.value or ""))
+        await interaction.response.send_message(COMMENT_THANKS, ephemeral=True)
+
+
+def feedback_view(tag: FeedbackTag) -> discord.ui.View:
+    """The buttons under an answer."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton("up", tag.answer_id))
+    view.add_item(FeedbackButton("down", tag.answer_id))
+    return view
+
+
+DYNAMIC_ITEMS = (FeedbackButton, CommentButton)
