@@ -407,6 +407,9 @@ def test_the_manifest_declares_what_the_adapter_handles():
                 "channels:history", "groups:history"} <= scopes
         events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
         assert {"app_mention", "message.channels", "message.groups", "message.im", "file_deleted"} <= events
+        assert {"assistant_thread_started", "assistant_thread_context_changed", "app_home_opened"} <= events
+        assert "assistant:write" in scopes and manifest["features"]["assistant_view"]["assistant_description"]
+        assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["features"]["app_home"]["home_tab_enabled"]
         assert manifest["settings"]["socket_mode_enabled"] is (name == "manifest.yaml")
 
 
