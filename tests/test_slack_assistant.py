@@ -72,7 +72,13 @@ async def test_the_panel_answers_from_the_viewed_channels_documents_only(slack_f
     await h.settle()
     await ask(h, dm, thread_ts, "What does zorblax.txt say about the Zorblax project budget?")
     later = h.fake.bot_messages(dm, thread_ts)[-1].text
-    assert "zorblax.txt`" not in later.split("Sources")[-1] and "4.2 million" not in later, later
+    assert "Sources" not in later, "C0PRIVATE's documents are no longer used (the thread's history still is)"
+
+    # A panel opened while viewing another channel never reaches C0PRIVATE's documents.
+    other_dm, other_ts = await open_panel(h, user=GRACE, viewing=CHANNEL)
+    await ask(h, other_dm, other_ts, "What is the budget of the Zorblax project?", user=GRACE)
+    elsewhere = h.fake.bot_messages(other_dm, other_ts)[-1].text
+    assert "Sources" not in elsewhere and "4.2 million" not in elsewhere, elsewhere
 
 
 async def test_the_home_tab_shows_the_live_model_and_admin_figures_only_to_admins(slack_factory):
