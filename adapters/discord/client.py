@@ -5,12 +5,17 @@ through discord.py:
 - a mention in a channel opens a thread on that message (named from the question) and answers
   there; later messages in a thread Parley opened continue it without a mention; a mention in
   any other thread is answered in it, with the thread's earlier messages read first as context;
-  a DM channel is one conversation;
+  a mention in a reply reads the chain of messages it answers first; a DM channel is one
+  conversation until "new" / "reset" alone (or /llm-new) starts a fresh one;
 - answers stream into a placeholder, edited at most once per discord.stream_interval_s
   (discord.py waits out 429s), continuing in further messages past 2000 characters;
 - document attachments on a message Parley answers are ingested for the channel (a thread's
-  for its parent channel); other attachments get a note and are not downloaded;
-- /llm-stats, /llm-model and /llm-config are application commands (adapters.discord.commands).
+  for its parent channel); other attachments are not downloaded, and get a note only when
+  Parley was mentioned or in a DM; deleting the message forgets its documents;
+- "@Parley summarize", the "Summarize" message menu and /llm-summarize summarise a thread or a
+  channel (adapters.discord.summaries);
+- /llm-stats, /llm-model, /llm-config, /llm-docs and /llm-new are application commands
+  (adapters.discord.commands).
 
 Messages from bots and webhooks are never answered. The token goes only to the configured API
 host (Discord's, or DISCORD_API_URL) and is never logged or shown.

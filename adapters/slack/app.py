@@ -11,7 +11,13 @@ through the Web API:
 - documents shared where Parley reads (the types engine/knowledge/formats.py knows) are downloaded
   with the bot token and ingested for that channel; other files (screenshots, archives) are never
   downloaded, and only a sharer who addressed Parley (a mention, a DM) is told why, privately;
-- /llm-stats, /llm-model and /llm-config are acked at once and answered ephemerally.
+- a thread of Parley's idle while Parley was down is read again at its next message (what it
+  missed joins the conversation); "new" alone in a DM, or /llm-new, starts a fresh conversation;
+- "@Parley summarize", the "Summarize thread" shortcut and /llm-summarize summarise a thread or
+  a channel (adapters/slack/summaries.py); deleting a file or its message forgets its document
+  (adapters/slack/documents.py);
+- /llm-stats, /llm-model, /llm-config, /llm-docs and /llm-new are acked at once and answered
+  ephemerally.
 
 Events are deduplicated by event id, message and file (Slack retries deliveries, possibly to
 another process of the same app, and one message can arrive as both app_mention and message):
