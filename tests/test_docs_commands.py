@@ -113,3 +113,42 @@ async def test_discord_llm_docs_and_a_deleted_message_forgets_its_attachment(dis
     await h.fake.delete(int(carried["id"]))  # Ben deletes the message that carried notes.pdf
     await h.settle()
     assert await names() == []
+
+
+async def test_slack_llm_docs_cancel_stops_an_ingest_in_progress(slack_factory):
+    import threading
+
+    h = await slack_factory(knowledge=True)
+    h.fake.add_user(BEN, "Ben")
+    embedder = h.engine.knowledge.embedder
+    real, entered, release = embedder.encode, threading.Event(), threading.Event()
+
+    def held(texts, *args, **kwargs):  # the file's chunks wait here (on the ingest's worker thread)
+        if len(texts) > 1 or kwargs.get("check") is not None:
+            entered.set()
+            release.wait(60)
+        return real(texts, *args, **kwargs)
+
+    embedder.encode = held
+
+    async def command(text: str, user: str) -> str:  # without waiting for the adapter: the ingest is held
+        body, key = h.fake.command("/llm-docs", text, user=user)
+        assert await h.send(body) == 200
+        await h.fake.wait_for(lambda: h.fake.responses_for(key), 30, "the command's answer")
+        return h.fake.responses_for(key)[0]["text"]
+
+    try:
+        ts = h.fake.next_ts()
+        file = h.fake.add_file("big.pdf", docgen.lines_pdf([f"Line {i} of the big report." for i in range(40)]),
+                               "application/pdf", channel=CHANNEL, ts=ts, user=ADA)
+        assert await h.send(h.fake.message("", user=ADA, ts=ts, subtype="file_share", files=[file])) == 200
+        await h.fake.wait_for(entered.is_set, 60, "the ingest to start embedding")
+        assert (await command("cancel big.pdf", BEN)).startswith("Sorry"), "not Ben's to cancel"
+        assert (await command("cancel big.pdf", ADA)).startswith("Stopped indexing")
+    finally:
+        release.set()
+    await h.settle()
+    assert await names(h) == [], "nothing of a cancelled ingest is kept"
+    [note] = h.fake.bot_messages(CHANNEL, ts)
+    assert "CANCELLED" in note.text
+    assert (await command("cancel big.pdf", ADA)).startswith("Nothing named")
