@@ -33,6 +33,7 @@ HELP = """Commands:
   /upload PATH       add a document (PDF, TXT, MD, HTML, DOCX, CSV, EML) to this console's knowledge
   /docs              list the documents here
   /forget NAME       remove a document
+  /cancel NAME       stop indexing a document that is still being read or embedded
   /llm-stats         model, memory, queue, latency, throughput
   /llm-model [NAME]  list models, or switch the live model
   /llm-config [...]  show this console's settings; `/llm-config help` for how to change them
@@ -92,6 +93,7 @@ class ConsoleAdapter:
         self.user = User(id="console", name=getpass.getuser())
         self._thread_file = engine.config.data_path / "console_thread"
         self.thread = thread or self._initial_thread()
+        self._uploads: dict[str, asyncio.Task] = {}  # file name -> its ingest, running while lines are read
 
     # ---- threads -----------------------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class ConsoleAdapter:
                 break
             if line.strip() and not await self.handle(line.strip()):
                 break
+        await self.settle_uploads()
         if self.interactive:
             self.print("bye")
 
@@ -166,11 +169,17 @@ class ConsoleAdapter:
             return True
         command, _, rest = line.partition(" ")
         command, rest = command.lower(), rest.strip()
+        if command not in ("/cancel", "/help", "/upload"):
+            await self.settle_uploads()  # a question or command after an upload sees its document
         try:
             if command in ("/quit", "/exit"):
                 return False
             if command == "/help":
                 self.print(HELP)
+            elif command == "/cancel":
+                name = " ".join(_words(rest))
+                cancelled = await self.engine.cancel_ingest(self.where, name, self.user)
+                self.status(f"Cancelling {name}…" if cancelled else f"Nothing named {name or '(none given)'} is being indexed.")
             elif command == "/new":
                 self.thread = self._new_thread_id()
                 self.status(f"New thread {self.thread}.")
@@ -191,22 +200,33 @@ class ConsoleAdapter:
         return True
 
     async def upload(self, path_text: str) -> None:
+        """Start indexing a file; it runs while further lines are read (so /cancel can stop it)."""
         path = Path(path_text).expanduser()
         if not path_text or not path.is_file():
             self.status(f"No such file: {path_text or '(none given)'}")
             return
         data = await asyncio.to_thread(path.read_bytes)
+        self.status(f"Reading {path.name}…")
+        task = asyncio.create_task(self._ingest(path.name, data))
+        self._uploads[f"{path.name}-{id(task)}"] = task
+        task.add_done_callback(lambda t, key=f"{path.name}-{id(task)}": self._uploads.pop(key, None))
 
-        def progress(p: IngestProgress) -> None:
-            if self.interactive:
-                self.out.write(f"\r\x1b[2m{p.stage} {p.done}/{p.total} {p.unit}\x1b[0m\x1b[K")
-                self.out.flush()
-
-        result = await self.engine.ingest(
-            FileUpload(where=self.where, user=self.user, filename=path.name, data=data), progress)
-        if self.interactive:
-            self.out.write("\r\x1b[K")
+    async def _ingest(self, name: str, data: bytes) -> None:
+        progress = ConsoleProgress(self, name)
+        try:
+            result = await self.engine.ingest(
+                FileUpload(where=self.where, user=self.user, filename=name, data=data), progress)
+        except ParleyError as exc:
+            progress.clear()
+            self.status(f"I couldn't index {name}: {exc.render()}")
+            return
+        progress.clear()
         self.status(ingested_text(result, result.filename))
+
+    async def settle_uploads(self) -> None:
+        """Wait for the uploads in progress (their outcome is printed by each)."""
+        while self._uploads:
+            await asyncio.gather(*list(self._uploads.values()), return_exceptions=True)
 
     async def docs(self) -> None:
         documents = await self.engine.list_documents(self.where)
@@ -215,7 +235,38 @@ class ConsoleAdapter:
             return
         for d in documents:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.uploaded_at))
-            self.print(f"{d.filename}  v{d.version}  {d.pages} pages  {d.chunks} chunks  {when}")
+            size = f"{d.pages} pages" if d.pages else f"{d.sections} sections"
+            self.print(f"{d.filename}  v{d.version}  {size}  {d.chunks} chunks  {when}")
+
+
+class ConsoleProgress:
+    """An ingest's progress: one line rewritten in a terminal; piped, a plain line when a stage
+    starts and then at most every PIPED_EVERY_S seconds, so a script sees it is still working."""
+
+    PIPED_EVERY_S = 2.0
+    STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
+
+    def __init__(self, console: ConsoleAdapter, name: str):
+        self.console, self.name = console, name
+        self._stage = ""
+        self._printed_at = 0.0
+
+    def __call__(self, p: IngestProgress) -> None:
+        text = f"{self.STAGES.get(p.stage, p.stage)} {self.name}: {p.done}/{p.total} {p.unit}"
+        out = self.console.out
+        if self.console.interactive:
+            out.write(f"\r\x1b[2m{text}\x1b[0m\x1b[K")
+            out.flush()
+            return
+        now = time.monotonic()
+        if p.stage != self._stage or now - self._printed_at >= self.PIPED_EVERY_S:
+            self.console.print(text)
+            self._stage, self._printed_at = p.stage, now
+
+    def clear(self) -> None:
+        if self.console.interactive:
+            self.console.out.write("\r\x1b[K")
+            self.console.out.flush()
 
 
 def _words(text: str) -> list[str]:

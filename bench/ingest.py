@@ -40,7 +40,7 @@ from engine.config import KnowledgeConfig  # noqa: E402
 from engine.knowledge import KnowledgeBase  # noqa: E402
 from engine.knowledge import loaders  # noqa: E402
 from engine.knowledge.embedder import Embedder  # noqa: E402
-from engine.knowledge.splitting import make_splitter, split_pages, token_counter  # noqa: E402
+from engine.knowledge.splitting import split_pages, token_counter  # noqa: E402
 from engine.types import Conversation, FileUpload, User  # noqa: E402
 
 WORKSPACE = "T-bench"
@@ -93,8 +93,8 @@ async def bench_ingest(config: KnowledgeConfig, embedder: Embedder, pages: int, 
 
     # Embedding baselines on the same chunks.
     document = loaders.load("pdf", "annual-report.pdf", pdf)
-    splitter = make_splitter(token_counter(embedder.tokenizer), config.chunk_tokens, config.chunk_overlap_tokens, "pdf")
-    texts = [d.text for d in split_pages(document.pages, splitter)]
+    texts = [d.embedded_text for d in split_pages(document.pages, token_counter(embedder.tokenizer),
+                                                  config.chunk_tokens, config.chunk_overlap_tokens, "pdf")]
     sample = texts[:baseline_limit]
     t = time.perf_counter()
     embedder.encode(sample)

@@ -316,6 +316,12 @@ def latin1_txt() -> bytes:
     return "Le café de la gare ouvre à 7 h. Prix réduits le lundi.".encode("latin-1")
 
 
+def undecodable_txt() -> bytes:
+    """Bytes no text encoding reads sensibly (seeded noise without NUL bytes)."""
+    rng = random.Random(11)
+    return bytes(rng.randrange(1, 256) for _ in range(3000))
+
+
 def huge_single_line(words: int = 150_000) -> bytes:
     """One line of about 1 MB: prose without a single newline, with a fact in the middle."""
     rng = random.Random(9)
@@ -356,3 +362,118 @@ def lines_pdf(lines: list[str]) -> bytes:
     pdf.showPage()
     pdf.save()
     return buffer.getvalue()
+
+
+# ---- a typeset manual: running heads, a contents page, justified lines, printed page numbers ----
+
+MANUAL_SECTIONS = [
+    ("1.1 Joining the project", [
+        "New members first read the handbook and then ask an existing member to advocate for them. "
+        "The advocate writes a short message describing the work the applicant has already done.",
+        "Applicants who have not yet contributed any packages are asked to start with small fixes."]),
+    ("2.3 Uploading to the queue", [
+        "Uploads must wait in the delayed queue for at least three days before they reach the archive. "
+        "The waiting time gives the maintainer a chance to react to the change.",
+        "To cancel a delayed upload, run the cancel command of the upload tool with the name of the changes file."]),
+    ("3.2 Handling security bugs", [
+        "Security bugs are reported privately to the security team and never in the public tracker. "
+        "The team coordinates a release date with other distributions before anything is published.",
+        "Fixed packages are built on the security servers and announced on the security mailing list."]),
+    ("4.1 Orphaning a package", [
+        "A package whose maintainer can no longer care for it is orphaned by filing a bug against the "
+        "work-needing packages pseudo-package, with a short description of its state.",
+        "Anyone may then adopt the orphaned package by retitling the bug and uploading a new version."]),
+]
+MANUAL_HEADER = "Field Manual for Volunteers, Release 3.1"
+
+
+def _justified(pdf, words: list[str], x: float, y: float, width: float, size: float = 10) -> None:
+    """One justified line, each word drawn on its own (no space characters between them), as
+    typesetting programs do; a text extractor must place the spaces from the gaps."""
+    widths = [pdf.stringWidth(w, "Helvetica", size) for w in words]
+    gap = (width - sum(widths)) / max(1, len(words) - 1)
+    for word, w in zip(words, widths):
+        pdf.drawString(x, y, word)
+        x += w + gap
+
+
+def _wrap(pdf, text: str, width: float, size: float = 10) -> list[list[str]]:
+    lines, line = [], []
+    for word in text.split():
+        if line and pdf.stringWidth(" ".join(line + [word]), "Helvetica", size) > width:
+            lines.append(line)
+            line = []
+        line.append(word)
+    return lines + [line] if line else lines
+
+
+def manual_pdf(*, page_labels: bool = False) -> bytes:
+    """A typeset manual: a title page, a contents page (dot leaders), then one section a page
+    with a running header, a footer with the section title and the printed page number (1 on
+    the third page), justified body lines. With page_labels, /PageLabels says so too (i, ii, 1…)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
+    pdf.setFont("Helvetica-Bold", 24)
+    pdf.drawString(72, 700, "Field Manual")
+    pdf.showPage()
+    pdf.setFont("Helvetica-Bold", 16)
+    pdf.drawString(72, 780, "Contents")
+    pdf.setFont("Helvetica", 10)
+    for i, (title, _) in enumerate(MANUAL_SECTIONS):
+        pdf.drawString(72, 750 - 16 * i, f"{title} " + ". " * 40 + f" {i + 1}")
+    pdf.showPage()
+    for number, (title, paragraphs) in enumerate(MANUAL_SECTIONS, start=1):
+        pdf.setFont("Helvetica", 8)
+        pdf.drawString(300, 810, MANUAL_HEADER)
+        pdf.setFont("Helvetica-Bold", 14)
+        pdf.drawString(72, 770, title)
+        pdf.setFont("Helvetica", 10)
+        y = 740
+        for paragraph in paragraphs:
+            lines = _wrap(pdf, paragraph, 380)
+            for i, words in enumerate(lines):
+                if i < len(lines) - 1:
+                    _justified(pdf, words, 72, y, 380)
+                else:
+                    pdf.drawString(72, y, " ".join(words))
+                y -= 13
+            y -= 10
+        pdf.setFont("Helvetica", 8)
+        pdf.drawString(72, 40, f"{title} {number}" if number % 2 else f"{number} Chapter {title[0]}")
+        pdf.showPage()
+    if page_labels:
+        pdf.addPageLabel(0, "ROMAN_LOWER")
+        pdf.addPageLabel(2, "ARABIC", 1)
+    pdf.save()
+    return out.getvalue()
+
+
+# ---- a large store of unrelated, everyday text -------------------------------------------------
+
+_WHO = ["The gardener", "Our neighbour", "The new chef", "A tourist", "The coach", "My aunt", "The librarian",
+        "The bus driver", "A student", "The baker", "The painter", "The team captain", "The farmer", "A nurse",
+        "The shop owner", "The pilot", "A fisherman", "The mayor", "The violinist", "A carpenter"]
+_DID = ["planted", "cooked", "painted", "repaired", "photographed", "carried", "sold", "cleaned", "collected",
+        "described", "borrowed", "delivered", "measured", "admired", "wrapped", "ordered", "sketched", "sorted"]
+_WHAT = ["tomatoes", "a wooden chair", "the old bicycle", "fresh bread", "a blue umbrella", "the harbour boats",
+         "winter coats", "apple pies", "the village map", "a kite", "river stones", "the tennis rackets",
+         "paper lanterns", "a birthday cake", "the garden fence", "wild mushrooms", "the school piano", "a quilt"]
+_WHEN = ["before breakfast", "on a rainy Sunday", "after the football match", "during the summer fair",
+         "late in the evening", "at the weekend market", "before the holidays", "on the first warm day of spring",
+         "while the soup was cooking", "after the storm", "during the autumn festival", "at dawn"]
+_WHY = ["because the weather was mild", "to surprise the children", "for the neighbours", "as a favour to a friend",
+        "since the shop was closed", "to raise money for the club", "for the street party", "out of habit"]
+
+
+def everyday_paragraphs(count: int, seed: int = 5) -> list[str]:
+    """`count` short paragraphs of everyday events, seeded: a big store that answers nothing
+    technical, but is full of ordinary words (people, food, weather, places)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        out.append(" ".join(f"{rng.choice(_WHO)} {rng.choice(_DID)} {rng.choice(_WHAT)} {rng.choice(_WHEN)} "
+                            f"{rng.choice(_WHY)}." for _ in range(2)))
+    return out

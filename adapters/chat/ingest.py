@@ -58,7 +58,8 @@ def ingested_text(result: IngestResult, shown: str) -> str:
     """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants."""
     if result.duplicate:
         return f"{shown} is already indexed here (version {result.version}); nothing changed."
-    pages = f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else ""
+    pages = (f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else
+             f"{result.sections} section{'s' if result.sections != 1 else ''}, " if result.sections else "")
     chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
     version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
     return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."

@@ -11,12 +11,14 @@ from engine.types import Source
 CONTEXT_HEADER = ("Passages from the documents shared here. Answer from them when "
                   "they are relevant and cite them by number, like [1]. If they do not hold the answer, "
                   "say so instead of guessing.")
-EXCERPT_CHARS = 220
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+EXCERPT_CHARS = 160  # the shortest a platform shows (Slack): two sentences are joined only within it
+# A sentence ends at . ! or ? before a space, but not after "e.g.", "i.e.", "etc.", "vs.", "cf." or an initial.
+_SENTENCE_END = re.compile(r"(?<![Ee]\.g\.)(?<![Ii]\.e\.)(?<!etc\.)(?<!\bvs\.)(?<!\bcf\.)(?<!\b[A-Z]\.)(?<=[.!?])\s+")
 
 
 def _tag(number: int, passage: Passage, text: str) -> str:
-    return f"[{number}] {passage.label()}: {' '.join(text.split())}"
+    section = f" ({' '.join(passage.heading.split())})" if passage.heading else ""
+    return f"[{number}] {passage.label()}{section}: {' '.join(text.split())}"
 
 
 def build_context(passages: Sequence[Passage], budget_tokens: int,
@@ -71,7 +73,8 @@ def sentences(text: str) -> list[str]:
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS, start: int = 0) -> str:
-    """A sentence or two of a passage (from sentence `start`), at most `limit` characters."""
+    """A sentence or two of a passage (from sentence `start`), at most `limit` characters: whole
+    sentences, unless the one sentence is longer than that."""
     parts = sentences(text)[start:] or [" ".join(text.split())]
     out = parts[0]
     if len(parts) > 1 and len(out) < limit // 2 and len(out) + 1 + len(parts[1]) <= limit:
@@ -84,5 +87,5 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS, start: int = 0) -> str:
 def to_sources(passages: Iterable[Passage]) -> tuple[Source, ...]:
     """One Source per passage used, in the order they were tagged (so [n] matches), with a
     short excerpt to check the answer against."""
-    return tuple(Source(file=p.file, page=p.page, excerpt=p.excerpt or excerpt(p.text), score=p.score,
+    return tuple(Source(file=p.file, page=p.shown_page if p.page else None, excerpt=p.excerpt or excerpt(p.text), score=p.score,
                         version=p.version) for p in passages)

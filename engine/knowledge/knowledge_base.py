@@ -19,23 +19,21 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError, file_too_large
-from engine.knowledge import loaders
-from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.citations import excerpt, sentences
+from engine.knowledge.embedder import Embedder, shared_embedder
+from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
+from engine.knowledge.ingesting import IngestJob, IngestJobs, Prepared, prepare
+from engine.knowledge.lexical import DocumentTerms, LexicalHits, LexicalIndex
 from engine.knowledge.records import Passage
-from engine.knowledge.splitting import make_splitter, split_pages
 from engine.knowledge.store import ChromaStore, DocumentRecord, chunk_id, document_id, open_client
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
 
 log = logging.getLogger(__name__)
 
-# Extra candidates fetched per search so that stale chunks dropped by the live-version filter
-# still leave k passages.
-_CANDIDATE_FACTOR = 3
 _MAX_SENTENCES = 12  # per passage, for choosing its excerpt
 
 
@@ -59,6 +57,10 @@ class KnowledgeBase:
         self._searches = 0
         self._search_ms_total = 0.0
         self._ingests = 0
+        self.lexical = LexicalIndex()
+        self.jobs = IngestJobs()
+        # Whether the engine is generating now: an ingest then leaves it its cores.
+        self.generation_busy: Callable[[], bool] = lambda: False
         if load_embedder:
             self.load_embedder_in_background()
 
@@ -120,34 +122,35 @@ class KnowledgeBase:
         duplicate = self._find_duplicate(upload.where, sha)
         if duplicate is not None:
             return duplicate
-
-        kind = loaders.sniff(name, data)
-        document = loaders.load(kind, name, data, on_page=lambda done, total: emit("reading", done, total, "pages"))
-        count = self.embedder.count_tokens
-        chunk_tokens = min(self.config.chunk_tokens, self.embedder.max_tokens - 2)  # [CLS] and [SEP]
-        overlap = min(self.config.chunk_overlap_tokens, chunk_tokens // 2)
-        drafts = split_pages(document.pages, make_splitter(count, chunk_tokens, overlap, kind))
-        if not drafts:
-            raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} has no text in it.")
-        emit("embedding", 0, len(drafts), "chunks")
-        vectors = self.embedder.encode([d.text for d in drafts],
-                                       progress=lambda done, total: emit("embedding", done, total, "chunks"))
-        record = DocumentRecord(
-            doc_id=document_id(upload.where, name), platform=upload.where.platform, workspace=upload.where.workspace,
-            channel=upload.where.channel, filename=name, version=0, kind=kind, pages=document.page_count,
-            chunks=len(drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at), sha256=sha)
-        result = self._store(record, drafts, vectors, emit)
+        job = self.jobs.start(upload.where, name, upload.user.id)
+        try:
+            prepared = prepare(self.config, self.embedder, name, data, emit, job, self.generation_busy)
+            document = prepared.document
+            record = DocumentRecord(
+                doc_id=document_id(upload.where, name), platform=upload.where.platform,
+                workspace=upload.where.workspace, channel=upload.where.channel, filename=name, version=0,
+                kind=prepared.kind, pages=document.page_count, chunks=len(prepared.drafts), uploader=upload.user.id,
+                uploaded_at=float(upload.uploaded_at), sha256=sha, sections=document.sections)
+            result = self._store(record, prepared, emit, job)
+        finally:
+            self.jobs.finish(job)
         if not result.duplicate:
             with self._stats_lock:
                 self._ingests += 1
-            log.info("file ingested", extra={"file": name, "kind": kind, "pages": document.page_count,
-                                             "chunks": len(drafts), "version": result.version,
+            log.info("file ingested", extra={"file": name, "kind": prepared.kind, "pages": document.page_count,
+                                             "sections": document.sections, "chunks": len(prepared.drafts),
+                                             "version": result.version,
                                              "seconds": round(time.perf_counter() - started, 2)})
         return result
 
-    def _store(self, draft: DocumentRecord, drafts: list, vectors, emit) -> IngestResult:
+    def active_ingest(self, where: Conversation, filename: str) -> IngestJob | None:
+        """The ingest of this file in this channel now in progress, if any."""
+        return self.jobs.find(where, clean_filename(filename))
+
+    def _store(self, draft: DocumentRecord, prepared: Prepared, emit, job: IngestJob) -> IngestResult:
         """Store a document's chunks as its next version, then register it: the commit point."""
         name, doc_id = draft.filename, draft.doc_id
+        drafts, vectors = prepared.drafts, prepared.vectors
         where = Conversation(draft.platform, draft.workspace, draft.channel, "")
         with self._write_lock:
             duplicate = self._find_duplicate(where, draft.sha256)  # another upload of it may have won the race
@@ -160,12 +163,15 @@ class KnowledgeBase:
             base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
                     "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
                     "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind}
-            metadatas = [{**base, "page": d.page or 0, "chunk": d.index} for d in drafts]
+            metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
+                          for d in drafts]
             ids = [chunk_id(doc_id, version, d.index) for d in drafts]
             try:
                 emit("storing", 0, len(ids), "chunks")
                 self.store.add_chunks(ids, vectors, [d.text for d in drafts], metadatas)
+                job.check()  # a cancel that came while storing: undone below, never registered
                 self.store.register(record)  # the commit point
+                self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
             except BaseException as exc:
                 self._undo(doc_id, version, name)
                 if isinstance(exc, ParleyError):
@@ -178,14 +184,15 @@ class KnowledgeBase:
                     self.store.delete_other_versions(doc_id, keep=version)
                 except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
                     log.warning("old version not deleted", extra={"file": name}, exc_info=True)
-        return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version)
+        return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
+                            sections=draft.sections)
 
     def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
         doc = self.store.find_by_sha(where, sha)
         if doc is None:
             return None
         return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
-                            duplicate=True)
+                            duplicate=True, sections=doc.sections)
 
     def _undo(self, doc_id: str, version: int, name: str) -> None:
         try:
@@ -206,25 +213,48 @@ class KnowledgeBase:
         k = k or self.config.top_k
         if self._embedder is None and self.store.counts()[1] == 0:
             return []  # no documents at all: nothing to wait for while the embedder loads
-        vector = self.embedder.encode_query(query)
-        hits = self.store.search(vector, where, workspace_wide, k * _CANDIDATE_FACTOR)
-        live = self.store.live_versions([m["doc_id"] for _, _, m, _ in hits])
-        passages = [
-            Passage(text=text, file=m["file"], page=int(m["page"]) or None, version=int(m["version"]),
-                    score=round(score, 4), channel=m["channel"], doc_id=m["doc_id"], chunk=int(m["chunk"]),
-                    uploader=m.get("uploader", ""), uploaded_at=float(m.get("uploaded_at", 0.0)))
-            for _, text, m, score in hits
-            if score >= self.config.min_relevance and live.get(m["doc_id"]) == int(m["version"])
-        ]
-        passages.sort(key=lambda p: -p.score)
-        passages = passages[:k]
+        candidates = self.candidates(where, query, workspace_wide)
+        passages = [self._passage(c) for c in ranked(candidates, self.config)[:k]]
         elapsed_ms = (time.perf_counter() - started) * 1000
         with self._stats_lock:
             self._searches += 1
             self._search_ms_total += elapsed_ms
-        log.debug("knowledge search", extra={"scope": where.session_key, "hits": len(hits),
+        log.debug("knowledge search", extra={"scope": where.session_key, "candidates": len(candidates),
                                               "kept": len(passages), "ms": round(elapsed_ms, 1)})
         return passages
+
+    def candidates(self, where: Conversation, query: str, workspace_wide: bool) -> list[Candidate]:
+        """Every candidate chunk of the live documents in scope, best fused first, with the
+        figures the relevance decision reads (bench/realdocs.py prints them)."""
+        vector = self.embedder.encode_query(query)
+        live = {r.doc_id: r.version for r in self.store.documents_in(where, workspace_wide)}
+        if not live:
+            return []
+        dense = [h for h in self.store.search(vector, where, workspace_wide, DENSE_CANDIDATES)
+                 if live.get(h[2]["doc_id"]) == int(h[2]["version"])]
+        lexical = self._lexical(query, live) if self.config.hybrid else LexicalHits()
+        seen = {h[0] for h in dense}
+        extra: dict[str, tuple[str, dict, float]] = {}
+        wanted = [cid for cid, _ in lexical.ranked if cid not in seen]
+        if wanted:
+            got = self.store.get_chunks(wanted)
+            for cid, text, meta, cos in zip(got[0], got[1], got[2], cosines(got[3], vector)):
+                extra[cid] = (text, meta, cos)
+        return fuse(dense, lexical, extra)
+
+    def _lexical(self, query: str, live: dict[str, int]) -> LexicalHits:
+        for doc_id in self.lexical.missing(live):  # after a restart, or written by another process
+            ids, texts = self.store.chunk_texts(doc_id, live[doc_id])
+            self.lexical.put(doc_id, DocumentTerms.build(live[doc_id], ids, texts))
+        return self.lexical.search(query, live, LEXICAL_CANDIDATES)
+
+    @staticmethod
+    def _passage(c: Candidate) -> Passage:
+        m = c.meta
+        return Passage(text=c.text, file=m["file"], page=int(m["page"]) or None, version=int(m["version"]),
+                       score=round(c.cosine, 4), channel=m["channel"], doc_id=m["doc_id"], chunk=int(m["chunk"]),
+                       uploader=m.get("uploader", ""), uploaded_at=float(m.get("uploaded_at", 0.0)),
+                       page_label=str(m.get("label", "") or ""), heading=str(m.get("heading", "") or ""))
 
     async def quote(self, query: str, passages: list[Passage]) -> list[Passage]:
         """The passages with their excerpts: in each, the sentence closest in meaning to the
@@ -258,7 +288,8 @@ class KnowledgeBase:
         records = self.store.documents_in(where, workspace_wide)
         records.sort(key=lambda r: (r.filename.lower(), r.channel))
         return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
-                             uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel)
+                             uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel,
+                             sections=r.sections)
                 for r in records]
 
     async def delete_document(self, where: Conversation, filename: str) -> int:
@@ -271,6 +302,7 @@ class KnowledgeBase:
             if self.store.get_document(doc_id) is None:
                 raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {name} in this channel.")
             self.store.unregister(doc_id)  # first: from here on nothing of it is retrieved
+            self.lexical.drop(doc_id)
             removed = self.store.delete_document_chunks(doc_id)
         log.info("document deleted", extra={"file": name, "scope": where.session_key, "chunks": removed})
         return removed
@@ -287,6 +319,7 @@ class KnowledgeBase:
         from engine.knowledge.backup import restore
 
         with self._write_lock:
+            self.lexical.clear()
             return restore(self.store, Path(source), embedder_name=self._embedder_name())
 
     def check(self, repair: bool = True) -> dict:

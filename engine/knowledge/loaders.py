@@ -1,9 +1,14 @@
-"""Turn uploaded bytes into text, choosing the loader by content first and extension second.
+"""Turn uploaded bytes into blocks of text, choosing the loader by content first and extension second.
 
-Loaders: pypdf (pages kept), python-docx, BeautifulSoup/lxml for HTML, langchain-community's
-CSVLoader, the standard library's email parser for EML, strict UTF-8 for TXT and Markdown.
-unstructured's partitioners are not used: they classify text with a spaCy model that they
-download from the internet on first use, which a self-hosted install cannot do.
+Loaders: PDFium for PDF (pdf.py: word boundaries, running heads, printed page numbers, contents
+pages), python-docx (headings by paragraph style, tables whole), BeautifulSoup/lxml for HTML
+(html.py: main content, inline tags inline), the standard library's email parser for EML, and
+text.py for TXT, Markdown and CSV (decoded from UTF-8, UTF-16 or UTF-8 with a BOM, Windows-1252,
+or another encoding charset-normalizer recognises).
+
+unstructured is not used (and not installed): its partitioners classify text with NLTK/spaCy
+data they download on first use, which a self-hosted, offline install cannot do, and the formats
+it would add (PPTX, XLSX, ODT, EPUB, RTF) are refused by name instead.
 
 Every failure a user can cause becomes a ParleyError whose message names the file.
 """
@@ -14,7 +19,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from email import policy
 from email.parser import BytesParser
@@ -22,7 +26,11 @@ from typing import Callable
 
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.formats import SUPPORTED, TEXT_EXTENSIONS
-from engine.knowledge.records import LoadedDocument, PageText
+from engine.knowledge.html import html_blocks, html_to_text
+from engine.knowledge.records import Block, LoadedDocument, PageText
+from engine.knowledge.text import decode, text_blocks
+
+__all__ = ["html_to_text", "load", "sniff"]
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +81,8 @@ def sniff(filename: str, data: bytes) -> str:
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is not a valid PDF (no PDF header); it may be corrupt.")
     if ext == ".docx":
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is not a valid DOCX file; it may be corrupt.")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _error(ErrorCode.FILE_BAD_ENCODING,
-                     f"{filename} is UTF-16 text; please save it as UTF-8 and share it again.")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):  # a byte-order mark: text
+        return TEXT_EXTENSIONS.get(ext, "text")
     if b"\x00" in data[:8192]:
         raise _error(ErrorCode.UNSUPPORTED_FILE, f"{filename} is a binary file; I can read {SUPPORTED} files.")
     if _HTML_START.match(head):
@@ -91,141 +98,93 @@ def sniff(filename: str, data: bytes) -> str:
 
 def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = None) -> LoadedDocument:
     """Extract the text of a sniffed file. Raises ParleyError for unreadable, encrypted, empty,
-    text-less or wrongly encoded input."""
+    text-less or wrongly encoded input. Pages kept out of retrieval (contents, blank) are counted
+    in page_count but not returned."""
     loader = _LOADERS[kind]
     pages = loader(filename, data, on_page or (lambda done, total: None))
     if not any(p.text.strip() for p in pages):
-        if kind == "pdf":
-            raise _error(ErrorCode.FILE_NO_TEXT,
-                         f"{filename} has no text layer (a scanned document?); I can only read text. "
-                         "Run it through OCR and share it again.")
         raise _error(ErrorCode.FILE_EMPTY, f"{filename} has no text in it.")
-    return LoadedDocument(kind=kind, pages=tuple(p for p in pages if p.text.strip()),
-                          page_count=len(pages))
+    kept = tuple(p for p in pages if p.text.strip())
+    sections = sum(1 for p in kept for b in p.as_blocks() if b.kind == "heading")
+    return LoadedDocument(kind=kind, pages=kept, page_count=len(pages) if kind == "pdf" else 0, sections=sections)
 
 
 # ---- the loaders -----------------------------------------------------------------------------
 
 def _load_pdf(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+    from engine.knowledge.pdf import load_pdf
 
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            # Many PDFs are encrypted only against editing (an empty user password): those open.
-            try:
-                opened = reader.decrypt("")
-            except (DependencyError, NotImplementedError) as exc:
-                log.warning("pdf decryption unavailable", extra={"file": filename, "error": str(exc)})
-                opened = 0
-            if not opened:
-                raise _error(ErrorCode.FILE_ENCRYPTED,
-                             f"{filename} is password-protected; please share an unencrypted copy.")
-        total = len(reader.pages)
-    except ParleyError:
-        raise
-    except FileNotDecryptedError:
-        raise _error(ErrorCode.FILE_ENCRYPTED, f"{filename} is password-protected; please share an unencrypted copy.")
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
-            RecursionError, AssertionError) as exc:
-        log.info("pdf unreadable", extra={"file": filename, "error": repr(exc)})
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a PDF; it may be corrupt.")
-    if total == 0:
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is a PDF with no pages; it may be corrupt.")
-    pages: list[PageText] = []
-    failed = 0
-    for number, page in enumerate(reader.pages, start=1):
-        try:
-            text = page.extract_text() or ""
-        except Exception as exc:  # noqa: BLE001 - pypdf raises many types on damaged page streams
-            failed += 1
-            log.info("pdf page unreadable", extra={"file": filename, "page": number, "error": repr(exc)})
-            text = ""
-        pages.append(PageText(page=number, text=_tidy(text)))
-        on_page(number, total)
-    if failed == total:
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a PDF; it may be corrupt.")
-    return pages
+    return load_pdf(filename, data, on_page)
 
 
 def _load_docx(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
     import docx
     from docx.table import Table
 
+    blocks: list[Block] = []
     try:
         document = docx.Document(io.BytesIO(data))
-        parts: list[str] = []
-        for block in document.iter_inner_content():  # paragraphs and tables in reading order
-            if isinstance(block, Table):
-                for row in block.rows:
-                    cells = [c.text.strip() for c in row.cells]
-                    # merged cells repeat; keep each once, in order
-                    parts.append(" | ".join(dict.fromkeys(c for c in cells if c)))
-            else:
-                parts.append(block.text)
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        log.info("docx unreadable", extra={"file": filename, "error": repr(exc)})
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a Word document; it may be corrupt.")
-    except Exception as exc:  # noqa: BLE001 - lxml and python-docx raise their own types on bad XML
+        for item in document.iter_inner_content():  # paragraphs and tables in reading order
+            if isinstance(item, Table):
+                rows = []
+                for row in item.rows:  # merged cells repeat; keep each once, in order
+                    cells = dict.fromkeys(c.text.strip() for c in row.cells if c.text.strip())
+                    rows.append(" | ".join(cells))
+                if any(rows):
+                    blocks.append(Block("\n".join(r for r in rows if r), kind="table"))
+            elif item.text.strip():
+                style = (item.style.name if item.style is not None else "") or ""
+                level = re.match(r"(?:Heading|Title)\s*(\d?)", style)
+                blocks.append(Block(" ".join(item.text.split()), kind="heading", level=int(level.group(1) or 1))
+                              if level else Block(item.text.strip()))
+    except Exception as exc:  # noqa: BLE001 - zipfile, lxml and python-docx raise their own types on bad input
         log.info("docx unreadable", extra={"file": filename, "error": repr(exc)})
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a Word document; it may be corrupt.")
     on_page(1, 1)
-    return [PageText(page=None, text=_tidy("\n\n".join(p for p in parts if p.strip())))]
+    return [_page(blocks)]
+
+
+def _page(blocks: list[Block]) -> PageText:
+    return PageText(page=None, text="\n\n".join(b.text for b in blocks), blocks=tuple(blocks))
 
 
 def _load_html(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
-    text = html_to_text(data)
+    markup: bytes | str = data
+    if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        markup = decode(filename, data)
+    blocks = html_blocks(markup)
     on_page(1, 1)
-    return [PageText(page=None, text=text)]
-
-
-def html_to_text(markup: bytes | str) -> str:
-    """Readable text of an HTML document; BeautifulSoup honours its declared charset."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "lxml")
-    for tag in soup(["script", "style", "noscript", "template", "svg", "iframe"]):
-        tag.decompose()
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    if soup.head is not None:
-        soup.head.decompose()
-    body = soup.get_text("\n")
-    return _tidy(f"{title}\n\n{body}" if title else body)
-
-
-def _decode_utf8(filename: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _error(ErrorCode.FILE_BAD_ENCODING,
-                     f"{filename} is not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}); "
-                     "please save it as UTF-8 and share it again.")
+    return [_page(blocks)]
 
 
 def _load_text(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
-    text = _decode_utf8(filename, data)
+    blocks = text_blocks(decode(filename, data).replace("\x00", ""), markdown=False)
     on_page(1, 1)
-    return [PageText(page=None, text=_tidy(text))]
+    return [_page(blocks)]
+
+
+def _load_markdown(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+    blocks = text_blocks(decode(filename, data).replace("\x00", ""), markdown=True)
+    on_page(1, 1)
+    return [_page(blocks)]
 
 
 def _load_csv(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
-    from langchain_community.document_loaders.csv_loader import CSVLoader
-
-    _decode_utf8(filename, data)  # the loader would fail later with a less helpful error
-    with tempfile.TemporaryDirectory(prefix="parley-csv-") as tmp:  # CSVLoader reads from a path
-        path = os.path.join(tmp, "upload.csv")
-        with open(path, "wb") as f:
-            f.write(data)
-        try:
-            rows = CSVLoader(path, encoding="utf-8-sig").load()
-        except (csv.Error, RuntimeError, ValueError) as exc:
-            log.info("csv unreadable", extra={"file": filename, "error": repr(exc)})
-            raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as CSV: {exc}")
+    text = decode(filename, data)
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (csv.Error, ValueError) as exc:
+        log.info("csv unreadable", extra={"file": filename, "error": repr(exc)})
+        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as CSV: {exc}")
     on_page(1, 1)
-    # Each row reads "column: value" per line; blank lines between rows let the splitter keep
-    # rows whole and pack several into a chunk.
-    return [PageText(page=None, text="\n\n".join(r.page_content.strip() for r in rows))]
+    # Each row reads "column: value" per line, one block per row: kept whole, several to a chunk.
+    blocks = []
+    for row in rows:
+        fields = [f"{(k or '').strip()}: {(v if isinstance(v, str) else ', '.join(v or [])).strip()}"
+                  for k, v in row.items()]
+        if any(f.split(": ", 1)[1] for f in fields):
+            blocks.append(Block("\n".join(fields), kind="table"))
+    return [_page(blocks)]
 
 
 def _load_eml(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
@@ -233,36 +192,28 @@ def _load_eml(filename: str, data: bytes, on_page: PageCallback) -> list[PageTex
         message = BytesParser(policy=policy.default).parsebytes(data)
         header = [f"{name}: {message[name]}" for name in ("Subject", "From", "To", "Cc", "Date") if message[name]]
         body_part = message.get_body(preferencelist=("plain", "html"))
-        body = ""
+        body: list[Block] = []
         if body_part is not None:
             content = body_part.get_content()
             if isinstance(content, bytes):
                 content = content.decode("utf-8", errors="replace")
-            body = html_to_text(content) if body_part.get_content_subtype() == "html" else content
+            body = html_blocks(content) if body_part.get_content_subtype() == "html" else text_blocks(content)
         attachments = [part.get_filename() for part in message.iter_attachments() if part.get_filename()]
     except LookupError as exc:  # an unknown charset name
         raise _error(ErrorCode.FILE_BAD_ENCODING, f"{filename} uses a text encoding I don't know ({exc}).")
     except Exception as exc:  # noqa: BLE001 - the email package raises assorted errors on defects
         log.info("eml unreadable", extra={"file": filename, "error": repr(exc)})
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as an email.")
-    text = "\n".join(header) + "\n\n" + body
-    if attachments:  # named so a question can find them; their content is not read
-        text += "\n\nAttachments: " + ", ".join(attachments)
     on_page(1, 1)
-    return [PageText(page=None, text=_tidy(text) if body.strip() else "")]
+    if not body:
+        return [PageText(page=None, text="")]
+    blocks = [Block("\n".join(header), kind="table"), *body]
+    if attachments:  # named so a question can find them; their content is not read
+        blocks.append(Block("Attachments: " + ", ".join(attachments)))
+    return [_page(blocks)]
 
 
 _LOADERS: dict[str, Callable[[str, bytes, PageCallback], list[PageText]]] = {
-    "pdf": _load_pdf, "docx": _load_docx, "html": _load_html, "markdown": _load_text,
+    "pdf": _load_pdf, "docx": _load_docx, "html": _load_html, "markdown": _load_markdown,
     "text": _load_text, "csv": _load_csv, "eml": _load_eml,
 }
-
-_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
-
-
-def _tidy(text: str) -> str:
-    """Collapse runs of spaces and of blank lines; keep paragraph breaks for the splitter."""
-    text = text.replace("\x00", "")
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()

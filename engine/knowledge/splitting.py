@@ -1,25 +1,32 @@
-"""Split loaded text into chunks sized in the embedding model's own tokens, with overlap.
+"""Pack a document's blocks into chunks sized in the embedding model's own tokens.
 
-langchain's RecursiveCharacterTextSplitter does the splitting (paragraphs, then lines, then
-sentences, then words). Chunks never cross a page, so every chunk cites one page.
+Blocks (paragraphs, code samples, tables, list and definition items) are packed whole, in
+order, until the next would overflow the chunk; a block too long for any chunk is cut by
+langchain's RecursiveCharacterTextSplitter (lines, then sentences, then words, with overlap).
+Each chunk remembers the heading of the section it stands in: it is embedded and indexed with
+the chunk, so a short code sample or table row is never separated from what it is about.
+Chunks never cross a page, so every chunk cites one page.
 """
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
 
-from engine.knowledge.records import ChunkDraft, PageText
+from engine.knowledge.records import Block, ChunkDraft, PageText
+
+HEADING_CHARS = 120  # a heading longer than this is cut where it is attached to a chunk
 
 # A run of this many characters without whitespace (base64, a minified blob, a line of dashes)
 # is cut into pieces: otherwise the splitter falls back to one call per character.
 LONG_RUN = 100
 _LONG_RUN = re.compile(r"\S{%d,}" % (LONG_RUN + 1))
 _PROSE_SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
-# pypdf gives one line per printed line, so a line break is mostly a wrap: prefer sentence ends.
-_PDF_SEPARATORS = ["\n\n", ". ", "? ", "! ", "\n", "; ", ", ", " ", ""]
+# Code and tables: whole lines (rows) before anything else.
+_LINE_SEPARATORS = ["\n\n", "\n", ". ", "; ", ", ", " ", ""]
 
 
 def token_counter(tokenizer) -> Callable[[str], int]:
@@ -50,7 +57,7 @@ def token_counter(tokenizer) -> Callable[[str], int]:
 def make_splitter(count_tokens: Callable[[str], int], chunk_tokens: int, overlap_tokens: int,
                   kind: str) -> RecursiveCharacterTextSplitter:
     separators = (RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)
-                  if kind == "markdown" else _PDF_SEPARATORS if kind == "pdf" else _PROSE_SEPARATORS)
+                  if kind == "markdown" else _LINE_SEPARATORS if kind == "lines" else _PROSE_SEPARATORS)
     if kind == "markdown" and ". " not in separators:  # fall back to sentences before words
         at = separators.index(" ")
         separators = separators[:at] + [". ", "? ", "! ", "; ", ", "] + separators[at:]
@@ -64,10 +71,72 @@ def break_long_runs(text: str, limit: int = LONG_RUN) -> str:
                          text)
 
 
-def split_pages(pages: Iterable[PageText], splitter: RecursiveCharacterTextSplitter) -> list[ChunkDraft]:
-    drafts: list[ChunkDraft] = []
-    for page in pages:
-        for piece in splitter.split_text(break_long_runs(page.text)):
+@dataclass
+class _Packer:
+    """Collects the blocks of the chunk being filled; one per document, fed page by page."""
+
+    count: Callable[[str], int]
+    chunk_tokens: int
+    overlap: int
+    kind: str
+    drafts: list[ChunkDraft] = field(default_factory=list)
+    headings: list[tuple[int, str]] = field(default_factory=list)  # the open sections, outermost first
+    parts: list[str] = field(default_factory=list)
+    used: int = 0
+    bare_heading: str = ""  # a heading no text has followed yet
+
+    @property
+    def heading(self) -> str:
+        return self.headings[-1][1][:HEADING_CHARS] if self.headings else ""
+
+    def open_section(self, block: Block, page: PageText) -> None:
+        self.flush(page)
+        if self.bare_heading:  # a heading with nothing under it is still text of the document
+            self.emit(self.bare_heading, page, heading="")
+        level = block.level or 1
+        self.headings = [h for h in self.headings if h[0] < level] + [(level, " ".join(block.text.split()))]
+        self.bare_heading = block.text
+
+    def add(self, block: Block, page: PageText) -> None:
+        self.bare_heading = ""
+        text = break_long_runs(block.text)
+        budget = max(16, self.chunk_tokens - (self.count(self.heading) + 1 if self.heading else 0))
+        size = self.count(text)
+        if self.parts and self.used + size + 1 > budget:
+            self.flush(page)
+        if size <= budget:
+            self.parts.append(text)
+            self.used += size + (1 if self.used else 0)
+            return
+        splitter = make_splitter(self.count, budget, min(self.overlap, budget // 2),
+                                 "lines" if block.kind in ("pre", "table") else self.kind)
+        for piece in splitter.split_text(text):
             if piece.strip():
-                drafts.append(ChunkDraft(text=piece.strip(), page=page.page, index=len(drafts)))
-    return drafts
+                self.emit(piece.strip(), page, self.heading)
+
+    def flush(self, page: PageText) -> None:
+        if self.parts:
+            self.emit("\n".join(self.parts), page, self.heading)
+        self.parts, self.used = [], 0
+
+    def emit(self, text: str, page: PageText, heading: str) -> None:
+        self.drafts.append(ChunkDraft(text=text, page=page.page, index=len(self.drafts), label=page.label,
+                                      heading=heading))
+
+
+def split_pages(pages: Iterable[PageText], count: Callable[[str], int], chunk_tokens: int,
+                overlap_tokens: int, kind: str) -> list[ChunkDraft]:
+    """The chunks of a document's pages, in order (see the module's doc)."""
+    packer = _Packer(count, chunk_tokens, overlap_tokens, kind)
+    last: PageText | None = None
+    for page in pages:
+        for block in page.as_blocks():
+            if block.kind == "heading":
+                packer.open_section(block, page)
+            elif block.text.strip():
+                packer.add(block, page)
+        packer.flush(page)
+        last = page
+    if last is not None and packer.bare_heading:
+        packer.emit(packer.bare_heading, last, heading="")
+    return packer.drafts

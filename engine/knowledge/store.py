@@ -68,6 +68,7 @@ class DocumentRecord:
     uploader: str
     uploaded_at: float
     sha256: str
+    sections: int = 0  # headings found: what a document without pages is counted in
 
     def metadata(self) -> dict[str, Any]:
         fields = {k: v for k, v in self.__dict__.items() if k != "doc_id"}
@@ -75,7 +76,8 @@ class DocumentRecord:
 
     @classmethod
     def from_chroma(cls, doc_id: str, meta: dict[str, Any]) -> "DocumentRecord":
-        return cls(doc_id=doc_id, **{k: meta[k] for k in cls.__dataclass_fields__ if k != "doc_id"})
+        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k != "doc_id" and k in meta}
+        return cls(doc_id=doc_id, **fields)  # entries from before a field existed take its default
 
 
 def open_client(config: KnowledgeConfig, data_dir: Path):
@@ -214,6 +216,26 @@ class ChromaStore:
                                 include=["documents", "metadatas", "distances"])
         return [(i, t, m, 1.0 - float(d)) for i, t, m, d in
                 zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
+
+    def get_chunks(self, ids: list[str]) -> tuple[list[str], list[str], list[dict], list]:
+        """(ids, texts, metadatas, embeddings) of these chunks, in the order asked (missing ones left out)."""
+        got = self.chunks.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        at = {cid: i for i, cid in enumerate(got["ids"])}
+        order = [at[cid] for cid in ids if cid in at]
+        embeddings = got["embeddings"] if got["embeddings"] is not None else []
+        return ([got["ids"][i] for i in order], [got["documents"][i] for i in order],
+                [got["metadatas"][i] for i in order], [embeddings[i] for i in order])
+
+    def chunk_texts(self, doc_id: str, version: int) -> tuple[list[str], list[str]]:
+        """Ids and indexed texts (heading, then text) of one document version's chunks."""
+        ids, texts = [], []
+        for got in self.iter_chunks(["documents", "metadatas"], where={"$and": [{"doc_id": doc_id},
+                                                                              {"version": version}]}):
+            for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                heading = meta.get("heading") or ""
+                ids.append(cid)
+                texts.append(f"{heading}\n{text}" if heading else text)
+        return ids, texts
 
     def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE_SIZE) -> Iterator[dict]:
         """Pages of get() over the whole collection, so memory stays bounded on big stores."""
