@@ -123,11 +123,20 @@ class KnowledgeConfig:
     chunk_tokens: int = field(default=96, metadata=_at_least(32))  # the embedder's window is 256 word pieces
     chunk_overlap_tokens: int = field(default=20, metadata=_at_least(0))
     top_k: int = field(default=4, metadata=_positive())
+    # "Not found" (engine/knowledge/hybrid.py): a passage is kept when its cosine similarity is at
+    # least min_relevance and its evidence (cosine above the question's 30 nearest chunks' mean,
+    # plus word_weight times the share of the question's IDF-weighted words it holds) reaches
+    # min_evidence. Calibrated on bench/realdocs.py (README).
     min_relevance: float = field(default=0.25, metadata=_between(-1.0, 1.0))  # cosine similarity
+    min_evidence: float = field(default=0.34, metadata=_between(-1.0, 2.0))
+    word_weight: float = field(default=0.5, metadata=_between(0.0, 2.0))
+    order: str = field(default="evidence", metadata=_choice("evidence", "fused"))  # how kept passages are ordered
+    hybrid: bool = True  # BM25 fused with the embedding search (false: the embedding alone)
+    max_ingest_minutes: float = field(default=10.0, metadata=_positive())  # embedding work one document may take
     context_tokens: int = field(default=700, metadata=_at_least(64))  # prompt budget for retrieved passages
     workspace_scope: list[str] = field(default_factory=list)  # workspaces whose questions see all their channels
     embed_dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
-    embed_batch_size: int = field(default=16, metadata=_positive())
+    embed_batch_size: int = field(default=32, metadata=_positive())
     embed_threads: int = field(default=0, metadata=_at_least(0))  # CPU threads for embedding; 0 = a quarter of the cores
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
 

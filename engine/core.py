@@ -114,6 +114,8 @@ class Engine:
 
                 self.knowledge = await asyncio.to_thread(KnowledgeBase, self.config.knowledge, data,
                                                          load_embedder=False)
+                # An ingest embeds on every core while nothing is generating, on its share while something is.
+                self.knowledge.generation_busy = lambda: self._in_flight > 0
 
         # Chroma opens while the model loads; the embedder loads after the model (two threads
         # importing transformers at once break its lazy imports) and while the first answers run.
@@ -391,6 +393,20 @@ class Engine:
         log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,
                                              "chunks": result.chunks, "version": result.version})
         return result
+
+    @_reported("cancel_ingest")
+    async def cancel_ingest(self, where: Conversation, name: str, user: User) -> bool:
+        """Stop the ingest of file `name` in this channel: its sharer or an admin may. False when
+        nothing by that name is being indexed here. The ingest ends with CANCELLED, nothing of it kept."""
+        job = self._require_knowledge().active_ingest(where, name)
+        if job is None:
+            return False
+        if job.uploader != user.id and not self.is_admin(where, user):
+            raise ParleyError(ErrorCode.FORBIDDEN, "Only the person who shared it or an admin can cancel that.")
+        job.cancelled_by = user.id
+        job.cancelled.set()
+        log.info("ingest cancelled", extra={"file": job.filename, "scope": where.session_key, "by": user.id})
+        return True
 
     @_reported("list_documents")
     async def list_documents(self, where: Conversation, workspace_wide: bool | None = None) -> list[DocumentInfo]:

@@ -104,7 +104,7 @@ class Source:
     """A passage an answer relied on, shown so a reader can check it."""
 
     file: str
-    page: int | None
+    page: int | str | None  # the number printed on the page ("6", "iv"), else its index
     excerpt: str
     score: float = 0.0
     version: int = 1
@@ -207,6 +207,7 @@ class IngestResult:
     chunks: int
     version: int
     duplicate: bool = False  # the same content was already there: nothing was added
+    sections: int = 0  # headings found (a document without pages is counted in sections)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class DocumentInfo:
     uploaded_at: float
     sha256: str
     channel: str = ""
+    sections: int = 0
 
 
 # ---- summaries -------------------------------------------------------------------------------
