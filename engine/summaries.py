@@ -90,7 +90,8 @@ class Summariser:
         budget = (self.backend.config.context_window - count(instructions) - self.max_new
                   - 4 * MESSAGE_OVERHEAD - 16)
         if budget < 64:
-            raise ParleyError(ErrorCode.CONTEXT_TOO_LONG, "The model's context window is too small to summarise in.")
+            raise ParleyError(ErrorCode.CONTEXT_TOO_LONG,
+                              "The model's context window is too small to summarise in.")
         parts: list[list[str]] = [[]]
         used = 0
         for line in lines:

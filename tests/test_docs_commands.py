@@ -7,7 +7,7 @@ import docgen
 import pytest
 
 from engine.types import Conversation
-from test_discord import discord_factory, until  # noqa: F401 - the fixture is used by name
+from test_discord import discord_factory  # noqa: F401 - the fixture is used by name
 from test_slack import ADA, CHANNEL, GRACE, slack_factory  # noqa: F401 - the fixture is used by name
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]

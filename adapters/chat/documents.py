@@ -190,6 +190,6 @@ class SharedDocuments:
         # The platform told us the sharer's file (or its message) was deleted: Slack and Discord
         # let only the sharer or a moderator do that, so it is forgotten in the sharer's name.
         removed = await self.engine.delete_document(ref.scope, ref.filename, User(ref.sharer))
-        log.info("deleted file's document forgotten", extra={"file": ref.filename, "scope": ref.scope.session_key,
-                                                             "chunks": removed})
+        log.info("deleted file's document forgotten",
+                 extra={"file": ref.filename, "scope": ref.scope.session_key, "chunks": removed})
         return True

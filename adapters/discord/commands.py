@@ -79,7 +79,8 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
     @app_commands.describe(action="list (default), forget a document, or cancel its indexing",
                            name="the document's file name, for forget and cancel")
     @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in ("list", "forget", "cancel")])
-    async def llm_docs(interaction: discord.Interaction, action: str | None = None, name: str | None = None) -> None:
+    async def llm_docs(interaction: discord.Interaction, action: str | None = None,
+                       name: str | None = None) -> None:
         await run(interaction, "llm-docs", f"{action or 'list'} {name or ''}".strip())
 
     @llm_docs.autocomplete("name")

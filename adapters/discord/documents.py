@@ -35,7 +35,8 @@ class DiscordDocuments:
     async def close(self) -> None:
         await self.records.close()
 
-    def watch(self, shared: SharedFile, message: discord.Message, where: Conversation, user: User) -> SharedFile:
+    def watch(self, shared: SharedFile, message: discord.Message, where: Conversation,
+              user: User) -> SharedFile:
         """`shared`, remembered under the message that carried it once downloaded."""
         return self.shared.watch(shared, where, user, [message_key(message.id)])
 

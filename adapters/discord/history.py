@@ -38,7 +38,8 @@ def reply_chain_reader(message: discord.Message, bot_id: int) -> ReadThread:
         chain: list[discord.Message] = []
         reference = message.reference
         while reference is not None and reference.message_id and len(chain) < limit:
-            linked = reference.resolved if isinstance(reference.resolved, discord.Message) else reference.cached_message
+            resolved = reference.resolved
+            linked = resolved if isinstance(resolved, discord.Message) else reference.cached_message
             if linked is None:
                 if isinstance(reference.resolved, discord.DeletedReferencedMessage):
                     break

@@ -81,13 +81,14 @@ class DiscordSummaries:
         return self.client.user.id if self.client.user else 0
 
     def register(self, tree: app_commands.CommandTree) -> None:
-        @tree.command(name="llm-summarize", description="Summarise this channel's recent messages (only you see it)")
+        @tree.command(name="llm-summarize",
+                      description="Summarise this channel's recent messages (only you see it)")
         @app_commands.guild_only()
         @app_commands.describe(hours="how far back, in hours (default 24)",
                                since="instead of hours: 09:00 (UTC), 2024-05-01 [14:30] or yesterday",
                                limit="at most this many of the newest messages (default 500)")
-        async def llm_summarize(interaction: discord.Interaction, hours: int | None = None, since: str | None = None,
-                                limit: int | None = None) -> None:
+        async def llm_summarize(interaction: discord.Interaction, hours: int | None = None,
+                                since: str | None = None, limit: int | None = None) -> None:
             args = " ".join(x for x in (str(hours) if hours else "", f"since {since}" if since else "",
                                         f"limit {limit}" if limit else "") if x)
             await self.command(interaction, args)
@@ -107,7 +108,8 @@ class DiscordSummaries:
             window = parse_window(args)
         except ParleyError as exc:
             head, _, usage = exc.user_message.partition("Usage:")
-            await interaction.edit_original_response(content=f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```")
+            text = f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```"
+            await interaction.edit_original_response(content=text)
             return
         user = self.client.user_of(interaction.user, interaction.permissions)
         read = window_reader(interaction.channel, window, self.bot_id)

@@ -104,7 +104,8 @@ class SlackSummaries:
         try:
             await self.thread(Conversation("slack", team, channel, thread_ts), user, LATEST)
         except SlackApiError as exc:  # not in that channel: say so to the one who asked
-            log.info("could not summarise a thread", extra={"channel": channel, "error": exc.response.get("error")})
+            log.info("could not summarise a thread",
+                     extra={"channel": channel, "error": exc.response.get("error")})
             await respond(text=":warning: I can't post in that channel: invite me with `/invite @Parley` first.",
                           response_type="ephemeral")
 
@@ -154,8 +155,8 @@ def _friendly(read):
             return await read()
         except SlackApiError as exc:
             if exc.response.get("error") in ("not_in_channel", "channel_not_found"):
-                raise ParleyError(ErrorCode.INVALID_REQUEST,
-                                  "I can't read this channel: invite me with `/invite @Parley` first.") from None
+                raise ParleyError(ErrorCode.INVALID_REQUEST, "I can't read this channel: invite me with "
+                                  "`/invite @Parley` first.") from None
             raise
 
     return wrapped
