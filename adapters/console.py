@@ -207,12 +207,17 @@ class ConsoleAdapter:
             return
         data = await asyncio.to_thread(path.read_bytes)
         self.status(f"Reading {path.name}…")
-        task = asyncio.create_task(self._ingest(path.name, data))
-        self._uploads[f"{path.name}-{id(task)}"] = task
-        task.add_done_callback(lambda t, key=f"{path.name}-{id(task)}": self._uploads.pop(key, None))
+        progress = ConsoleProgress(self, path.name)
+        task = asyncio.create_task(self._ingest(path.name, data, progress))
+        key = f"{path.name}-{id(task)}"
+        self._uploads[key] = task
+        task.add_done_callback(lambda _: self._uploads.pop(key, None))
+        # Read on once the engine has taken the file in hand: a /cancel on the next line finds it.
+        started = asyncio.ensure_future(progress.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
 
-    async def _ingest(self, name: str, data: bytes) -> None:
-        progress = ConsoleProgress(self, name)
+    async def _ingest(self, name: str, data: bytes, progress: ConsoleProgress) -> None:
         try:
             result = await self.engine.ingest(
                 FileUpload(where=self.where, user=self.user, filename=name, data=data), progress)
@@ -248,10 +253,12 @@ class ConsoleProgress:
 
     def __init__(self, console: ConsoleAdapter, name: str):
         self.console, self.name = console, name
+        self.started = asyncio.Event()  # set at the first report: the engine has the file in hand
         self._stage = ""
         self._printed_at = 0.0
 
     def __call__(self, p: IngestProgress) -> None:
+        self.started.set()
         text = f"{self.STAGES.get(p.stage, p.stage)} {self.name}: {p.done}/{p.total} {p.unit}"
         out = self.console.out
         if self.console.interactive:
