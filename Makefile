@@ -49,6 +49,7 @@ bench: install
 	@$(PY) bench/throughput.py $(ARGS)
 	@$(PY) bench/peer.py $(ARGS)
 	@$(PY) bench/ingest.py
+	@$(PY) bench/realdocs.py
 
 bench-peer: install
 	@$(PY) bench/peer.py $(ARGS)
