@@ -218,6 +218,7 @@ def report(ingests: list[dict], rows: list[dict], config: KnowledgeConfig, embed
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--chunk-tokens", type=int, default=KnowledgeConfig.chunk_tokens)
     parser.add_argument("--explain", action="store_true", help="print each question's best candidates")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "realdocs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -226,7 +227,7 @@ async def main() -> None:
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); load average {os.getloadavg()[0]:.2f} "
           "(a loaded machine makes these figures meaningless)", flush=True)
     docs = fetch(args.cache)
-    config = KnowledgeConfig(embed_dtype=args.dtype)
+    config = KnowledgeConfig(embed_dtype=args.dtype, chunk_tokens=args.chunk_tokens)
     embedder = Embedder(dtype=args.dtype, batch_size=config.embed_batch_size)
     with tempfile.TemporaryDirectory(prefix="parley-realdocs-") as tmp:
         kb = KnowledgeBase(config, Path(tmp), embedder=embedder)

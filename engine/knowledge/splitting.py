@@ -103,7 +103,9 @@ class _Packer:
         budget = max(16, self.chunk_tokens - (self.count(self.heading) + 1 if self.heading else 0))
         size = self.count(text)
         if self.parts and self.used + size + 1 > budget:
-            self.flush(page)
+            self.flush(page, carry=True)
+            if self.parts and self.used + size + 1 > budget:
+                self.flush(page)
         if size <= budget:
             self.parts.append(text)
             self.used += size + (1 if self.used else 0)
@@ -114,10 +116,13 @@ class _Packer:
             if piece.strip():
                 self.emit(piece.strip(), page, self.heading)
 
-    def flush(self, page: PageText) -> None:
+    def flush(self, page: PageText, *, carry: bool = False) -> None:
+        """Close the chunk being filled. With `carry`, a last block that leads in to what follows
+        ("…use these values:") moves on to the next chunk instead of ending this one."""
+        lead_in = self.parts.pop() if carry and len(self.parts) > 1 and self.parts[-1].endswith(":") else ""
         if self.parts:
             self.emit("\n".join(self.parts), page, self.heading)
-        self.parts, self.used = [], 0
+        self.parts, self.used = ([lead_in], self.count(lead_in)) if lead_in else ([], 0)
 
     def emit(self, text: str, page: PageText, heading: str) -> None:
         self.drafts.append(ChunkDraft(text=text, page=page.page, index=len(self.drafts), label=page.label,
