@@ -8,6 +8,7 @@ other parts (admin, documents, lifecycle) live in core.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -78,6 +79,14 @@ class AnswerPipeline:
                              completion_tokens=0, history_dropped=prepared.dropped,
                              model=prepared.backend.config.name, latency_s=time.perf_counter() - started)
             return
+        async with contextlib.aclosing(self._generate(request, prepared, handle, started)) as events:
+            async for event in events:  # closing `run` closes this too: the generation is cancelled at once
+                yield event
+
+    async def _generate(self, request: ChatRequest, prepared: Prepared, handle: GenerationHandle,
+                        started: float) -> AsyncIterator[AnswerEvent]:
+        """The model's answer: Reading?, Queued*, TextDelta*, then AnswerDone or AnswerFailed."""
+        engine = self.engine
 
         if prepared.passages:  # the model reads these first: a platform can say so while it waits
             yield Reading(tuple(dict.fromkeys(p.file for p in prepared.passages)))
@@ -115,7 +124,7 @@ class AnswerPipeline:
         engine.stats_counters.record_answer(
             prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
             first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
-        engine.stats_counters.record_user_tokens(usage_key, finished.prompt_tokens + finished.completion_tokens)
+        engine.stats_counters.record_user_tokens(user_key(request), finished.prompt_tokens + finished.completion_tokens)
         if text:
             await self._remember(request, text, prepared)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,

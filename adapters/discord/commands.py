@@ -85,15 +85,7 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
 
     @llm_docs.autocomplete("name")
     async def document_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        where = await scope(interaction)
-        if where is None:
-            return []
-        try:
-            docs = await engine.list_documents(where, workspace_wide=False)
-        except ParleyError:
-            return []
-        names = [d.filename for d in docs if current.lower() in d.filename.lower()]
-        return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names[:25]]
+        return await document_choices(engine, await scope(interaction), current)
 
     @tree.error
     async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -102,6 +94,19 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
                                                    "command": getattr(interaction.command, "name", None)},
                   exc_info=error)
         await send(interaction, f"{DISCORD.warning}{failure.render()}")
+
+
+async def document_choices(engine: Engine, where: Conversation | None, current: str
+                           ) -> list[app_commands.Choice[str]]:
+    """The channel's documents whose names contain `current` (Discord shows at most 25)."""
+    if where is None:
+        return []
+    try:
+        docs = await engine.list_documents(where, workspace_wide=False)
+    except ParleyError:
+        return []
+    names = [d.filename for d in docs if current.lower() in d.filename.lower()]
+    return [app_commands.Choice(name=n[:100], value=n[:100]) for n in names[:25]]
 
 
 def register_fresh_start(tree: app_commands.CommandTree, dms: DmConversations,

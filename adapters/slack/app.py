@@ -6,8 +6,10 @@ through the Web API:
   thread Parley joins midway is read with conversations.replies first, as context); later
   messages in a thread Parley is part of continue it without a mention; DMs are one conversation
   per DM (a thread inside a DM is its own conversation);
-- answers stream into a placeholder with chat.update, within Slack's edit rate, in mrkdwn;
-  failures that concern only the asker are shown to them alone (ephemeral);
+- answers stream with chat.startStream/appendStream where the workspace has them, else into a
+  placeholder with chat.update within Slack's edit rate (adapters/slack/replies.py); the
+  assistant panel, feedback buttons and Home tab: attach_ai_surface; failures that concern only
+  the asker are shown to them alone (ephemeral);
 - documents shared where Parley reads (the types engine/knowledge/formats.py knows) are downloaded
   with the bot token and ingested for that channel; other files (screenshots, archives) are never
   downloaded, and only a sharer who addressed Parley (a mention, a DM) is told why, privately;
@@ -16,12 +18,10 @@ through the Web API:
 - "@Parley summarize", the "Summarize thread" shortcut and /llm-summarize summarise a thread or
   a channel (adapters/slack/summaries.py); deleting a file or its message forgets its document
   (adapters/slack/documents.py);
-- /llm-stats, /llm-model, /llm-config, /llm-docs and /llm-new are acked at once and answered
-  ephemerally.
-
+- the slash commands are acked at once and answered ephemerally.
 Events are deduplicated by event id, message and file (Slack retries deliveries, possibly to
-another process of the same app, and one message can arrive as both app_mention and message):
-no event is ever answered twice. The tokens only go to Slack's own hosts and are never logged.
+another process, and a message can come as both app_mention and message): none is answered
+twice. The tokens only go to Slack's own hosts and are never logged.
 """
 from __future__ import annotations
 
