@@ -6,8 +6,9 @@ the two lists, so neither score's scale matters). Each is then scored for eviden
 
     evidence = (cosine - the mean cosine of the question's 30 nearest chunks) + W * coverage
 
-where coverage is the share of the question's IDF-weighted words the chunk holds. The first
-term is the question's own distribution: on a real manual some chunk always lies within 0.3
+where coverage is the share of the question's IDF-weighted words the chunk holds (in a store of
+fewer than 30 chunks, the missing neighbours count as unrelated text). The first term is the
+question's own distribution: on a real manual some chunk always lies within 0.3
 of any question about the field (an unanswerable one scored 0.66), so no cosine constant tells
 an answer from a neighbour, but an answer stands out from the question's other neighbours. The
 second is what the embedding blurs: the question's rare words (a command, a field, a number).
@@ -26,6 +27,9 @@ from engine.knowledge.lexical import LexicalHits
 RRF_K = 60
 DENSE_CANDIDATES = 30  # nearest chunks by embedding considered per question
 LEXICAL_CANDIDATES = 30  # best chunks by BM25
+# all-MiniLM-L6-v2's cosine between unrelated texts: 0.0-0.2 (tests/docgen.py's unrelated questions
+# against its documents averaged 0.1).
+UNRELATED_COSINE = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ def fuse(dense: list[tuple[str, str, dict, float]], lexical: LexicalHits,
     """Candidates from both lists, best fused first. `extra` holds text, metadata and cosine of
     chunks only BM25 found (fetched from the store); `dense` is the question's nearest chunks,
     whose mean cosine is the level each candidate's margin is measured from."""
-    level = sum(h[3] for h in dense) / len(dense) if dense else 0.0
+    # A store smaller than DENSE_CANDIDATES chunks: the missing neighbours count as unrelated text.
+    level = (sum(h[3] for h in dense) + (DENSE_CANDIDATES - len(dense)) * UNRELATED_COSINE) / DENSE_CANDIDATES
     dense_rank = {cid: rank for rank, (cid, _, _, _) in enumerate(dense)}
     lexical_rank = {cid: rank for rank, (cid, _) in enumerate(lexical.ranked)}
     known = {cid: (text, meta, cos) for cid, text, meta, cos in dense}

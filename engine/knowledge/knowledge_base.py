@@ -35,6 +35,7 @@ from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress,
 log = logging.getLogger(__name__)
 
 _MAX_SENTENCES = 12  # per passage, for choosing its excerpt
+LIVE_TTL_S = 2.0
 
 
 def clean_filename(name: str) -> str:
@@ -58,6 +59,7 @@ class KnowledgeBase:
         self._search_ms_total = 0.0
         self._ingests = 0
         self.lexical = LexicalIndex()
+        self._live_cache: dict[tuple[str, str, str], tuple[float, dict[str, int]]] = {}
         self.jobs = IngestJobs()
         # Whether the engine is generating now: an ingest then leaves it its cores.
         self.generation_busy: Callable[[], bool] = lambda: False
@@ -67,7 +69,7 @@ class KnowledgeBase:
     def load_embedder_in_background(self) -> None:
         """Load the embedder now, not at the first question, but on a thread of its own: a restart
         answers plain questions at once (the 90 MB model takes ~4 s); a search waits for it."""
-        threading.Thread(target=lambda: self.embedder, name="load-embedder", daemon=True).start()
+        threading.Thread(target=lambda: (self.embedder, self.warm()), name="load-embedder", daemon=True).start()
 
     @property
     def embedder(self) -> Embedder:
@@ -171,6 +173,7 @@ class KnowledgeBase:
                 self.store.add_chunks(ids, vectors, [d.text for d in drafts], metadatas)
                 job.check()  # a cancel that came while storing: undone below, never registered
                 self.store.register(record)  # the commit point
+                self._forget_live()
                 self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
             except BaseException as exc:
                 self._undo(doc_id, version, name)
@@ -227,7 +230,7 @@ class KnowledgeBase:
         """Every candidate chunk of the live documents in scope, best fused first, with the
         figures the relevance decision reads (bench/realdocs.py prints them)."""
         vector = self.embedder.encode_query(query)
-        live = {r.doc_id: r.version for r in self.store.documents_in(where, workspace_wide)}
+        live = self._live(where, workspace_wide)
         if not live:
             return []
         dense = [h for h in self.store.search(vector, where, workspace_wide, DENSE_CANDIDATES)
@@ -243,10 +246,43 @@ class KnowledgeBase:
         return fuse(dense, lexical, extra)
 
     def _lexical(self, query: str, live: dict[str, int]) -> LexicalHits:
-        for doc_id in self.lexical.missing(live):  # after a restart, or written by another process
-            ids, texts = self.store.chunk_texts(doc_id, live[doc_id])
-            self.lexical.put(doc_id, DocumentTerms.build(live[doc_id], ids, texts))
+        self._load_lexical(live)
         return self.lexical.search(query, live, LEXICAL_CANDIDATES)
+
+    def _load_lexical(self, live: dict[str, int]) -> None:
+        """BM25 terms of the live documents not yet held (after a restart, or written by another process)."""
+        missing = self.lexical.missing(live)
+        for start in range(0, len(missing), 200):
+            wanted = {d: live[d] for d in missing[start:start + 200]}
+            for doc_id, (ids, texts) in self.store.chunk_texts(wanted).items():
+                self.lexical.put(doc_id, DocumentTerms.build(wanted[doc_id], ids, texts))
+
+    def _live(self, where: Conversation, workspace_wide: bool) -> dict[str, int]:
+        """doc_id -> live version of the documents in scope. Read from the registry at most every
+        LIVE_TTL_S per scope (a registry read costs ~20 ms at 130 documents); this process's own
+        writes clear it at once, another process's show within LIVE_TTL_S."""
+        key = (where.platform, where.workspace, "" if workspace_wide else where.channel)
+        now = time.monotonic()
+        with self._stats_lock:
+            cached = self._live_cache.get(key)
+        if cached is not None and now - cached[0] < LIVE_TTL_S:
+            return cached[1]
+        live = {r.doc_id: r.version for r in self.store.documents_in(where, workspace_wide)}
+        with self._stats_lock:
+            self._live_cache[key] = (now, live)
+        return live
+
+    def _forget_live(self) -> None:
+        with self._stats_lock:
+            self._live_cache.clear()
+
+    def warm(self) -> None:
+        """Hold every live document's BM25 terms, so the first search after a restart does not
+        read them (on the thread that loads the embedder)."""
+        try:
+            self._load_lexical({r.doc_id: r.version for r in self.store.find_documents()})
+        except Exception:  # noqa: BLE001 - a search loads what is missing anyway
+            log.warning("could not preload the keyword index", exc_info=True)
 
     @staticmethod
     def _passage(c: Candidate) -> Passage:
@@ -302,6 +338,7 @@ class KnowledgeBase:
             if self.store.get_document(doc_id) is None:
                 raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {name} in this channel.")
             self.store.unregister(doc_id)  # first: from here on nothing of it is retrieved
+            self._forget_live()
             self.lexical.drop(doc_id)
             removed = self.store.delete_document_chunks(doc_id)
         log.info("document deleted", extra={"file": name, "scope": where.session_key, "chunks": removed})
@@ -320,12 +357,14 @@ class KnowledgeBase:
 
         with self._write_lock:
             self.lexical.clear()
+            self._forget_live()
             return restore(self.store, Path(source), embedder_name=self._embedder_name())
 
     def check(self, repair: bool = True) -> dict:
         from engine.knowledge.backup import check
 
         with self._write_lock:
+            self._forget_live()
             return check(self.store, repair=repair)
 
     def _embedder_name(self) -> str:

@@ -226,16 +226,22 @@ class ChromaStore:
         return ([got["ids"][i] for i in order], [got["documents"][i] for i in order],
                 [got["metadatas"][i] for i in order], [embeddings[i] for i in order])
 
-    def chunk_texts(self, doc_id: str, version: int) -> tuple[list[str], list[str]]:
-        """Ids and indexed texts (heading, then text) of one document version's chunks."""
-        ids, texts = [], []
-        for got in self.iter_chunks(["documents", "metadatas"], where={"$and": [{"doc_id": doc_id},
-                                                                              {"version": version}]}):
+    def chunk_texts(self, versions: dict[str, int]) -> dict[str, tuple[list[str], list[str]]]:
+        """doc_id -> (ids, indexed texts: heading, then text) of these document versions' chunks,
+        in chunk order, read in pages of the whole set (one query, not one per document)."""
+        found: dict[str, list[tuple[int, str, str]]] = {d: [] for d in versions}
+        where = {"doc_id": {"$in": list(versions)}}
+        for got in self.iter_chunks(["documents", "metadatas"], where=where):
             for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                if versions.get(meta["doc_id"]) != int(meta["version"]):
+                    continue  # a superseded or unfinished version
                 heading = meta.get("heading") or ""
-                ids.append(cid)
-                texts.append(f"{heading}\n{text}" if heading else text)
-        return ids, texts
+                found[meta["doc_id"]].append((int(meta["chunk"]), cid, f"{heading}\n{text}" if heading else text))
+        out = {}
+        for doc_id, rows in found.items():
+            rows.sort()
+            out[doc_id] = ([r[1] for r in rows], [r[2] for r in rows])
+        return out
 
     def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE_SIZE) -> Iterator[dict]:
         """Pages of get() over the whole collection, so memory stays bounded on big stores."""
