@@ -251,11 +251,10 @@ class KnowledgeBase:
 
     def _load_lexical(self, live: dict[str, int]) -> None:
         """BM25 terms of the live documents not yet held (after a restart, or written by another process)."""
-        missing = self.lexical.missing(live)
-        for start in range(0, len(missing), 200):
-            wanted = {d: live[d] for d in missing[start:start + 200]}
-            for doc_id, (ids, texts) in self.store.chunk_texts(wanted).items():
-                self.lexical.put(doc_id, DocumentTerms.build(wanted[doc_id], ids, texts))
+        missing = {d: live[d] for d in self.lexical.missing(live)}
+        if missing:
+            for doc_id, (ids, texts) in self.store.chunk_texts(missing).items():
+                self.lexical.put(doc_id, DocumentTerms.build(missing[doc_id], ids, texts))
 
     def _live(self, where: Conversation, workspace_wide: bool) -> dict[str, int]:
         """doc_id -> live version of the documents in scope. Read from the registry at most every

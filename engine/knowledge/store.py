@@ -228,13 +228,16 @@ class ChromaStore:
 
     def chunk_texts(self, versions: dict[str, int]) -> dict[str, tuple[list[str], list[str]]]:
         """doc_id -> (ids, indexed texts: heading, then text) of these document versions' chunks,
-        in chunk order, read in pages of the whole set (one query, not one per document)."""
+        in chunk order."""
         found: dict[str, list[tuple[int, str, str]]] = {d: [] for d in versions}
-        where = {"doc_id": {"$in": list(versions)}}
+        # A filter of many ids costs Chroma more than reading everything (7 s against ~1 s at
+        # 10,000 chunks): a few documents by id, many by one pass over the collection.
+        where = {"doc_id": next(iter(versions))} if len(versions) == 1 else \
+            {"doc_id": {"$in": list(versions)}} if len(versions) <= 8 else None
         for got in self.iter_chunks(["documents", "metadatas"], where=where):
             for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                 if versions.get(meta["doc_id"]) != int(meta["version"]):
-                    continue  # a superseded or unfinished version
+                    continue  # another document, or a superseded or unfinished version
                 heading = meta.get("heading") or ""
                 found[meta["doc_id"]].append((int(meta["chunk"]), cid, f"{heading}\n{text}" if heading else text))
         out = {}
