@@ -163,6 +163,13 @@ async def ingest(kb: KnowledgeBase, docs: dict[str, bytes]) -> list[dict]:
     return rows
 
 
+def whole_sentences(text: str) -> bool:
+    """Starts where a sentence (or a list item) starts, ends where one ends, nothing cut off."""
+    first = next((c for c in text if c.isalnum()), "")
+    return bool(first) and not first.islower() and not text.endswith("…") and text[-1:] in ".!?:;)\"'”’" + \
+        "abcdefghijklmnopqrstuvwxyz0123456789" * (text[:1] in "•*-")
+
+
 def holds_text(c, q: Question) -> bool:
     return c.meta["file"] == q.file and normal(q.proof) in normal(f"{c.meta.get('heading', '')} {c.text}")
 
@@ -177,6 +184,9 @@ def judge(kb: KnowledgeBase, q: Question, explain: bool) -> dict:
                 and (not q.page or p.page_label == q.page))
 
     row = {"question": q.text, "ms": round(ms, 1), "cited": [p.label() for p in passages]}
+    if passages:  # the sentence a reader is shown as the first source's evidence
+        row["excerpt"] = kb.quote_sync(q.text, passages[:1])[0].excerpt
+        row["excerpt_whole"] = whole_sentences(row["excerpt"])
     if q.file:
         row["hit1"] = bool(passages) and holds(passages[0])
         row["hitk"] = any(holds(p) for p in passages)
@@ -210,6 +220,8 @@ def report(ingests: list[dict], rows: list[dict], config: KnowledgeConfig, embed
         # with no answer; min_evidence lies between them when both goals are met.
         "answer_evidence_min": min((r["evidence"] for r in answerable if r["evidence"] is not None), default=None),
         "no_answer_evidence_max": max((r["evidence"] for r in unanswerable if r["evidence"] is not None), default=None),
+        "excerpts_whole_sentences": f"{sum(r['excerpt_whole'] for r in rows if 'excerpt' in r)}/"
+                                    f"{sum(1 for r in rows if 'excerpt' in r)}",
         "search_ms_p50": round(statistics.median(latencies), 1),
         "search_ms_max": round(latencies[-1], 1),
     }
@@ -249,6 +261,8 @@ async def main() -> None:
         mark = ("hit@1" if r["hit1"] else "hit@k" if r["hitk"] else "MISS") if "hit1" in r else \
                ("not found" if r["not_found"] else "ANSWERED")
         print(f"{r['ms']:7.1f} ms  {mark:9}  {r['question']}  -> {', '.join(r['cited'][:3]) or '-'}")
+        if r.get("excerpt"):
+            print(f"              “{r['excerpt']}”" + ("" if r["excerpt_whole"] else "  (not whole sentences)"))
         if r.get("candidates"):
             print(f"              evidence {r['evidence']} (file, page, cosine, coverage, evidence, dense rank, "
                   "BM25 rank, kept, holds the answer):")

@@ -11,9 +11,15 @@ from engine.types import Source
 CONTEXT_HEADER = ("Passages from the documents shared here. Answer from them when "
                   "they are relevant and cite them by number, like [1]. If they do not hold the answer, "
                   "say so instead of guessing.")
-EXCERPT_CHARS = 160  # the shortest a platform shows (Slack): two sentences are joined only within it
+# One whole sentence up to the longest a platform shows (the console: 300); two joined only
+# within the shortest (Slack: 160). A platform's markup shortens what it cannot show.
+EXCERPT_CHARS = 300
+PAIR_CHARS = 160
 # A sentence ends at . ! or ? before a space, but not after "e.g.", "i.e.", "etc.", "vs.", "cf." or an initial.
 _SENTENCE_END = re.compile(r"(?<![Ee]\.g\.)(?<![Ii]\.e\.)(?<!etc\.)(?<!\bvs\.)(?<!\bcf\.)(?<!\b[A-Z]\.)(?<=[.!?])\s+")
+
+
+_LIST_ITEM = re.compile(r"^(?:[•◦▪‣*–-]|\(?\d{1,3}[.)]|\(?[a-z][.)])\s")
 
 
 def _tag(number: int, passage: Passage, text: str) -> str:
@@ -65,11 +71,28 @@ def _cut_to_fit(passage: Passage, budget: int, count_tokens: Callable[[str], int
 
 
 def sentences(text: str) -> list[str]:
-    """A passage cut into sentences (and lines: list items, table rows, CSV fields)."""
+    """A passage cut into sentences (and lines: list items, table rows, CSV fields); a list
+    item's number ("2. ") stays with its first sentence."""
     out: list[str] = []
     for line in text.split("\n"):
-        out.extend(s for s in _SENTENCE_END.split(" ".join(line.split())) if s)
+        line = " ".join(line.split())
+        marker = _LIST_ITEM.match(line)
+        head, rest = (marker.group(0), line[marker.end():]) if marker else ("", line)
+        parts = [s for s in _SENTENCE_END.split(rest) if s]
+        if parts:
+            parts[0] = head + parts[0]
+        out.extend(parts)
     return out
+
+
+def is_fragment(parts: list[str], i: int) -> bool:
+    """Whether sentence i of a passage is cut: the passage starts mid-sentence (a paragraph that
+    began on the page before) or stops mid-sentence (one that goes on over the page)."""
+    text = parts[i]
+    first = next((c for c in text if c.isalnum()), "")
+    if i == 0 and first.islower() and not _LIST_ITEM.match(text):
+        return True
+    return i == len(parts) - 1 and i > 0 and (text[-1:].islower() or text[-1:] == ",") and not _LIST_ITEM.match(text)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS, start: int = 0) -> str:
@@ -77,8 +100,9 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS, start: int = 0) -> str:
     sentences, unless the one sentence is longer than that."""
     parts = sentences(text)[start:] or [" ".join(text.split())]
     out = parts[0]
-    if len(parts) > 1 and len(out) < limit // 2 and len(out) + 1 + len(parts[1]) <= limit:
-        out = f"{out} {parts[1]}"
+    if len(parts) > 1 and (len(out) + 1 + len(parts[1]) <= min(limit, PAIR_CHARS) and not _LIST_ITEM.match(parts[1])
+                           or out.endswith(":") and len(out) + 1 + len(parts[1]) <= limit):
+        out = f"{out} {parts[1]}"  # a short pair, or a lead-in with what it leads in to
     if len(out) > limit:
         out = out[:limit].rsplit(" ", 1)[0] + " …"
     return out

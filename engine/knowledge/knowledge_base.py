@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError, file_too_large
-from engine.knowledge.citations import excerpt, sentences
+from engine.knowledge.citations import excerpt, is_fragment, sentences
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
 from engine.knowledge.ingesting import IngestJob, IngestJobs, Prepared, prepare
@@ -307,7 +307,11 @@ class KnowledgeBase:
         out, at = [], 0
         for passage, parts in zip(passages, split):
             if parts:
-                best = int(scores[at:at + len(parts)].argmax())
+                ranked = scores[at:at + len(parts)].copy()
+                cut = [is_fragment(parts, i) for i in range(len(parts))]
+                if not all(cut):  # a whole sentence is the evidence, unless there is none
+                    ranked[cut] = -2.0
+                best = int(ranked.argmax())
                 passage = dataclasses.replace(passage, excerpt=excerpt(passage.text, start=best))
             out.append(passage)
             at += len(parts)
