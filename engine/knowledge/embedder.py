@@ -85,6 +85,8 @@ class Embedder:
         if self.device == "cpu" and threads and threads != self._pool_threads:
             use_threads(threads)
             self._pool_threads = threads
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(texts, batch_size=len(texts), normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
@@ -102,21 +104,31 @@ class Embedder:
         # Longest first within the whole file keeps padding low in every batch.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         started = time.perf_counter()
-        for start in range(0, len(texts), size):
-            if check is not None:
-                check()
-            threads = None if busy is None else self._threads.choose(busy())
-            idx = order[start:start + size]
-            batch_started = time.perf_counter()
-            out[idx] = self._worker.submit(self._encode_batch, [texts[i] for i in idx], threads).result()
-            if threads is not None:
-                self._threads.record(threads, len(idx), time.perf_counter() - batch_started)
-            if progress is not None:
-                progress(min(start + size, len(texts)), len(texts))
+        try:
+            for start in range(0, len(texts), size):
+                if check is not None:
+                    check()
+                idx = order[start:start + size]
+                out[idx] = self._encode_timed([texts[i] for i in idx], busy)
+                if progress is not None:
+                    progress(min(start + size, len(texts)), len(texts))
+        finally:
+            if busy is not None and self._pool_threads != self.threads:
+                # Back to the configured share: a question's embedding must not take generation's cores.
+                self._worker.submit(self._encode_batch, [], self.threads).result()
         if len(texts) >= 4 * size:  # long enough to say something about this machine's speed
             rate = len(texts) / max(time.perf_counter() - started, 1e-6)
             self.chunks_per_s = rate if not self.chunks_per_s else 0.5 * (self.chunks_per_s + rate)
         return out
+
+    def _encode_timed(self, batch: list[str], busy: Callable[[], bool] | None) -> np.ndarray:
+        """One batch on the worker, at the thread count the chooser gives (an ingest), timed for it."""
+        threads = None if busy is None else self._threads.choose(busy())
+        started = time.perf_counter()
+        vectors = self._worker.submit(self._encode_batch, batch, threads).result()
+        if threads is not None:
+            self._threads.record(threads, len(batch), time.perf_counter() - started)
+        return vectors
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
