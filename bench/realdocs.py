@@ -55,6 +55,7 @@ WHERE = Conversation("slack", "T-real", "C-real", "1")
 # Other retrieval settings measured on the same store, for comparison.
 VARIANTS = {
     "embedding alone, old cosine threshold 0.25": {"hybrid": False, "min_evidence": -2.0, "order": "fused"},
+    "embedding's candidates alone, evidence decision": {"hybrid": False},
     "hybrid, kept passages in fused order": {"order": "fused"},
 }
 PDF = "developers-reference.pdf"

@@ -235,7 +235,9 @@ class KnowledgeBase:
             return []
         dense = [h for h in self.store.search(vector, where, workspace_wide, DENSE_CANDIDATES)
                  if live.get(h[2]["doc_id"]) == int(h[2]["version"])]
-        lexical = self._lexical(query, live) if self.config.hybrid else LexicalHits()
+        lexical = self._lexical(query, live)
+        if not self.config.hybrid:  # BM25 adds no candidates; its word coverage still weighs the evidence
+            lexical = LexicalHits(coverage=lexical.coverage)
         seen = {h[0] for h in dense}
         extra: dict[str, tuple[str, dict, float]] = {}
         wanted = [cid for cid, _ in lexical.ranked if cid not in seen]
