@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Callable
 
 from engine.backends import Backend, LocalBackend, load_local_model
 from engine.answering import AnswerPipeline
 from engine.channels import CONFIG_USAGE, ChannelSettings, ChannelSettingsStore, open_channel_settings, parse_config_command
 from engine.config import Config, ModelConfig
 from engine.cpu import embedding_threads, generation_threads
-from engine.errors import ErrorCode, ParleyError
+from engine.documents import DocumentCommands
+from engine.errors import ErrorCode, ParleyError, reported
 from engine.recovery import FaultRecovery
 from engine.redis_sessions import open_session_store
 from engine.sessions import SessionStore
@@ -28,17 +28,13 @@ from engine.types import (
     AnswerFailed,
     ChatRequest,
     Conversation,
-    DocumentInfo,
     EngineSnapshot,
     FileUpload,
-    IngestResult,
     ModelInfo,
-    ProgressCallback,
     StatsReport,
     User,
 )
 
-from engine.types import SaidMessage, Summary, SummaryProgress  # Engine.summarize
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +44,9 @@ DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save 
 _FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
 
 
-def _reported(action: str):
-    """Every failure of a command reaches the caller as a ParleyError, counted and logged once
-    with the reference the user sees; an unexpected exception becomes INTERNAL."""
+class Engine(DocumentCommands):
+    """The one object the adapters talk to (its document commands: engine/documents.py)."""
 
-    def wrap(method):
-        @functools.wraps(method)
-        async def run(self: "Engine", *args, **kwargs):
-            try:
-                return await method(self, *args, **kwargs)
-            except ParleyError as exc:
-                self.failure(exc, action=action, args=args)
-                raise
-            except Exception as exc:  # noqa: BLE001
-                error = ParleyError(ErrorCode.INTERNAL)
-                self.failure(error, cause=exc, action=action, args=args)
-                raise error from exc
-
-        return run
-
-    return wrap
-
-
-class Engine:
     def __init__(self, config: Config, model_loader: ModelLoader = load_local_model):
         self.config = config
         self._model_loader = model_loader
@@ -317,7 +293,7 @@ class Engine:
                 dtype=described.get("dtype", "") if is_live else m.dtype))
         return infos
 
-    @_reported("switch_model")
+    @reported("switch_model")
     async def switch_model(self, name: str, where: Conversation, user: User) -> ModelInfo:
         """Load `name`, route new requests to it, let the old model finish its answers, free it."""
         if not self.is_admin(where, user):
@@ -341,7 +317,7 @@ class Engine:
         """The effective settings of `where`'s channel, with where each one comes from."""
         return await asyncio.to_thread(self.channels.effective, where, self.live_model)
 
-    @_reported("configure")
+    @reported("configure")
     async def configure(self, where: Conversation, user: User, text: str) -> str:
         """`/llm-config [workspace] [KEY VALUE | reset [KEY] | help]`: returns the reply to show.
 
@@ -364,75 +340,15 @@ class Engine:
         head = "Settings for this channel" + (" (new threads use them)" if command.action != "show" else "")
         return "\n".join([head + ":", *settings.render()])
 
-    @_reported("stats")
+    @reported("stats")
     async def stats(self, where: Conversation | None = None) -> StatsReport:
         from engine.report import build_stats_report
 
         return await build_stats_report(self, where)
 
-    @_reported("stats")
+    @reported("stats")
     async def summary(self, where: Conversation, user: User) -> StatsReport:
         """What anyone may see of the figures: the live model, the queue, their own usage and limits."""
         from engine.report import build_user_summary
 
         return await build_user_summary(self, where, user)
-
-    # ---- documents ---------------------------------------------------------------------------
-
-    def _require_knowledge(self):
-        if self.knowledge is None:
-            raise ParleyError(ErrorCode.INVALID_REQUEST, "Documents are turned off on this server.")
-        return self.knowledge
-
-    @_reported("ingest")
-    async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
-        knowledge = self._require_knowledge()
-        await self.admit(upload.where, upload.user, "ingest")
-        result = await knowledge.ingest(upload, progress)
-        self.stats_counters.record_ingest(result.chunks)
-        log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,
-                                             "chunks": result.chunks, "version": result.version})
-        return result
-
-    @_reported("cancel_ingest")
-    async def cancel_ingest(self, where: Conversation, name: str, user: User) -> bool:
-        """Stop the ingest of file `name` in this channel: its sharer or an admin may. False when
-        nothing by that name is being indexed here. The ingest ends with CANCELLED, nothing of it kept."""
-        job = self._require_knowledge().active_ingest(where, name)
-        if job is None:
-            return False
-        if job.uploader != user.id and not self.is_admin(where, user):
-            raise ParleyError(ErrorCode.FORBIDDEN, "Only the person who shared it or an admin can cancel that.")
-        job.cancelled_by = user.id
-        job.cancelled.set()
-        log.info("ingest cancelled", extra={"file": job.filename, "scope": where.session_key, "by": user.id})
-        return True
-
-    @_reported("list_documents")
-    async def list_documents(self, where: Conversation, workspace_wide: bool | None = None) -> list[DocumentInfo]:
-        """The documents of `where`'s channel (or of its workspace: `workspace_wide`, else the config's default)."""
-        return await self._require_knowledge().list_documents(where, workspace_wide=workspace_wide)
-
-    @_reported("summarize")
-    async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
-                        progress: SummaryProgress | None = None) -> Summary:
-        """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py)."""
-        from engine.summaries import summarize
-
-        return await summarize(self, where, user, messages, progress)
-
-    @_reported("list_documents")
-    async def workspace_documents(self, where: Conversation) -> list[DocumentInfo]:
-        """Every document of `where`'s workspace, whatever its channel (the Slack Home tab)."""
-        return await self._require_knowledge().list_documents(where, workspace_wide=True)
-
-    @_reported("delete_document")
-    async def delete_document(self, where: Conversation, name: str, user: User) -> int:
-        """Forget a document of this scope: its uploader or an admin may."""
-        knowledge = self._require_knowledge()
-        if not self.is_admin(where, user):
-            docs = await knowledge.list_documents(where)
-            doc = next((d for d in docs if d.filename == name), None)
-            if doc is not None and doc.uploader != user.id:
-                raise ParleyError(ErrorCode.FORBIDDEN, "Only the uploader or an admin can remove that document.")
-        return await knowledge.delete_document(where, name)

@@ -6,6 +6,7 @@ reference id that is also written to the log, so an admin can find the traceback
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 
 
@@ -87,3 +88,25 @@ class ParleyError(Exception):
 def file_too_large(name: str, size: int, limit_mb: float) -> ParleyError:
     """FILE_TOO_LARGE, saying by how much (`size` in bytes)."""
     return ParleyError(ErrorCode.FILE_TOO_LARGE, f"{name} is {size / 2**20:.1f} MB; the limit is {limit_mb:g} MB.")
+
+
+def reported(action: str):
+    """Every failure of a command reaches the caller as a ParleyError, counted and logged once
+    with the reference the user sees; an unexpected exception becomes INTERNAL."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        async def run(self, *args, **kwargs):
+            try:
+                return await method(self, *args, **kwargs)
+            except ParleyError as exc:
+                self.failure(exc, action=action, args=args)
+                raise
+            except Exception as exc:  # noqa: BLE001
+                error = ParleyError(ErrorCode.INTERNAL)
+                self.failure(error, cause=exc, action=action, args=args)
+                raise error from exc
+
+        return run
+
+    return wrap
