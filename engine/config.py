@@ -72,6 +72,8 @@ class ModelConfig:
     tokenizer: str = ""  # openai_compatible: a local tokenizer (directory or tokenizer.json) for exact counts
     # auto: llama.cpp for a GGUF on the CPU (its quantised weights), else transformers
     runtime: str = field(default="auto", metadata=_choice("auto", "llama_cpp", "transformers"))
+    # llama.cpp: compute on the GGUF as shipped, on its weights re-encoded as Q8_0, or (auto) the faster here
+    weights: str = field(default="auto", metadata=_choice("auto", "gguf", "Q8_0"))
     dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     device: str = field(default="auto", metadata=_check(
         lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),

@@ -17,7 +17,6 @@ import ctypes
 import functools
 import hashlib
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 from engine.config import ModelConfig
 from engine.cpu import cpu_flags
 from engine.errors import ErrorCode, ParleyError
+from engine.llama_weights import cache_root
 from engine.models import ModelText, locate_weights, stop_tokens
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def cached_tokenizer(directory: Path, gguf: str):
     path = directory / gguf
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("PARLEY_CACHE_DIR") or Path.home() / ".cache" / "parley") / "tokenizers" / key
+    cache = cache_root() / "tokenizers" / key
     if (cache / "tokenizer_config.json").is_file():
         try:
             return AutoTokenizer.from_pretrained(str(cache))
@@ -127,6 +127,7 @@ class GGUFModel(ModelText):
     load_seconds: float
     parameters: int
     quantisation: str
+    path: Path | None = None  # the file llama.cpp computes on (engine/llama_weights.py may re-encode the GGUF)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -158,24 +159,65 @@ def load_gguf(cfg: ModelConfig) -> GGUFModel:
     if gguf is None:
         raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, f"model {cfg.name!r}: llama.cpp needs a .gguf file")
     _quiet_logs()
-    params = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0
-    handle = llama_cpp.llama_model_load_from_file(str(directory / gguf).encode(), params)
-    if not handle:
-        raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, f"model {cfg.name!r}: llama.cpp could not load {gguf}")
-    weights = Weights(handle)  # freed if anything below fails
+    source = directory / gguf
+    weights = _load_weights(cfg, source)  # freed if anything below fails
+    description = _description(weights.handle)
+    weights, path, quantisation = _fastest_weights(cfg, source, weights, description)
     tokenizer = cached_tokenizer(directory, gguf)
-    vocab = llama_cpp.llama_model_get_vocab(handle)
+    vocab = llama_cpp.llama_model_get_vocab(weights.handle)
     stops = set(stop_tokens(tokenizer, None))
     stops.update(t for t in (llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)) if t >= 0)
-    desc = ctypes.create_string_buffer(256)
-    llama_cpp.llama_model_desc(handle, desc, len(desc))
     model = GGUFModel(config=cfg, weights=weights, tokenizer=tokenizer, stop_token_ids=frozenset(stops),
                       load_seconds=time.perf_counter() - started,
-                      parameters=int(llama_cpp.llama_model_n_params(handle)),
-                      quantisation=quantisation_of(desc.value.decode(errors="replace")))
+                      parameters=int(llama_cpp.llama_model_n_params(weights.handle)),
+                      quantisation=quantisation, path=path)
     log.info("model loaded", extra={"model": cfg.name, "runtime": "llama.cpp", "gguf": gguf,
                                     "weights": model.quantisation, "seconds": round(model.load_seconds, 2),
                                     "cpu_features": " ".join(sorted(build_features(
                                         llama_cpp.llama_print_system_info().decode())))})
     return model
+
+
+def _load_weights(cfg: ModelConfig, path: Path) -> Weights:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not handle:
+        raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, f"model {cfg.name!r}: llama.cpp could not load {path.name}")
+    return Weights(handle)
+
+
+def _description(handle) -> str:
+    import llama_cpp
+
+    desc = ctypes.create_string_buffer(256)
+    llama_cpp.llama_model_desc(handle, desc, len(desc))
+    return desc.value.decode(errors="replace")
+
+
+def _fastest_weights(cfg: ModelConfig, source: Path, weights: Weights, description: str
+                     ) -> tuple[Weights, Path, str]:
+    """(weights, their file, their format): the GGUF as shipped, or its Q8_0 copy where
+    `models[].weights` asks for it or (auto) it measured faster on this CPU (engine/llama_weights.py)."""
+    from engine.cpu import cpu_count
+    from engine.llama_weights import main_type, reencoded, remembered_verdict, timed_work
+
+    shipped = quantisation_of(description)
+    target = reencoded(source, description, cfg.weights)
+    if target is None:
+        return weights, source, shipped
+    fast = _load_weights(cfg, target)
+
+    def measure() -> dict[str, float]:
+        def timed(w: Weights) -> float:
+            probe = GGUFModel(config=cfg, weights=w, tokenizer=None, stop_token_ids=frozenset(),
+                              load_seconds=0.0, parameters=0, quantisation="")
+            return timed_work(probe, cpu_count())
+
+        return {"gguf": timed(weights), "Q8_0": timed(fast)}
+
+    if cfg.weights == "Q8_0" or remembered_verdict(source, measure) == "Q8_0":
+        return fast, target, f"Q8_0 (from {main_type(description) or shipped})"
+    return weights, source, shipped

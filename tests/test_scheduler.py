@@ -92,10 +92,8 @@ def llama_cpp_greedy(loaded, ids: list[int], max_new_tokens: int) -> list[int]:
     """llama-cpp-python's own greedy answer on the same GGUF, cut at the first stop token."""
     from llama_cpp import Llama
 
-    from engine.models import locate_weights
-
-    directory, gguf = locate_weights(loaded.config)
-    llm = Llama(model_path=str(directory / gguf), n_ctx=2048, n_threads=2, flash_attn=True, verbose=False)
+    # The file Parley computes on: the GGUF, or its Q8_0 copy where that is faster (llama_weights.py)
+    llm = Llama(model_path=str(loaded.path), n_ctx=2048, n_threads=2, flash_attn=True, verbose=False)
     answer: list[int] = []
     for token in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
         if token in loaded.stop_token_ids or len(answer) >= max_new_tokens:
