@@ -201,6 +201,8 @@ def _fastest_weights(cfg: ModelConfig, source: Path, weights: Weights, descripti
                      ) -> tuple[Weights, Path, str]:
     """(weights, their file, their format): the GGUF as shipped, or its Q8_0 copy where
     `models[].weights` asks for it or (auto) it measured faster on this CPU (engine/llama_weights.py)."""
+    import llama_cpp
+
     from engine.cpu import cpu_count
     from engine.llama_weights import main_type, reencoded, remembered_verdict, timed_work
 
@@ -212,8 +214,8 @@ def _fastest_weights(cfg: ModelConfig, source: Path, weights: Weights, descripti
 
     def measure() -> dict[str, float]:
         def timed(w: Weights) -> float:
-            probe = GGUFModel(config=cfg, weights=w, tokenizer=None, stop_token_ids=frozenset(),
-                              load_seconds=0.0, parameters=0, quantisation="")
+            probe = GGUFModel(config=cfg, weights=w, tokenizer=None, stop_token_ids=frozenset(), load_seconds=0.0,
+                              parameters=int(llama_cpp.llama_model_n_params(w.handle)), quantisation="")
             return timed_work(probe, cpu_count())
 
         return {"gguf": timed(weights), "Q8_0": timed(fast)}
