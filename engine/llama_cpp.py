@@ -210,7 +210,11 @@ def _fastest_weights(cfg: ModelConfig, source: Path, weights: Weights, descripti
     target = reencoded(source, description, cfg.weights)
     if target is None:
         return weights, source, shipped
-    fast = _load_weights(cfg, target)
+    try:
+        fast = _load_weights(cfg, target)
+    except ParleyError:  # a damaged copy: the shipped file still serves (delete the copy to redo it)
+        log.warning("re-encoded weights unreadable: using the GGUF as shipped", extra={"path": str(target)})
+        return weights, source, shipped
 
     def measure() -> dict[str, float]:
         def timed(w: Weights) -> float:
