@@ -96,11 +96,12 @@ async def test_discord_answers_carry_the_same_buttons_writing_to_the_same_counts
     ids = [c["custom_id"] for row in answer.components for c in row["components"]]
     assert len(ids) == 2 and ids[0].startswith("parley:fb:up:") and ids[1].startswith("parley:fb:down:")
 
-    up = await h.fake.press(h.guild, h.people["ada"], answer.id, ids[0])
-    down = await h.fake.press(h.guild, h.people["grace"], answer.id, ids[1])
-    again = await h.fake.press(h.guild, h.people["ada"], answer.id, ids[0])
-    for press in (up, down, again):
+    presses = []
+    for person, button in (("ada", ids[0]), ("grace", ids[1]), ("ada", ids[0])):  # one after the other
+        press = await h.fake.press(h.guild, h.people[person], answer.id, button)
         await until(lambda p=press: p.texts, what="the thank-you")
+        presses.append(press)
+    up, down, again = presses
     assert all(r["ephemeral"] for p in (up, down, again) for r in p.replies)
     assert up.texts[0].startswith("Thanks for the feedback") and "what was wrong" in down.texts[0]
     assert again.texts[0].startswith("Your feedback on that answer is already recorded")
