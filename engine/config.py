@@ -158,11 +158,13 @@ class LimitsConfig:
 class PromptConfig:
     title: str  # what the button says
     message: str  # what it asks
+    # "" : the model answers it; "documents": the viewed channel's documents are listed (as /llm-docs)
+    action: str = field(default="", metadata=_choice("", "documents"))
 
 
 def _default_prompts() -> list[PromptConfig]:
     return [PromptConfig("What documents can you use here?",
-                         "Which documents of this channel can you use to answer me?"),
+                         "Which documents of this channel can you use to answer me?", "documents"),
             PromptConfig("Summarize this channel's documents",
                          "Give me a short summary of the documents shared in this channel."),
             PromptConfig("What can you do?", "What can you help me with, and how do I use you in Slack?")]

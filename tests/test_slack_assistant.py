@@ -81,6 +81,25 @@ async def test_the_panel_answers_from_the_viewed_channels_documents_only(slack_f
     assert "Sources" not in elsewhere and "4.2 million" not in elsewhere, elsewhere
 
 
+async def test_the_documents_prompt_lists_the_viewed_channels_documents_without_the_model(slack_factory):
+    h = await slack_factory(knowledge=True)
+    await h.engine.ingest(FileUpload(Conversation("slack", h.fake.team_id, "C0PRIVATE", ""), User(GRACE),
+                                     "zorblax.txt", b"The Zorblax budget is 4.2 million euros.", "text/plain"))
+    dm, thread_ts = await open_panel(h, viewing="C0PRIVATE")
+    [offered] = h.fake.prompts
+    listing = next(p for p in offered["prompts"] if p["title"] == "What documents can you use here?")
+    answers_before = (await h.engine.stats()).values["requests"]
+    await ask(h, dm, thread_ts, listing["message"])  # what a click on the suggested prompt sends
+    reply = h.fake.bot_messages(dm, thread_ts)[-1].text
+    assert "zorblax.txt" in reply and "shared by" in reply, reply
+    assert (await h.engine.stats()).values.get("requests") == answers_before, "listed, not asked of the model"
+
+    elsewhere_dm, elsewhere_ts = await open_panel(h, user=GRACE, viewing="D0SOMEONE")  # viewing a DM
+    await ask(h, elsewhere_dm, elsewhere_ts, listing["message"], user=GRACE)
+    reply = h.fake.bot_messages(elsewhere_dm, elsewhere_ts)[-1].text
+    assert "not looking at a channel" in reply and "zorblax" not in reply
+
+
 async def test_the_home_tab_shows_the_live_model_and_admin_figures_only_to_admins(slack_factory):
     h = await slack_factory()
     await ask(h, "D0ADA", None, "Hi! What is 2 + 2?")  # some usage of Ada's today

@@ -8,9 +8,11 @@
   "is queued, 2 ahead…" until the first words (assistant.threads.setStatus).
 - A panel thread answers from the documents of the channel the user is viewing.
 - Every finished answer carries 👍 / 👎 (adapters/slack/feedback.py).
+- A suggested prompt with `action: documents` lists the viewed channel's documents (/llm-docs).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -18,14 +20,16 @@ from typing import TYPE_CHECKING
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat.answering import Progress, stream_answer
+from adapters.chat.commands import run_command
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.slack.assistant import PanelContexts, build_assistant, panel_contexts
+from adapters.slack.commands import WORDING
 from adapters.slack.events import Origin
 from adapters.slack.feedback import FeedbackThread, register_feedback
 from adapters.slack.home import register_home
 from adapters.slack.markup import SLACK
 from adapters.slack.native_stream import NativeStreamingReply, StreamSupport
-from engine.types import ChatRequest, ThreadMessage, User
+from engine.types import ChatRequest, Conversation, ThreadMessage, User
 
 if TYPE_CHECKING:
     from adapters.slack.app import SlackAdapter
@@ -37,9 +41,11 @@ log = logging.getLogger(__name__)
 
 class SlackReplies:
     def __init__(self, engine: Engine, config: Config, client: AsyncWebClient, panels: PanelContexts,
-                 budget: Callable[[str], EditBudget], private: Callable[[Origin, str], Awaitable[None]]):
+                 budget: Callable[[str], EditBudget], private: Callable[[Origin, str], Awaitable[None]],
+                 name_of: Callable[[str], Awaitable[str]]):
         self.engine, self.config, self.client, self.panels = engine, config, client, panels
         self.budget, self.private = budget, private
+        self.wording = dataclasses.replace(WORDING, people=name_of)
         self.support = StreamSupport()
 
     async def open(self) -> None:
@@ -53,11 +59,28 @@ class SlackReplies:
         where = origin.where
         documents = await self.panels.scope(where.workspace, origin.channel, origin.reply_thread_ts) \
             if origin.is_dm else None
+        if origin.is_dm and self.asks_for_documents(text) and await self.panels.is_panel(origin.channel,
+                                                                                          origin.reply_thread_ts):
+            return await self.list_documents(origin, user, documents)
         request = ChatRequest(where=where, user=user, text=text, message_id=origin.ts, earlier=earlier,
                               documents=documents)
         reply = self.reply(origin, limit=limit, soft_limit=soft_limit)
         await stream_answer(self.engine, request, reply, SLACK, private=lambda note: self.private(origin, note),
                             progress=self.progress(origin), feedback=True)
+
+    def asks_for_documents(self, text: str) -> bool:
+        """The message of a suggested prompt whose action is to list the documents."""
+        return any(p.action == "documents" and p.message.strip() == text.strip()
+                   for p in self.config.slack.assistant.prompts)
+
+    async def list_documents(self, origin: Origin, user: User, viewed: Conversation | None) -> None:
+        """The documents a panel answer may use here (the viewed channel's), listed without the model."""
+        if viewed is None:
+            text = ("You're not looking at a channel, so I have no channel's documents to use here. "
+                    "Open me from a channel to ask about its documents.")
+        else:
+            text = await run_command("llm-docs", self.engine, viewed, user, "", SLACK, self.wording)
+        await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.reply_thread_ts, text=text)
 
     def reply(self, origin: Origin, *, limit: int, soft_limit: int) -> StreamingReply | NativeStreamingReply:
         slack = self.config.slack
@@ -94,5 +117,8 @@ def attach_ai_surface(adapter: SlackAdapter) -> SlackReplies:
     adapter.app.assistant(build_assistant(adapter.config, panels, adapter.memory, adapter._on_message))
     register_feedback(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
     register_home(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
+    async def name_of(user_id: str) -> str:
+        return (await adapter.users.get(user_id)).name
+
     return SlackReplies(adapter.engine, adapter.config, adapter.client, panels, adapter._edit_budget,
-                        adapter._ephemeral)
+                        adapter._ephemeral, name_of)
