@@ -92,9 +92,7 @@ class SlackAdapter:
             raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode (request signatures are verified)")
         if config.slack.mode == "socket" and not app_token:
             raise ValueError("SLACK_APP_TOKEN is required in Socket Mode")
-        self.engine = engine
-        self.config = config
-        self.mode = config.slack.mode
+        self.engine, self.config, self.mode = engine, config, config.slack.mode
         self.api_url = api_url if api_url.endswith("/") else api_url + "/"
         self._app_token = app_token
         self.client = AsyncWebClient(
@@ -120,7 +118,7 @@ class SlackAdapter:
         self._edit_budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
         self._ingests: dict[str, asyncio.Future] = {}
         self._runner: web.AppRunner | None = None
-        self._socket = None
+        self._socket = None  # the Socket Mode handler, once started
         self.http_port = 0  # the bound port in HTTP mode, once started
         self._register()
 
