@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import logging
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,6 +62,7 @@ class KnowledgeBase:
         self.lexical = LexicalIndex()
         self._live_cache: dict[tuple[str, str, str], tuple[float, dict[str, int]]] = {}
         self.jobs = IngestJobs()
+        self._closed = False
         # Whether the engine is generating now: an ingest then leaves it its cores.
         self.generation_busy: Callable[[], bool] = lambda: False
         if load_embedder:
@@ -69,7 +71,15 @@ class KnowledgeBase:
     def load_embedder_in_background(self) -> None:
         """Load the embedder now, not at the first question, but on a thread of its own: a restart
         answers plain questions at once (the 90 MB model takes ~4 s); a search waits for it."""
-        threading.Thread(target=lambda: (self.embedder, self.warm()), name="load-embedder", daemon=True).start()
+        def load() -> None:
+            try:
+                self.embedder  # noqa: B018 - loads it
+                self.warm()
+            except Exception:  # noqa: BLE001 - the first search loads it again, and says why if it fails
+                if not (self._closed or sys.is_finalizing()):  # a one-shot console run may exit mid-load
+                    log.warning("the embedder did not load in the background", exc_info=True)
+
+        threading.Thread(target=load, name="load-embedder", daemon=True).start()
 
     @property
     def embedder(self) -> Embedder:
@@ -386,4 +396,5 @@ class KnowledgeBase:
                              if self._embedder is not None else "not loaded")}
 
     def close(self) -> None:
+        self._closed = True
         self.store.close()
