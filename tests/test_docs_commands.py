@@ -81,6 +81,19 @@ async def test_slack_llm_docs_lists_forgets_and_deleted_files_are_forgotten(slac
     assert await h.send(deleted) == 200
     await h.settle()
     assert await names(h) == []
+
+    # A message with replies is not removed but turned into a tombstone: its document goes too.
+    plan = await share(h, "plan.pdf", ["The plan is to move in May."], BEN)
+    plan_ts = plan["shares"]["public"][CHANNEL][0]["ts"]
+    tombstone = h.fake.message("", user=None, subtype="message_changed", hidden=True,
+                               message={"type": "message", "subtype": "tombstone", "ts": plan_ts,
+                                        "text": "This message was deleted.", "thread_ts": plan_ts},
+                               previous_message={"type": "message", "user": BEN, "ts": plan_ts, "text": "",
+                                                 "files": [{"id": plan["id"], "name": "plan.pdf"}]})
+    assert await names(h) == ["plan.pdf"]
+    assert await h.send(tombstone) == 200
+    await h.settle()
+    assert await names(h) == []
     assert report  # shared first: its record is gone with the document, nothing left to forget
 
 

@@ -51,7 +51,7 @@ from adapters.chat.conversations import FRESH_TEXT, DmConversations, asks_for_fr
 from adapters.chat.records import open_records
 from adapters.chat.summaries import asks_for_summary
 from adapters.slack.commands import register_commands, register_fresh_start
-from adapters.slack.documents import SlackDocuments
+from adapters.slack.documents import SlackDocuments, deleted_message
 from adapters.slack.events import (ANSWERED_SUBTYPES, Origin, SlackThread, SlackUsers, message_origin,
                                    share_origin, team_of)
 from adapters.slack.files import FileFetcher, shared_name, slack_document
@@ -235,7 +235,7 @@ class SlackAdapter:
         self._take_message(body, event, context.bot_user_id or "", mentioned=True)
 
     async def _on_message(self, body: dict, event: dict, context) -> None:
-        if event.get("subtype") == "message_deleted":
+        if deleted_message(event):
             self.documents.message_deleted(event)  # the files it carried are forgotten
             return
         if event.get("subtype") not in ANSWERED_SUBTYPES or event.get("bot_id") or event.get("bot_profile"):

@@ -33,6 +33,14 @@ def message_key(channel: str, ts: str) -> str:
     return f"msg:{channel}:{ts}"
 
 
+def deleted_message(event: dict) -> bool:
+    """A message deleted: `message_deleted`, or, for one with replies, its `message_changed` into a
+    tombstone ("This message was deleted.")."""
+    if event.get("subtype") == "message_deleted":
+        return True
+    return event.get("subtype") == "message_changed" and (event.get("message") or {}).get("subtype") == "tombstone"
+
+
 class SlackDocuments:
     def __init__(self, engine: Engine, config: Config, tasks: TaskSet):
         self.records = open_records(config, "slack", "shared_files")
@@ -56,10 +64,10 @@ class SlackDocuments:
             self.tasks.spawn(self._forget([file_key(file_id)]), name=f"slack-file-deleted-{file_id}")
 
     def message_deleted(self, event: dict) -> None:
-        """A deleted message (subtype message_deleted): forget what its files became."""
+        """A deleted message (deleted_message): forget what its files became."""
         channel = event.get("channel") or ""
         previous = event.get("previous_message") or {}
-        ts = event.get("deleted_ts") or previous.get("ts") or ""
+        ts = event.get("deleted_ts") or previous.get("ts") or (event.get("message") or {}).get("ts") or ""
         files = [f.get("id") for f in previous.get("files") or [] if isinstance(f, dict) and f.get("id")]
         keys = ([message_key(channel, ts)] if channel and ts else []) + [file_key(f) for f in files]
         if keys:
