@@ -179,7 +179,7 @@ class GenerationScheduler:
                      extra={"reference": reference, "model": self._loaded.name})
         with self._cond:
             self._dead, self._dead_code = reference, code
-            victims = list(self._queue) + list(self._running) + starting
+            victims = list({id(r): r for r in (*self._queue, *self._running, *starting)}.values())  # each once
             self._queue.clear()
         self._fail(victims, reference, exc, code)
         try:
