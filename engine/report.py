@@ -102,6 +102,19 @@ async def build_user_summary(engine: "Engine", where: Conversation, user: User) 
                                                    "model": engine.live_model})
 
 
+def _memory_line(memory: dict, pressure: dict) -> str:
+    mem = f"*Memory* RSS {_mib(memory['rss_bytes'])}"
+    if "cuda_allocated_bytes" in memory:
+        mem += (f"; GPU {_mib(memory['cuda_allocated_bytes'])} allocated, {_mib(memory['cuda_reserved_bytes'])} "
+                f"reserved, peak {_mib(memory['cuda_peak_bytes'])}, "
+                f"fragmentation {memory['cuda_fragmentation']:.0%}")
+    if pressure.get("fraction") is not None:
+        device = "GPU" if str(pressure.get("device", "")).startswith("cuda") else "RAM"
+        state = {"ok": "", "warn": " (high)", "act": " (critical: new work refused, batch shrunk)"}
+        mem += f"; {device} {pressure['fraction']:.0%} used{state.get(pressure['state'], '')}"
+    return mem
+
+
 async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
     s = engine.stats_counters.snapshot()
     snap = engine.snapshot()
@@ -138,16 +151,7 @@ async def build_stats_report(engine: "Engine", where: Conversation | None) -> St
     if sched:
         lines.append(_queue_line(sched))
     lines.append(f"*Sessions* {sessions_active} active in the last day")
-    mem = f"*Memory* RSS {_mib(memory['rss_bytes'])}"
-    if "cuda_allocated_bytes" in memory:
-        mem += (f"; GPU {_mib(memory['cuda_allocated_bytes'])} allocated, {_mib(memory['cuda_reserved_bytes'])} "
-                f"reserved, peak {_mib(memory['cuda_peak_bytes'])}, "
-                f"fragmentation {memory['cuda_fragmentation']:.0%}")
-    if pressure.get("fraction") is not None:
-        device = "GPU" if str(pressure.get("device", "")).startswith("cuda") else "RAM"
-        state = {"ok": "", "warn": " (high)", "act": " (critical: new work refused, batch shrunk)"}
-        mem += f"; {device} {pressure['fraction']:.0%} used{state.get(pressure['state'], '')}"
-    lines.append(mem)
+    lines.append(_memory_line(memory, pressure))
     if knowledge:
         mean = knowledge.get("mean_search_ms")
         lines.append(f"*Documents* {knowledge.get('documents', 0)} ({knowledge.get('chunks', 0)} chunks); "
