@@ -132,18 +132,9 @@ class ChannelSettingsStore:
 def open_channel_settings(config: Config) -> ChannelSettingsStore:
     """Where config.sessions.backend keeps state: data_dir/settings.sqlite, or Redis (blocking: call it
     in a worker thread)."""
-    sessions = config.sessions
-    if sessions.backend == "redis":
-        from engine.limits import redis_url
-        from engine.redis_sessions import RedisMapping
+    from engine.redis_sessions import open_state_mapping
 
-        url = redis_url(sessions.redis_url_env, "sessions")
-        return ChannelSettingsStore(config, RedisMapping.from_url(url, sessions.redis_state_prefix + "settings:"))
-    from sqlitedict import SqliteDict
-
-    path = config.data_path / "settings.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return ChannelSettingsStore(config, SqliteDict(str(path), tablename="channel_settings", autocommit=True))
+    return ChannelSettingsStore(config, open_state_mapping(config, "settings.sqlite", "channel_settings", "settings:"))
 
 
 CONFIG_USAGE = """Usage: /llm-config                       show this channel's settings

@@ -168,24 +168,13 @@ class FeedbackBook:
 
 def open_feedback(config: Config) -> FeedbackBook:
     """Where config.sessions.backend keeps state (blocking: call it in a worker thread)."""
-    sessions = config.sessions
-    if sessions.backend == "redis":
-        from engine.limits import redis_url
-        from engine.redis_sessions import RedisMapping
+    from engine.redis_sessions import open_state_mapping
 
-        url = redis_url(sessions.redis_url_env, "sessions")
-        prefix = sessions.redis_state_prefix + "feedback:"
-        ttl = RETAIN_DAYS * DAY_S
-        store = FeedbackStore(RedisMapping.from_url(url, prefix + "answer:", ttl),
-                              RedisMapping.from_url(url, prefix + "vote:", ttl),
-                              RedisMapping.from_url(url, prefix + "total:"))
-    else:
-        from sqlitedict import SqliteDict
-
-        path = config.data_path / "feedback.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = FeedbackStore(*(SqliteDict(str(path), tablename=t, autocommit=True)
-                                for t in ("answers", "votes", "totals")))
+    ttl = RETAIN_DAYS * DAY_S  # Redis forgets old answers and votes by itself; SQLite is pruned below
+    store = FeedbackStore(open_state_mapping(config, "feedback.sqlite", "answers", "feedback:answer:", ttl),
+                          open_state_mapping(config, "feedback.sqlite", "votes", "feedback:vote:", ttl),
+                          open_state_mapping(config, "feedback.sqlite", "totals", "feedback:total:"))
+    if config.sessions.backend != "redis":
         pruned = store.prune(time.time())
         if pruned:
             log.info("feedback pruned", extra={"records": pruned})

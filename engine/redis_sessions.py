@@ -120,3 +120,21 @@ def open_session_store(config: Config) -> SessionStore:
         log.info("sessions in redis", extra={"prefix": sessions.redis_prefix})
         return SessionStore(mapping)
     return SessionStore.open_sqlite(config.data_path / "sessions.sqlite")
+
+
+def open_state_mapping(config: Config, sqlite_file: str, table: str, redis_key: str,
+                       ttl_seconds: float | None = None) -> MutableMapping:
+    """A mapping of other state (channel settings, feedback, adapters' records), where
+    config.sessions.backend keeps it: table `table` of data_dir/`sqlite_file`, or Redis keys under
+    redis_state_prefix + `redis_key` (blocking: call it in a worker thread)."""
+    sessions = config.sessions
+    if sessions.backend == "redis":
+        from engine.limits import redis_url
+
+        url = redis_url(sessions.redis_url_env, "sessions")
+        return RedisMapping.from_url(url, sessions.redis_state_prefix + redis_key, ttl_seconds)
+    from sqlitedict import SqliteDict
+
+    path = config.data_path / sqlite_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteDict(str(path), tablename=table, autocommit=True)

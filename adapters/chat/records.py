@@ -55,19 +55,9 @@ class Records:
 
 def open_records(config: Config, platform: str, name: str) -> Records:
     """The `name` records of one platform's adapter, kept where config.sessions.backend says."""
-    sessions = config.sessions
-
     def open_mapping() -> MutableMapping:
-        if sessions.backend == "redis":
-            from engine.limits import redis_url
-            from engine.redis_sessions import RedisMapping
+        from engine.redis_sessions import open_state_mapping
 
-            url = redis_url(sessions.redis_url_env, "sessions")
-            return RedisMapping.from_url(url, f"{sessions.redis_state_prefix}{platform}:{name}:")
-        from sqlitedict import SqliteDict
-
-        path = config.data_path / f"{platform}_records.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDict(str(path), tablename=name, autocommit=True)
+        return open_state_mapping(config, f"{platform}_records.sqlite", name, f"{platform}:{name}:")
 
     return Records(open_mapping, f"{platform}/{name}")

@@ -78,19 +78,10 @@ def panel_contexts(config: Config) -> PanelContexts:
     """Kept where the other state is: data_dir/slack_panels.sqlite, or Redis (opened by open())."""
 
     def open_mapping() -> MutableMapping:
-        sessions = config.sessions
-        if sessions.backend == "redis":
-            from engine.limits import redis_url
-            from engine.redis_sessions import RedisMapping
+        from engine.redis_sessions import open_state_mapping
 
-            url = redis_url(sessions.redis_url_env, "sessions")
-            return RedisMapping.from_url(url, sessions.redis_state_prefix + "slack:panel:",
-                                         sessions.idle_expiry_hours * 3600)
-        from sqlitedict import SqliteDict
-
-        path = config.data_path / "slack_panels.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDict(str(path), tablename="panels", autocommit=True)
+        return open_state_mapping(config, "slack_panels.sqlite", "panels", "slack:panel:",
+                                  config.sessions.idle_expiry_hours * 3600)
 
     return PanelContexts(open_mapping)
 
