@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import re
 import time
@@ -27,7 +26,7 @@ import torch
 from engine.config import ModelConfig
 from engine.cpu import cpu_flags
 from engine.errors import ErrorCode, ParleyError
-from engine.llama_weights import cache_root
+from engine.llama_weights import cache_root, file_key
 from engine.models import ModelText, locate_weights, stop_tokens
 
 log = logging.getLogger(__name__)
@@ -79,10 +78,7 @@ def cached_tokenizer(directory: Path, gguf: str):
     """The GGUF's tokenizer, saved once as tokenizer.json (4 s to rebuild from a GGUF, 0.3 s to read)."""
     from transformers import AutoTokenizer
 
-    path = directory / gguf
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = cache_root() / "tokenizers" / key
+    cache = cache_root() / "tokenizers" / file_key(directory / gguf)
     if (cache / "tokenizer_config.json").is_file():
         try:
             return AutoTokenizer.from_pretrained(str(cache))

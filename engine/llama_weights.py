@@ -47,6 +47,7 @@ def main_type(description: str) -> str:
 
 
 def file_key(path: Path) -> str:
+    """A file's identity for caches: its path, size and modification time."""
     stat = path.stat()
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
