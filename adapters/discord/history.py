@@ -20,8 +20,8 @@ def post_of(message: discord.Message, bot_id: int) -> ThreadPost:
                       by_parley=by_parley, by_bot=not by_parley and (author.bot or message.webhook_id is not None))
 
 
-def thread_reader(channel: discord.abc.Messageable, before: discord.Message, bot_id: int) -> ReadThread:
-    """The thread's messages before `before` (the one being answered), oldest first."""
+def thread_reader(channel: discord.abc.Messageable, before: discord.abc.Snowflake | None, bot_id: int) -> ReadThread:
+    """The thread's messages before `before` (the one being answered; None: all of them), oldest first."""
 
     async def read(limit: int) -> list[ThreadPost]:
         found = [m async for m in channel.history(limit=limit, before=before)]

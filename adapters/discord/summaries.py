@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +20,7 @@ from discord import app_commands
 
 from adapters.chat.context import ThreadPost
 from adapters.chat.summaries import SummaryWindow, TargetBoard, empty_text, parse_window, post_summary
-from adapters.discord.history import CONVERSATION_TYPES, post_of
+from adapters.discord.history import CONVERSATION_TYPES, post_of, thread_reader
 from adapters.discord.text import DISCORD
 from engine.errors import ParleyError
 from engine.types import Conversation, User
@@ -32,16 +33,6 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 2000
 THREAD_LIMIT = 2000  # a thread summary reads at most this many messages, its newest
 SCAN_LIMIT = 10_000  # a channel summary looks through at most this many messages of its window
-
-
-def thread_reader(channel: discord.abc.Messageable, before: discord.abc.Snowflake | None, bot_id: int):
-    """A whole thread (before `before`, when given), oldest first."""
-
-    async def read() -> list[ThreadPost]:
-        found = [m async for m in channel.history(limit=THREAD_LIMIT, before=before)]
-        return [post_of(m, bot_id) for m in reversed(found) if m.type in CONVERSATION_TYPES]
-
-    return read
 
 
 def window_reader(channel: discord.abc.Messageable, window: SummaryWindow, bot_id: int):
@@ -148,7 +139,8 @@ class DiscordSummaries:
         from adapters.discord.client import _Target
 
         where = Conversation("discord", where.workspace, str(thread.parent_id or where.channel), str(thread.id))
-        await post_summary(self.client.engine, where, user, thread_reader(thread, before, self.bot_id),
+        read = functools.partial(thread_reader(thread, before, self.bot_id), THREAD_LIMIT)  # the whole thread
+        await post_summary(self.client.engine, where, user, read,
                            TargetBoard(_Target(thread)), DISCORD, "this thread", empty_text("this thread"))
 
     async def channel_reply(self, message: discord.Message, where: Conversation, user: User) -> None:
