@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.stats import EngineStats
 
-log = logging.getLogger("engine.core")
+log = logging.getLogger(__name__)
 
 
 class DocumentCommands:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from engine.generation import GenFinished, SamplingParams
 from engine.scheduler import GenerationScheduler
 
 pytestmark = pytest.mark.gpu
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def run(handle) -> GenFinished:
