@@ -16,7 +16,6 @@ import hashlib
 import inspect
 import logging
 import re
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from engine.knowledge.store import ChromaStore, DocumentRecord, chunk_id, docume
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
 
 log = logging.getLogger(__name__)
+LOADER_JOIN_S = 60.0  # at close, how long the background embedder load may take to finish
 
 _MAX_SENTENCES = 12  # per passage, for choosing its excerpt
 LIVE_TTL_S = 2.0
@@ -62,7 +62,7 @@ class KnowledgeBase:
         self.lexical = LexicalIndex()
         self._live_cache: dict[tuple[str, str, str], tuple[float, dict[str, int]]] = {}
         self.jobs = IngestJobs()
-        self._closed = False
+        self._loader: threading.Thread | None = None
         # Whether the engine is generating now: an ingest then leaves it its cores.
         self.generation_busy: Callable[[], bool] = lambda: False
         if load_embedder:
@@ -76,10 +76,10 @@ class KnowledgeBase:
                 self.embedder  # noqa: B018 - loads it
                 self.warm()
             except Exception:  # noqa: BLE001 - the first search loads it again, and says why if it fails
-                if not (self._closed or sys.is_finalizing()):  # a one-shot console run may exit mid-load
-                    log.warning("the embedder did not load in the background", exc_info=True)
+                log.warning("the embedder did not load in the background", exc_info=True)
 
-        threading.Thread(target=load, name="load-embedder", daemon=True).start()
+        self._loader = threading.Thread(target=load, name="load-embedder", daemon=True)
+        self._loader.start()
 
     @property
     def embedder(self) -> Embedder:
@@ -396,5 +396,7 @@ class KnowledgeBase:
                              if self._embedder is not None else "not loaded")}
 
     def close(self) -> None:
-        self._closed = True
+        # Exiting while torch loads the embedder on that thread aborts the process (a piped question)
+        if self._loader is not None:
+            self._loader.join(timeout=LOADER_JOIN_S)
         self.store.close()
