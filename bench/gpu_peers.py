@@ -32,9 +32,9 @@ import torch  # noqa: E402
 
 import throughput  # noqa: E402
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
-from engine.generation import GenFinished, SamplingParams  # noqa: E402
-from engine.models import load_model  # noqa: E402
-from engine.scheduler import GenerationScheduler  # noqa: E402
+from engine.runtime.generation import GenFinished, SamplingParams  # noqa: E402
+from engine.runtime.loading import load_model  # noqa: E402
+from engine.runtime.scheduler import GenerationScheduler  # noqa: E402
 
 
 def eight_b_shaped(small):

@@ -37,7 +37,7 @@ import logging  # noqa: E402
 
 import docgen  # noqa: E402
 from engine.config import KnowledgeConfig  # noqa: E402
-from engine.cpu import cpu_name  # noqa: E402
+from engine.runtime.cpu import cpu_name  # noqa: E402
 from engine.knowledge import KnowledgeBase  # noqa: E402
 from engine.knowledge import loaders  # noqa: E402
 from engine.knowledge.embedder import Embedder  # noqa: E402

@@ -7,7 +7,7 @@ It runs on the same build, threads, KV layout (unified, flash attention) and req
 bench/throughput.py's seeded users (prompt lengths, answer lengths, arrivals), every answer
 exactly as long as Parley's. Then one user alone, to compare single-sequence speed.
 
-Parley computes on the weights it chose for this CPU (engine/llama_weights.py: the GGUF as
+Parley computes on the weights it chose for this CPU (engine/runtime/llama_weights.py: the GGUF as
 shipped, or its Q8_0 copy where that measured faster); the peer on the GGUF as shipped, as a
 user's llama-server would, or with `--peer-same-weights` on Parley's choice (scheduling alone).
 
@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # bench/throughput.py sets HF_HUB_OFFLINE and puts the project on the import path.
 from throughput import Request, Timing, make_requests, on_own_thread, run_scheduler, summarise  # noqa: E402
 
-from engine import llama_cpp as parley_llama  # noqa: E402
-from engine import llama_executor  # noqa: E402
+from engine.runtime import gguf_model as parley_llama  # noqa: E402
+from engine.runtime import llama_executor  # noqa: E402
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
-from engine.cpu import cpu_count, cpu_name  # noqa: E402
-from engine.models import load_model  # noqa: E402
+from engine.runtime.cpu import cpu_count, cpu_name  # noqa: E402
+from engine.runtime.loading import load_model  # noqa: E402
 
 
 @dataclasses.dataclass

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.config import KnowledgeConfig  # noqa: E402
-from engine.cpu import cpu_name  # noqa: E402
+from engine.runtime.cpu import cpu_name  # noqa: E402
 from engine.knowledge import KnowledgeBase, loaders  # noqa: E402
 from engine.knowledge.embedder import Embedder  # noqa: E402
 from engine.knowledge.hybrid import relevant  # noqa: E402

@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from engine.config import ModelConfig, SchedulerConfig  # noqa: E402
-from engine.cpu import cpu_count, cpu_name, use_threads  # noqa: E402
-from engine.models import LoadedModel, load_model, load_transformers  # noqa: E402
-from engine.scheduler import GenerationScheduler, GenFinished, GenText, SamplingParams  # noqa: E402
+from engine.runtime.cpu import cpu_count, cpu_name, use_threads  # noqa: E402
+from engine.runtime.torch_model import LoadedModel, load_transformers  # noqa: E402
+from engine.runtime.loading import load_model  # noqa: E402
+from engine.runtime.scheduler import GenerationScheduler, GenFinished, GenText, SamplingParams  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?", "Write a haiku about the sea.", "Give me three tips for sleeping better.",
@@ -103,7 +104,7 @@ class _FirstTokenStreamer:
 
 def on_own_thread(fn, *args):
     """fn(*args) on a thread that ends with it (as a request thread of a server would; and the
-    OpenMP pool its torch work makes ends with it too, see engine/cpu.py)."""
+    OpenMP pool its torch work makes ends with it too, see engine/runtime/cpu.py)."""
     result: list = []
     worker = threading.Thread(target=lambda: result.append(fn(*args)))
     worker.start()

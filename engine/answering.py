@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 from engine.channels import SETTING_HELP, ChannelSettings
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
+from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
 from engine.prompting import plan_prompt
@@ -25,7 +25,7 @@ from engine.sessions import Turn, missed_turns
 from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Reading, Source, TextDelta
 
 if TYPE_CHECKING:
-    from engine.backends import Backend
+    from engine.runtime.backends import Backend
     from engine.core import Engine
 
 log = logging.getLogger(__name__)

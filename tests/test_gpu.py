@@ -14,8 +14,8 @@ import pytest
 
 from engine.config import SchedulerConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenFinished, SamplingParams
-from engine.scheduler import GenerationScheduler
+from engine.runtime.generation import GenFinished, SamplingParams
+from engine.runtime.scheduler import GenerationScheduler
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,12 +73,12 @@ FAULT_SCRIPT = textwrap.dedent("""
         executor.decode = decode
         first = await final(engine, "a")
         deadline = time.monotonic() + 120
-        while not (engine.recovery.reloads or engine.recovery.exit_requested.is_set()):
+        while not (engine.runtime.recovery.reloads or engine.runtime.recovery.exit_requested.is_set()):
             assert time.monotonic() < deadline, "neither reloaded nor exiting"
             await asyncio.sleep(0.1)
-        after = await final(engine, "b") if engine.recovery.reloads else None
-        print(json.dumps({{"first": getattr(first, "code", None), "reloads": engine.recovery.reloads,
-                          "exit_code": engine.recovery.exit_code,
+        after = await final(engine, "b") if engine.runtime.recovery.reloads else None
+        print(json.dumps({{"first": getattr(first, "code", None), "reloads": engine.runtime.recovery.reloads,
+                          "exit_code": engine.runtime.recovery.exit_code,
                           "after_done": isinstance(after, AnswerDone)}}))
         await engine.stop()
 

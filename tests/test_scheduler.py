@@ -20,7 +20,7 @@ import torch
 
 from engine.config import SchedulerConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.scheduler import (GenerationScheduler, GenFinished, GenQueued, GenText, SamplingParams)
+from engine.runtime.scheduler import (GenerationScheduler, GenFinished, GenQueued, GenText, SamplingParams)
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
 
@@ -234,7 +234,7 @@ async def test_a_burst_of_long_questions_does_not_freeze_a_streaming_answer(make
 
 
 def test_prefill_groups_keep_padding_small():
-    from engine.torch_executor import PREFILL_PADDING, length_groups
+    from engine.runtime.torch_executor import PREFILL_PADDING, length_groups
 
     lengths = [265, 37, 37, 338, 638, 36, 339, 114, 37, 115, 638, 116, 266, 115, 189, 489]
     groups = length_groups(lengths, key=lambda n: n)
@@ -301,7 +301,7 @@ async def test_streamed_text_joins_into_the_decoded_answer(make_scheduler, loade
 
 
 def test_incremental_detokenizer_matches_full_decode_on_hard_text(loaded_model):
-    from engine.detokenize import IncrementalDetokenizer
+    from engine.runtime.detokenize import IncrementalDetokenizer
 
     tok = loaded_model.tokenizer
     samples = ["Le café est très chaud, naïve élève!", "Emoji: 🌱🎉👩‍👩‍👧 done.", "  leading spaces\n\tand tabs",

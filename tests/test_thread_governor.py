@@ -2,7 +2,7 @@
 llama.cpp's spinning barriers stall, and back again, from step timings alone."""
 from __future__ import annotations
 
-from engine.thread_governor import PROBE_FIRST, ThreadGovernor
+from engine.runtime.thread_governor import PROBE_FIRST, ThreadGovernor
 
 
 def run(governor: ThreadGovernor, steps: int, seconds_on) -> list[int]:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.cpu import cpu_count, cpu_has_bf16, embedding_threads, use_threads
+from engine.runtime.cpu import cpu_count, cpu_has_bf16, embedding_threads, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def choose_device_dtype(dtype: str = "auto") -> tuple[str, str]:
 
 
 class Embedder:
-    """Embeds texts in batches on one thread of its own (engine.cpu: one OpenMP pool).
+    """Embeds texts in batches on one thread of its own (engine.runtime.cpu: one OpenMP pool).
 
     Safe to call from any thread: batches queue for that thread one at a time, so a long ingest
     lets searches through between its batches. Between batches it sizes its pool: every core

@@ -5,7 +5,7 @@ waiting requests (FIFO, within max_batch, max_tokens_in_flight and a prompt-toke
 step), has the executor prefill the newcomers, which join the running batch, then runs one decode
 step that advances every running request by one token. A request leaves at a stop token, its
 max_new_tokens, or a cancel; the others never notice.
-Executors: engine/torch_executor.py (transformers; CUDA and CPU), engine/llama_executor.py (a
+Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py (a
 GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
 next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
 Events cross to the event loop through each request's GenerationHandle (generation.py).
@@ -23,13 +23,13 @@ from collections.abc import Callable
 import torch
 
 from engine.config import SchedulerConfig
-from engine.cpu import cpu_count, use_threads
-from engine.detokenize import IncrementalDetokenizer
+from engine.runtime.cpu import cpu_count, use_threads
+from engine.runtime.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
-from engine.executor import Executor, is_device_fault
-from engine.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
-from engine.requests import ScheduledRequest, SchedulerStats
-from engine.sampling import RowSampler, SeenTokens, choose_tokens
+from engine.runtime.executor import Executor, is_device_fault
+from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
+from engine.runtime.requests import ScheduledRequest, SchedulerStats
+from engine.runtime.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
 
@@ -43,7 +43,7 @@ CUDA_PREFILL_FACTOR = 8
 
 
 class _DeviceFailure(Exception):
-    """A step broke the device (engine.executor.is_device_fault): the worker stops. `rows` are the
+    """A step broke the device (engine.runtime.executor.is_device_fault): the worker stops. `rows` are the
     newcomers that were still being prefilled (in neither the queue nor the batch)."""
 
     def __init__(self, cause: BaseException, rows: list[ScheduledRequest] | None = None):
@@ -53,7 +53,7 @@ class _DeviceFailure(Exception):
 
 
 class GenerationScheduler:
-    """`loaded` is a loaded model (engine/models.py or engine/llama_cpp.py): its name, context
+    """`loaded` is a loaded model (engine/models.py or engine/runtime/gguf_model.py): its name, context
     window, tokenizer and stop tokens, and `executor()`, which makes the Executor that runs it.
     `on_fault(reference)` is called from the worker thread when a device fault has stopped it."""
 
@@ -158,7 +158,7 @@ class GenerationScheduler:
 
     # ---- worker thread ----
     def _worker(self) -> None:
-        if self._device.type == "cpu":  # this thread's own OpenMP pool (engine.cpu)
+        if self._device.type == "cpu":  # this thread's own OpenMP pool (engine.runtime.cpu)
             use_threads(self._exec.torch_threads or self._config.cpu_threads or cpu_count())
         try:
             self._exec.open()

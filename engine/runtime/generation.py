@@ -1,8 +1,8 @@
 """What a generation request is and what comes back from it, free of torch: the sampling settings,
 the stream of events (queued, text, finished) and the handle a caller iterates and cancels.
 
-Every backend speaks this: the local scheduler (engine/scheduler.py) and a remote OpenAI-compatible
-server (engine/remote.py) alike, so a deployment that only talks to a server never imports torch.
+Every backend speaks this: the local scheduler (engine/runtime/scheduler.py) and a remote OpenAI-compatible
+server (engine/runtime/remote.py) alike, so a deployment that only talks to a server never imports torch.
 """
 from __future__ import annotations
 

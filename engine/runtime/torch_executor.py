@@ -1,6 +1,6 @@
 """The model work of a transformers model, for the scheduler: prefill newcomers, decode the batch.
 
-The running rows share one left-padded KV cache (engine/kvbatch.py). Newcomers are prefilled in
+The running rows share one left-padded KV cache (engine/runtime/kvbatch.py). Newcomers are prefilled in
 groups of similar prompt length (padding costs as much as a real token on a CPU), each group in
 a cache of its own that joins the running one only once its forward pass has succeeded, so a
 failed prefill leaves the running answers untouched.
@@ -11,7 +11,7 @@ import inspect
 
 import torch
 
-from engine.kvbatch import KVBatch, prefill_inputs
+from engine.runtime.kvbatch import KVBatch, prefill_inputs
 
 # Newcomers are prefilled together only while padding adds at most this share of real tokens:
 # on a CPU a padded token costs as much as a real one, and batching long prompts gains little.

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.cpu import cpu_flags
+from engine.runtime.cpu import cpu_flags
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What the engine does after a device fault (engine.executor.is_device_fault: a CUDA device-side
+"""What the engine does after a device fault (engine.runtime.executor.is_device_fault: a CUDA device-side
 assert, an illegal memory access...). By then the model's scheduler has failed the requests it held
 with MODEL_FAULT and refuses new ones, so one bad step never turns into a stream of failures.
 
@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.backends import Backend
+    from engine.runtime.backends import Backend
     from engine.core import Engine
 
 log = logging.getLogger(__name__)

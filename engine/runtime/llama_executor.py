@@ -1,5 +1,5 @@
 """The scheduler's model work on llama.cpp: one sequence per running request, every running
-request in one `llama_decode` per step (engine/llama_cpp.py loads the model).
+request in one `llama_decode` per step (engine/runtime/gguf_model.py loads the model).
 
 Prompts that start the same way share their KV cells (automatic prefix caching, as vLLM does,
 and llama.cpp's server per slot): a finished answer's cells stay cached until the room is needed,
@@ -9,7 +9,7 @@ cache is unified (one buffer, cells shared between sequences: sharing is bookkee
 and flash attention skips the cells of other sequences (2x faster decode than without it here).
 On the benchmark's workload this measured 8% faster than a stream per sequence (llama.cpp's
 non-unified cache), which was 18% faster on 16 unrelated 256-token prompts: README, "CPU".
-llama.cpp's thread count follows engine/thread_governor.py.
+llama.cpp's thread count follows engine/runtime/thread_governor.py.
 """
 from __future__ import annotations
 
@@ -17,18 +17,23 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from engine.errors import ErrorCode, ParleyError
-from engine.thread_governor import ThreadGovernor
-
-if TYPE_CHECKING:
-    from engine.llama_cpp import GGUFModel
+from engine.runtime.thread_governor import ThreadGovernor
 
 log = logging.getLogger(__name__)
+
+
+class LlamaModel(Protocol):
+    """What an executor needs of a GGUF loaded by llama.cpp (engine/runtime/gguf_model.py's GGUFModel)."""
+
+    name: str
+    context_window: int
+    handle: object  # the llama_model pointer
 
 # A cached prefix is reused only when it saves at least this many prompt tokens.
 MIN_SHARED_PREFIX = 8
@@ -63,7 +68,7 @@ class LlamaCppExecutor:
     kind = "llama.cpp"
     torch_threads = 1  # torch only samples here; llama.cpp's own threads do the model work
 
-    def __init__(self, model: "GGUFModel", threads: int, max_batch: int, max_tokens: int) -> None:
+    def __init__(self, model: LlamaModel, threads: int, max_batch: int, max_tokens: int) -> None:
         import llama_cpp
 
         self._ll = llama_cpp

@@ -20,7 +20,7 @@ import aiohttp
 
 from engine.config import ModelConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.generation import GenFinished, GenText, SamplingParams
+from engine.runtime.generation import GenFinished, GenText, SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.detokenize import IncrementalDetokenizer
-from engine.generation import GenerationHandle, SamplingParams
-from engine.sampling import RowSampler
+from engine.runtime.detokenize import IncrementalDetokenizer
+from engine.runtime.generation import GenerationHandle, SamplingParams
+from engine.runtime.sampling import RowSampler
 
 
 @dataclass(eq=False)

@@ -4,7 +4,7 @@ On a CPU, reading the weights is most of a decode step: the packaged Q4_1 GGUF i
 where transformers' dequantised copy is 270 MB (bf16) or 540 MB (fp32), and llama.cpp's kernels
 compute on the 4-bit blocks directly. So a GGUF on a CPU runs on llama.cpp (models[].runtime:
 auto), through llama-cpp-python's C API only; continuous batching, sampling, streaming and limits
-stay the scheduler's (engine/llama_executor.py runs the steps).
+stay the scheduler's (engine/runtime/llama_executor.py runs the steps).
 
 The library is built for this machine's CPU (tools/llama_cpp_cmake_args.py, by `make install`);
 a build that uses an instruction the CPU lacks is refused at start (it would die with SIGILL).
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from engine.config import ModelConfig
-from engine.cpu import cpu_flags
+from engine.runtime.cpu import cpu_flags
 from engine.errors import ErrorCode, ParleyError
-from engine.llama_weights import cache_root, file_key
-from engine.models import ModelText, locate_weights, stop_tokens
+from engine.runtime.llama_weights import cache_root, file_key
+from engine.runtime.model_files import ModelText, locate_weights, stop_tokens
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class GGUFModel(ModelText):
     load_seconds: float
     parameters: int
     quantisation: str
-    path: Path | None = None  # the file llama.cpp computes on (engine/llama_weights.py may re-encode the GGUF)
+    path: Path | None = None  # the file llama.cpp computes on (engine/runtime/llama_weights.py may re-encode the GGUF)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -135,8 +135,8 @@ class GGUFModel(ModelText):
         return self.weights.handle
 
     def executor(self, threads: int, max_batch: int, max_tokens: int):
-        """The scheduler's model work on a llama.cpp context of its own (engine/llama_executor.py)."""
-        from engine.llama_executor import LlamaCppExecutor
+        """The scheduler's model work on a llama.cpp context of its own (engine/runtime/llama_executor.py)."""
+        from engine.runtime.llama_executor import LlamaCppExecutor
 
         return LlamaCppExecutor(self, threads, max_batch, max_tokens)
 
@@ -196,11 +196,11 @@ def _description(handle) -> str:
 def _fastest_weights(cfg: ModelConfig, source: Path, weights: Weights, description: str
                      ) -> tuple[Weights, Path, str]:
     """(weights, their file, their format): the GGUF as shipped, or its Q8_0 copy where
-    `models[].weights` asks for it or (auto) it measured faster on this CPU (engine/llama_weights.py)."""
+    `models[].weights` asks for it or (auto) it measured faster on this CPU (engine/runtime/llama_weights.py)."""
     import llama_cpp
 
-    from engine.cpu import cpu_count
-    from engine.llama_weights import main_type, reencoded, remembered_verdict, timed_work
+    from engine.runtime.cpu import cpu_count
+    from engine.runtime.llama_weights import main_type, reencoded, remembered_verdict, timed_work
 
     shipped = quantisation_of(description)
     target = reencoded(source, description, cfg.weights)

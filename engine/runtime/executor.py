@@ -1,6 +1,6 @@
 """What the scheduler asks of a model runtime: the Executor (vLLM v1's split: the scheduler plans,
-the executor runs). Two exist: engine/torch_executor.py (transformers; CUDA and CPU) and
-engine/llama_executor.py (a GGUF computed by llama.cpp on its quantised weights; CPU).
+the executor runs). Two exist: engine/runtime/torch_executor.py (transformers; CUDA and CPU) and
+engine/runtime/llama_executor.py (a GGUF computed by llama.cpp on its quantised weights; CPU).
 """
 from __future__ import annotations
 

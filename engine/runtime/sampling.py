@@ -11,7 +11,7 @@ import random
 
 import torch
 
-from engine.generation import SamplingParams
+from engine.runtime.generation import SamplingParams
 
 __all__ = ["SamplingParams", "RowSampler", "SeenTokens", "choose_tokens"]
 

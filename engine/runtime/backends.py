@@ -1,5 +1,5 @@
 """Model backends behind one interface: a local model (llama.cpp or transformers) driven by the
-batching scheduler, or (engine/remote.py) a server speaking the OpenAI chat API.
+batching scheduler, or (engine/runtime/remote.py) a server speaking the OpenAI chat API.
 
 The engine asks a backend to count tokens, to turn chat messages into a generation handle, and
 to shut down; it never touches torch itself. torch, transformers and llama.cpp are imported only
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from engine.config import ModelConfig, SchedulerConfig
-from engine.generation import GenerationHandle, SamplingParams
+from engine.runtime.generation import GenerationHandle, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Backend(Protocol):
 
 def load_local_model(cfg: ModelConfig):
     """Load a packaged or local model (blocking): engine/models.py picks its runtime."""
-    from engine.models import load_model
+    from engine.runtime.loading import load_model
 
     return load_model(cfg)
 
@@ -50,8 +50,8 @@ class LocalBackend:
     def __init__(self, loaded, scheduler_config: SchedulerConfig,
                  on_fault: Callable[["LocalBackend", str], None] | None = None):
         """`on_fault(backend, reference)` runs on the event loop once a device fault has stopped
-        this backend's scheduler (engine/recovery.py reloads the model)."""
-        from engine.scheduler import GenerationScheduler
+        this backend's scheduler (engine/runtime/recovery.py reloads the model)."""
+        from engine.runtime.scheduler import GenerationScheduler
 
         self.loaded = loaded
         self.config = loaded.config
@@ -79,7 +79,7 @@ class LocalBackend:
         # Drop our references (the scheduler's thread has ended) so the weights can be freed.
         self.scheduler = None  # type: ignore[assignment]
         self.loaded = None  # type: ignore[assignment]
-        from engine.models import release_memory
+        from engine.runtime.torch_model import release_memory
 
         await asyncio.to_thread(release_memory, device)
 
