@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 from adapters.chat.answering import stream_answer
 from adapters.chat.commands import COMMANDS, Wording, run_command
 from adapters.chat.ingest import ingested_text
-from adapters.chat.markup import PLAIN
+from adapters.chat.feedback import FeedbackTag
+from adapters.chat.markup import PLAIN, Markup
 from engine.errors import ParleyError
 from engine.types import ChatRequest, Conversation, FileUpload, IngestProgress, User
 
@@ -53,8 +54,19 @@ class ConsoleReply:
     def opened(self) -> bool:
         return bool(self.raw)
 
+    @property
+    def messages(self) -> int:
+        return 1 if self.raw else 0
+
+    @property
+    def edits(self) -> int:
+        return 0  # a terminal is written to, never edited
+
     async def open(self, text: str) -> None:
         pass  # no placeholder in a terminal: the prompt waits
+
+    async def final_markup(self, markup: Markup) -> Markup:
+        return markup
 
     async def status(self, text: str) -> None:
         if self.console.interactive:
@@ -65,7 +77,7 @@ class ConsoleReply:
         if self.console.interactive:
             self.console.print(delta, end="")
 
-    async def finish(self, final_text: str) -> None:
+    async def finish(self, final_text: str, feedback: FeedbackTag | None = None) -> None:
         shown = PLAIN.render(self.raw.strip())
         if self.console.interactive and self.raw and final_text.startswith(shown):
             final_text = final_text[len(shown):].lstrip("\n")  # the answer itself is on screen already

@@ -49,16 +49,18 @@ def test_long_text_is_split_between_paragraphs_and_keeps_code_fences_whole():
 
 
 class RecordingTarget:
+    """An AnswerTarget (adapters.chat.streaming) that keeps every text each message showed."""
+
     def __init__(self):
         self.messages: dict[int, list[str]] = {}
         self.deleted: list[int] = []
 
-    async def post(self, text):
+    async def post(self, text, feedback=None):
         handle = len(self.messages)
         self.messages[handle] = [text]
         return handle
 
-    async def edit(self, handle, text):
+    async def edit(self, handle, text, feedback=None):
         self.messages[handle].append(text)
 
     async def delete(self, handle):

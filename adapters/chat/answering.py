@@ -58,12 +58,24 @@ OnProgress = Callable[[Progress], Awaitable[None]]
 
 
 class Reply(Protocol):
-    """What an answer is shown in: adapters.chat.streaming.StreamingReply, or the console's."""
-
-    raw: str
+    """What an answer is shown in: adapters.chat.streaming.StreamingReply (edited messages),
+    adapters.slack.native_stream.NativeStreamingReply, or the console's."""
 
     @property
-    def opened(self) -> bool: ...
+    def raw(self) -> str:
+        """The answer text so far, as the model wrote it."""
+
+    @property
+    def opened(self) -> bool:
+        """Whether anything (a placeholder, the first words) is shown yet."""
+
+    @property
+    def messages(self) -> int:
+        """How many messages show the answer now (for the log)."""
+
+    @property
+    def edits(self) -> int:
+        """How many edits showing it has cost so far (for the log)."""
 
     async def open(self, text: str) -> None: ...
 
@@ -71,7 +83,12 @@ class Reply(Protocol):
 
     async def append(self, delta: str) -> None: ...
 
-    async def finish(self, final_text: str, feedback: FeedbackTag | None = None) -> None: ...
+    async def final_markup(self, markup: Markup) -> Markup:
+        """The markup to write the final text in: `markup` (the platform's) unless the reply writes
+        another way, decided by then (Slack: Markdown when streaming natively, mrkdwn when editing)."""
+
+    async def finish(self, final_text: str, feedback: FeedbackTag | None = None) -> None:
+        """Show the final text; `feedback` puts the 👍 / 👎 buttons on its last message."""
 
     async def replace(self, text: str) -> None: ...
 
@@ -142,7 +159,8 @@ async def _progress(showing: _Showing, progress: Progress) -> None:
 
 async def _show(event: AnswerEvent, showing: _Showing) -> bool:
     """Show one engine event; True when the answer is over."""
-    reply, markup, private, session = showing.reply, showing.markup, showing.private, showing.session
+    reply = showing.reply
+    markup = showing.markup
     if isinstance(event, TextDelta):
         await reply.append(event.text)
     elif isinstance(event, Queued):
@@ -152,24 +170,17 @@ async def _show(event: AnswerEvent, showing: _Showing) -> bool:
         await _progress(showing, Progress("reading", files=event.files))
     elif isinstance(event, AnswerDone):
         tag = await showing.feedback(event) if showing.feedback is not None else None
-        # A reply that chooses how it writes as it goes (Slack: Markdown when streaming natively,
-        # mrkdwn when editing) says which before the final text is rendered.
-        choose = getattr(reply, "final_markup", None)
-        text = final_text(event, await choose() if choose is not None else markup)
-        if tag is None:
-            await reply.finish(text)
-        else:
-            await reply.finish(text, feedback=tag)
-        log.info("answered", extra={"session": session, "tokens": event.completion_tokens,
-                                    "messages": len(getattr(reply, "handles", ())), "edits": getattr(reply, "edits", 0)})
+        await reply.finish(final_text(event, await reply.final_markup(markup)), feedback=tag)
+        log.info("answered", extra={"session": showing.session, "tokens": event.completion_tokens,
+                                    "messages": reply.messages, "edits": reply.edits})
         return True
     elif isinstance(event, AnswerFailed):
         await _progress(showing, Progress("idle"))
         if event.silent:  # a repeat refusal in a cool-down: no reply spam
             await reply.discard()
-        elif private is not None and event.code in PRIVATE_CODES and not reply.raw:
+        elif showing.private is not None and event.code in PRIVATE_CODES and not reply.raw:
             await reply.discard()
-            await private(markup.warning + event.render())
+            await showing.private(markup.warning + event.render())
         else:
             await reply.replace(markup.warning + event.render())
         return True

@@ -14,6 +14,9 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Protocol
 
+from adapters.chat.feedback import FeedbackTag
+from adapters.chat.markup import Markup
+
 log = logging.getLogger(__name__)
 
 FENCE = "```"
@@ -62,7 +65,8 @@ def split_message(text: str, limit: int, soft: int | None = None) -> list[str]:
         else:
             window = rest[:room]
             cut = _cut_point(window, min(soft, room - 1))
-        part, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
+        part = rest[:cut].rstrip()
+        rest = rest[cut:].lstrip("\n ")
         if part.count(FENCE) % 2:
             part += "\n" + FENCE
             reopen = FENCE + "\n"
@@ -104,16 +108,22 @@ class EditBudget:
 
 
 class MessageTarget(Protocol):
-    """Where a reply goes: a thread, a channel, a DM. `post` returns a handle for `edit`.
-
-    A target that shows feedback buttons also takes `feedback=` (an adapters.chat.feedback
-    FeedbackTag) on post and edit: the buttons go on the answer's last message."""
+    """Where messages go: a thread, a channel, a DM. `post` returns a handle for `edit` and `delete`."""
 
     async def post(self, text: str) -> Any: ...
 
     async def edit(self, handle: Any, text: str) -> None: ...
 
     async def delete(self, handle: Any) -> None: ...
+
+
+class AnswerTarget(MessageTarget, Protocol):
+    """Where an answer streams (StreamingReply): a MessageTarget whose post and edit also take
+    `feedback`, put on the answer's last message as the 👍 / 👎 buttons (None: no buttons)."""
+
+    async def post(self, text: str, feedback: FeedbackTag | None = None) -> Any: ...
+
+    async def edit(self, handle: Any, text: str, feedback: FeedbackTag | None = None) -> None: ...
 
 
 class StreamingReply:
@@ -124,7 +134,7 @@ class StreamingReply:
     over several messages when long). `render` turns raw answer text into the platform's markup.
     """
 
-    def __init__(self, target: MessageTarget, *, interval_s: float, limit: int, soft_limit: int | None = None,
+    def __init__(self, target: AnswerTarget, *, interval_s: float, limit: int, soft_limit: int | None = None,
                  render: Callable[[str], str] = lambda s: s, cursor: str = " ▍",
                  clock: Callable[[], float] = time.monotonic, budget: EditBudget | None = None):
         self.target = target
@@ -145,6 +155,13 @@ class StreamingReply:
     @property
     def opened(self) -> bool:
         return bool(self.handles)
+
+    @property
+    def messages(self) -> int:
+        return len(self.handles)
+
+    async def final_markup(self, markup: Markup) -> Markup:
+        return markup  # edited messages show the platform's own markup
 
     async def open(self, text: str) -> None:
         if not self.handles:
@@ -168,7 +185,7 @@ class StreamingReply:
             self._last_flush = now
             await self._try(self._sync(self._layout(self.render(self.raw.rstrip()) + self.cursor)))
 
-    async def finish(self, final_text: str, feedback: Any = None) -> None:
+    async def finish(self, final_text: str, feedback: FeedbackTag | None = None) -> None:
         """Show `final_text` (already rendered) over as many messages as it needs; `feedback`
         (a FeedbackTag) puts the rating buttons on the last one."""
         if self.budget is not None:
@@ -201,17 +218,17 @@ class StreamingReply:
             self._backoff_until = self.clock() + float(retry_after or self.interval_s * 2)
             log.warning("interim edit failed; will retry at the next beat", extra={"error": type(exc).__name__})
 
-    async def _sync(self, parts: list[str], final: bool = False, feedback: Any = None) -> None:
+    async def _sync(self, parts: list[str], final: bool = False, feedback: FeedbackTag | None = None) -> None:
         """Make the messages show `parts`: edit those that changed, post new ones as needed."""
         for i, text in enumerate(parts):
-            extra = {"feedback": feedback} if feedback is not None and i == len(parts) - 1 else {}
+            buttons = feedback if i == len(parts) - 1 else None
             if i < len(self.handles):
-                if self.shown[i] != text or extra:
-                    await self.target.edit(self.handles[i], text, **extra)
+                if self.shown[i] != text or buttons is not None:
+                    await self.target.edit(self.handles[i], text, feedback=buttons)
                     self.shown[i] = text
                     self.edits += 1
             else:
-                self.handles.append(await self.target.post(text, **extra))
+                self.handles.append(await self.target.post(text, feedback=buttons))
                 self.shown.append(text)
         if final:
             while len(self.handles) > len(parts):  # a layout that shrank: drop the surplus

@@ -29,7 +29,7 @@ from adapters.chat.feedback import FeedbackTag
 from adapters.chat.markup import Markup
 from adapters.chat.streaming import FENCE, StreamingReply, split_message
 from adapters.slack.feedback import feedback_blocks
-from adapters.slack.markup import SLACK, SLACK_MARKDOWN
+from adapters.slack.markup import SLACK_MARKDOWN
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,17 @@ class NativeStreamingReply:
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, *, workspace: str, user_id: str,
                  support: StreamSupport, fallback: Callable[[], StreamingReply], interval_s: float, limit: int,
                  soft_limit: int | None = None, clock: Callable[[], float] = time.monotonic):
-        self.client, self.channel, self.thread_ts = client, channel, thread_ts
-        self.workspace, self.user_id = workspace, user_id
-        self.support, self._make_fallback = support, fallback
-        self.interval_s, self.limit, self.soft_limit, self.clock = interval_s, limit, soft_limit, clock
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.workspace = workspace
+        self.user_id = user_id
+        self.support = support
+        self._make_fallback = fallback
+        self.interval_s = interval_s
+        self.limit = limit
+        self.soft_limit = soft_limit
+        self.clock = clock
         self.cap = _caps(limit, soft_limit)
         self.raw = ""
         self.native: bool | None = None  # None until the first words decide it
@@ -96,18 +103,19 @@ class NativeStreamingReply:
         self._last_flush = float("-inf")
         self._backoff_until = float("-inf")
 
-    # ---- the Reply protocol ------------------------------------------------------------------
+    # ---- the Reply protocol (adapters.chat.answering) ----------------------------------------
 
     @property
     def opened(self) -> bool:
         return self.fallback.opened if self.fallback is not None else bool(self.streams)
 
     @property
-    def handles(self) -> list:
-        return self.fallback.handles if self.fallback is not None else self.streams
+    def messages(self) -> int:
+        return self.fallback.messages if self.fallback is not None else len(self.streams)
 
     @property
     def edits(self) -> int:
+        """chat.update calls: streamed messages grow by appends, which spend no edit budget."""
         return self.fallback.edits if self.fallback is not None else 0
 
     async def open(self, text: str) -> None:
@@ -118,11 +126,12 @@ class NativeStreamingReply:
         if self.fallback is not None:
             await self.fallback.status(text)
 
-    async def final_markup(self) -> Markup:
-        """Markdown when streaming natively, mrkdwn when editing: decided now if no words came."""
+    async def final_markup(self, markup: Markup) -> Markup:
+        """Markdown when streaming natively, mrkdwn (`markup`) when editing: decided now if no
+        words came."""
         if self.native is None and self.fallback is None:
             await self._decide("")
-        return SLACK_MARKDOWN if self.native else SLACK
+        return SLACK_MARKDOWN if self.native else markup
 
     async def append(self, delta: str) -> None:
         self.raw += delta
@@ -147,8 +156,7 @@ class NativeStreamingReply:
         if self.native is None and self.fallback is None:
             await self._decide(final_text)
         if self.fallback is not None:
-            await (self.fallback.finish(final_text) if feedback is None
-                   else self.fallback.finish(final_text, feedback=feedback))
+            await self.fallback.finish(final_text, feedback=feedback)
             return
         await self._stream(final_text, final=True, feedback=feedback)
 
@@ -248,7 +256,8 @@ class NativeStreamingReply:
         """Stop part i showing exactly `text` (a new stream when it has none yet)."""
         if i >= len(self.streams):
             await self._start("")
-        rest, repair = "", False
+        rest = ""
+        repair = False
         if text.startswith(self.sent[i]):
             rest = text[len(self.sent[i]):]
         else:  # cannot happen by the layout's rules; never leave a wrong part behind
