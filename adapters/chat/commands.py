@@ -1,6 +1,7 @@
 """Parley's slash commands, written once: each is a function of (engine, where, who, arguments)
 that returns Markdown. Slack, Discord and the console only register them, acknowledge or defer
-as their platform wants, and render the Markdown with their markup (`run_command`).
+as their platform wants, and render the Markdown with their markup (`run_command`), in the
+platform's Wording (adapters.chat.wording, also importable from here).
 
 Anyone may view; the engine decides who may change things (it raises FORBIDDEN), and a failure
 becomes a short warning with its code and reference.
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.chat.documents import llm_docs
 from adapters.chat.markup import Markup
+from adapters.chat.wording import Wording
 from engine.errors import ParleyError
 from engine.types import Conversation, User
 
@@ -21,16 +22,6 @@ if TYPE_CHECKING:
     from engine.core import Engine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Wording:
-    """What differs in the commands' words between platforms."""
-
-    admins: str = "workspace admins"  # who may switch the model, besides Parley's config
-    model_usage: str = "/llm-model NAME"  # how to name a model when switching
-    not_served: str = "Parley is not enabled for this workspace."
-    people: Callable[[str], Awaitable[str]] | None = None  # a user id's display name (/llm-docs)
 
 
 Command = Callable[["Engine", Conversation, User, str, Wording], Awaitable[str]]

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.chat.ingest import SharedFile
+from adapters.chat.wording import Wording
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.formats import SUPPORTED
 from engine.types import Conversation, DocumentInfo, User
 
 if TYPE_CHECKING:
-    from adapters.chat.commands import Wording
     from adapters.chat.records import Records
     from engine.core import Engine
 
@@ -103,11 +103,10 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
 
 
 async def _name_of(user_id: str, wording: Wording) -> str:
-    people = getattr(wording, "people", None)
-    if people is None or not user_id:
+    if wording.people is None or not user_id:
         return user_id or "someone"
     try:
-        return await people(user_id) or user_id
+        return await wording.people(user_id) or user_id
     except Exception:  # noqa: BLE001 - a name is a nicety; the id still says who
         log.debug("display name unavailable", extra={"user": user_id}, exc_info=True)
         return user_id
@@ -129,11 +128,8 @@ async def forget_command(engine: Engine, where: Conversation, user: User, name: 
 
 async def cancel_command(engine: Engine, where: Conversation, user: User, name: str) -> str:
     shown = f"`{name.replace('`', '')}`"
-    cancel = getattr(engine, "cancel_ingest", None)
-    if cancel is None:
-        return "Cancelling an ingest is not available on this server yet."
     try:
-        cancelled = await cancel(where, name, user)
+        cancelled = await engine.cancel_ingest(where, name, user)
     except ParleyError as exc:
         if exc.code is not ErrorCode.FORBIDDEN:
             raise

@@ -70,7 +70,11 @@ class ProgressBoard:
     callback only records the latest figures; a ticker on the loop edits at most once per interval."""
 
     def __init__(self, target: MessageTarget, handle: Any, shown: str, interval_s: float, markup: Markup):
-        self.target, self.handle, self.shown, self.interval_s, self.markup = target, handle, shown, interval_s, markup
+        self.target = target
+        self.handle = handle
+        self.shown = shown
+        self.interval_s = interval_s
+        self.markup = markup
         self.latest: IngestProgress | None = None
         self._displayed: IngestProgress | None = None
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+from adapters.chat.thread_record import ThreadRecord
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -25,14 +26,9 @@ REFRESH_S = 60.0  # a thread's stored activity time is refreshed at most this of
 MAX_SEEN = 50_000
 
 
-@dataclass(frozen=True)
-class ThreadRecord:
-    workspace: str
-    parent: str  # the channel the thread hangs off, where a platform's thread id does not say it
-    at: float  # last activity (epoch seconds)
-
-
 class MemoryStore(Protocol):
+    """Where thread memory is kept (adapters.chat.memory_stores: SqliteDict or Redis)."""
+
     async def load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]: ...
 
     async def get_thread(self, key: str) -> ThreadRecord | None: ...

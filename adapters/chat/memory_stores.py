@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from adapters.chat.memory import ThreadRecord
+from adapters.chat.thread_record import ThreadRecord
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,10 @@ class SqliteMemoryStore:
     async def close(self) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        dbs, self._threads, self._seen = (self._threads, self._seen), None, None
-        await asyncio.to_thread(lambda: [db.close() for db in dbs if db is not None])
+        dbs = [db for db in (self._threads, self._seen) if db is not None]
+        self._threads = None
+        self._seen = None
+        await asyncio.to_thread(lambda: [db.close() for db in dbs])
 
 
 class RedisMemoryStore:

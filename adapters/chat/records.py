@@ -47,7 +47,10 @@ class Records:
         return await asyncio.to_thread(store.pop, key, None)
 
     async def close(self) -> None:
-        mapping, self._mapping = self._mapping, None
+        mapping = self._mapping
+        self._mapping = None
+        # Duck-typed on purpose: open_state_mapping gives a plain MutableMapping, a SqliteDict
+        # (third-party, has close) or engine.redis_sessions.RedisMapping (has none).
         close = getattr(mapping, "close", None)
         if close is not None:
             await asyncio.to_thread(close)

@@ -83,7 +83,9 @@ def parse_window(args: str, now: float | None = None) -> SummaryWindow:
     when it cannot be read."""
     now = time.time() if now is None else now
     words = args.strip().replace(",", " ").split()
-    hours, since, limit = None, None, DEFAULT_LIMIT
+    hours: float | None = None
+    since: tuple[float, str] | None = None
+    limit = DEFAULT_LIMIT
     i = 0
     while i < len(words):
         word = words[i].lower()

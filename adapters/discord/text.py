@@ -21,7 +21,9 @@ def question_text(content: str, bot_id: int | None, *, bot_role_id: int | None =
                   channels: dict[int, str] | None = None) -> str:
     """The message as a person reads it: Parley's own mention removed, other mentions as @name /
     #channel, custom emoji as :name:. `users`, `roles`, `channels` map ids to display names."""
-    users, roles, channels = users or {}, roles or {}, channels or {}
+    users = users or {}
+    roles = roles or {}
+    channels = channels or {}
 
     def user(m: re.Match) -> str:
         uid = int(m.group(1))

@@ -49,7 +49,8 @@ def _convert_line(line: str) -> str:
     quote = ""
     m = _QUOTE.match(line)
     if m:
-        quote, line = ">", line[m.end():]
+        quote = ">"
+        line = line[m.end():]
     line = _INLINE_CODE.sub(lambda m: keep("`" + escape(m.group(2).replace("`", "'")) + "`"), line)
     line = _IMAGE.sub(lambda m: keep(_link(m.group(2), m.group(1) or m.group(2))), line)
     line = _LINK.sub(lambda m: keep(_link(m.group(2), m.group(1))), line)
@@ -104,7 +105,7 @@ def slack_to_plain(text: str, bot_user_id: str = "") -> str:
     text = _SUBTEAM.sub(lambda m: "@" + (m.group(1) or "group").lstrip("@"), text)
 
     def url(m: re.Match) -> str:
-        target, label = m.group(1), m.group(2)
+        target, label = m.group(1, 2)
         target = target.removeprefix("mailto:") if label and target.startswith("mailto:") else target
         return f"{label} ({target})" if label and label != target else target
 
