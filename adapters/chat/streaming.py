@@ -214,6 +214,8 @@ class StreamingReply:
         try:
             await job
         except Exception as exc:  # noqa: BLE001
+            # Duck-typed on purpose: a platform library's rate-limit error (discord.py's
+            # RateLimited) carries retry_after; any other failure waits two beats.
             retry_after = getattr(exc, "retry_after", None)
             self._backoff_until = self.clock() + float(retry_after or self.interval_s * 2)
             log.warning("interim edit failed; will retry at the next beat", extra={"error": type(exc).__name__})
