@@ -1,59 +1,88 @@
-"""Model backends behind one interface: a local model (llama.cpp or transformers) driven by the
-batching scheduler, or (engine/runtime/remote.py) a server speaking the OpenAI chat API.
+"""The runtime's one face to the assistant: a Backend is one model of the lineup, ready to answer.
 
-The engine asks a backend to count tokens, to turn chat messages into a generation handle, and
-to shut down; it never touches torch itself. torch, transformers and llama.cpp are imported only
-when a local model is loaded: a deployment that only talks to a server never imports them.
+A backend is either a local model (llama.cpp or transformers) driven by the batching scheduler
+(LocalBackend here), or a server speaking the OpenAI chat API (engine/runtime/remote.py). The
+assistant opens one per lineup entry it serves (open_backend), counts tokens and renders chat
+prompts with it, submits prompts and iterates the answers' events, reads its description and
+scheduler snapshot, and shuts it down; it never touches torch itself. torch, transformers and
+llama.cpp are imported only when a local model is loaded: a deployment that only talks to a
+server never imports them.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.config import ModelConfig, SchedulerConfig
-from engine.runtime.generation import GenerationHandle, SamplingParams
+from engine.runtime.generation import GenerationHandle, GenerationStream, SamplingParams
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from engine.runtime.executor import LocalModel
+    from engine.runtime.scheduler import GenerationScheduler
+
+Prompt = list[int] | list[dict]  # token ids (a local model) or chat messages (a server renders them)
+ModelLoader = Callable[[ModelConfig], "LocalModel"]  # blocking: run it off the event loop
+FaultHandler = Callable[["Backend", str], None]  # (the stopped backend, the failure's reference)
 
 
 class Backend(Protocol):
-    config: ModelConfig
+    """One model of the lineup as the assistant uses it (LocalBackend, remote.RemoteBackend)."""
 
-    def count_tokens(self, text: str) -> int: ...
+    @property
+    def config(self) -> ModelConfig: ...  # the lineup entry it serves: name, context window, defaults
 
-    def encode_chat(self, messages: list[dict]) -> list[int] | list[dict]: ...
+    def count_tokens(self, text: str) -> int: ...  # blocking for a long text: tokenising
 
-    def submit(self, prompt: list[int] | list[dict], params: SamplingParams) -> GenerationHandle: ...
+    def encode_chat(self, messages: list[dict]) -> Prompt: ...  # chat messages -> what submit() takes
 
-    async def shutdown(self, *, cancel: bool) -> None: ...
+    def submit(self, prompt: Prompt, params: SamplingParams) -> GenerationStream:
+        """Start answering `prompt` (what this backend's encode_chat made), on the event loop;
+        ParleyError when it is refused at once (too long a prompt, a full queue, a backend shutting
+        down or stopped by a device fault)."""
+        ...
 
-    def describe(self) -> dict: ...
+    async def shutdown(self, *, cancel: bool) -> None: ...  # finish (or cancel) the answers; free the model
 
-    def scheduler_snapshot(self) -> dict: ...
+    def describe(self) -> dict: ...  # device, dtype, load_seconds, parameters
 
-    def set_max_batch(self, n: int) -> None: ...
+    def scheduler_snapshot(self) -> dict: ...  # running, queued, max_batch, counters
+
+    def set_max_batch(self, n: int) -> None: ...  # the memory monitor lowers it under pressure
 
 
-def load_local_model(cfg: ModelConfig):
-    """Load a packaged or local model (blocking): engine/models.py picks its runtime."""
+def load_local_model(cfg: ModelConfig) -> LocalModel:
+    """Load a packaged or local model (blocking): engine/runtime/loading.py picks its runtime."""
     from engine.runtime.loading import load_model
 
     return load_model(cfg)
 
 
-class LocalBackend:
-    """A local model (engine/models.py: GGUFModel or LoadedModel) owned by a continuous-batching
-    scheduler thread."""
+async def open_backend(cfg: ModelConfig, scheduler: SchedulerConfig, *, loader: ModelLoader = load_local_model,
+                       on_fault: FaultHandler | None = None) -> Backend:
+    """A backend for lineup entry `cfg`: a server's client, or a model loaded by `loader` (off the
+    event loop) under a started scheduler. `on_fault` runs on the event loop once a device fault
+    has stopped a local model (engine/runtime/recovery.py reloads it)."""
+    if cfg.source == "openai_compatible":
+        from engine.runtime.remote import RemoteBackend
 
-    def __init__(self, loaded, scheduler_config: SchedulerConfig,
-                 on_fault: Callable[["LocalBackend", str], None] | None = None):
+        return await asyncio.to_thread(RemoteBackend, cfg)  # may load a local tokenizer
+    loaded = await asyncio.to_thread(loader, cfg)
+    if loaded.config is not cfg:  # a loader sharing one model between entries: serve under this one
+        loaded = loaded.serving_as(cfg)
+    return LocalBackend(loaded, scheduler, on_fault=on_fault)
+
+
+class LocalBackend:
+    """A model loaded here (LocalModel: engine/runtime/gguf_model.py's GGUFModel or torch_model.py's
+    LoadedModel) owned by a continuous-batching scheduler thread. Make it on the event loop."""
+
+    def __init__(self, loaded: LocalModel, scheduler_config: SchedulerConfig, on_fault: FaultHandler | None = None):
         """`on_fault(backend, reference)` runs on the event loop once a device fault has stopped
         this backend's scheduler (engine/runtime/recovery.py reloads the model)."""
         from engine.runtime.scheduler import GenerationScheduler
 
-        self.loaded = loaded
+        self.loaded: LocalModel = loaded
         self.config = loaded.config
         loop = asyncio.get_running_loop() if on_fault is not None else None
 
@@ -61,7 +90,7 @@ class LocalBackend:
             if loop is not None:
                 loop.call_soon_threadsafe(on_fault, self, reference)
 
-        self.scheduler = GenerationScheduler(loaded, scheduler_config, on_fault=faulted)
+        self.scheduler: GenerationScheduler = GenerationScheduler(loaded, scheduler_config, on_fault=faulted)
         self.scheduler.start()
 
     def count_tokens(self, text: str) -> int:

@@ -1,12 +1,19 @@
-"""What the scheduler asks of a model runtime: the Executor (vLLM v1's split: the scheduler plans,
-the executor runs). Two exist: engine/runtime/torch_executor.py (transformers; CUDA and CPU) and
-engine/runtime/llama_executor.py (a GGUF computed by llama.cpp on its quantised weights; CPU).
+"""What the scheduler asks of a model runtime: the loaded model (LocalModel) and the Executor it
+makes (vLLM v1's split: the scheduler plans, the executor runs).
+
+Two runtimes offer both: transformers (torch_model.py's LoadedModel, torch_executor.py; CUDA and
+CPU) and llama.cpp (gguf_model.py's GGUFModel, llama_executor.py; a GGUF on its quantised
+weights, CPU). The scheduler, LocalBackend and llama_weights.py read a model only through
+LocalModel, whichever runtime loaded it.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from engine.config import ModelConfig
 
 
 class Executor(Protocol):
@@ -39,6 +46,49 @@ class Executor(Protocol):
     def open(self) -> None: ...  # on the worker thread, before any work
 
     def close(self) -> None: ...  # on the worker thread, after the last work
+
+
+class LocalModel(Protocol):
+    """A model loaded in this process: its weights (held by the object), its tokenizer, and the
+    executor that computes it under a scheduler. Every member is read-only to its readers."""
+
+    @property
+    def config(self) -> ModelConfig: ...  # the lineup entry it serves
+
+    @property
+    def name(self) -> str: ...  # config.name
+
+    @property
+    def context_window(self) -> int: ...  # config.context_window: prompt + answer, in tokens
+
+    @property
+    def tokenizer(self) -> Any: ...  # a transformers tokenizer (detokenizing, chat template)
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]: ...  # an answer ends at any of these
+
+    @property
+    def device(self) -> torch.device: ...  # where its weights are
+
+    @property
+    def dtype(self) -> torch.dtype | str: ...  # a torch dtype, or a GGUF's weight format
+
+    @property
+    def load_seconds(self) -> float: ...
+
+    @property
+    def parameters(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def chat_prompt_ids(self, messages: list[dict]) -> list[int]: ...  # rendered with its chat template
+
+    def serving_as(self, config: ModelConfig) -> LocalModel: ...  # the same weights under another entry
+
+    def executor(self, threads: int, max_batch: int, max_tokens: int) -> Executor:
+        """A new Executor on these weights for one scheduler: `threads` for a CPU's model work, room
+        for `max_batch` rows and `max_tokens` KV tokens (a runtime may size its cache from them)."""
+        ...
 
 
 # Errors after which the device's state cannot be trusted: a CUDA device-side assert or an illegal

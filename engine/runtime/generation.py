@@ -10,11 +10,13 @@ import asyncio
 import collections
 import dataclasses
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from engine.errors import ParleyError
 
-__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "Event", "GenerationHandle"]
+__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "Event", "GenerationStream", "GenerationHandle"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,19 @@ class GenFinished:
 Event = GenQueued | GenText | GenFinished
 
 
+class GenerationStream(Protocol):
+    """One request's answer as a backend hands it back (GenerationHandle below for a local model,
+    remote.py's RemoteHandle for a server): iterating it gives GenQueued* GenText* GenFinished,
+    or raises the ParleyError that failed it; cancel() ends it early, from any point."""
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    def cancel(self) -> None: ...
+
+
 class GenerationHandle:
-    """One request's stream: async-iterate for GenQueued* GenText* GenFinished; cancel() any time."""
+    """One request's stream from the local scheduler (a GenerationStream): the scheduler's worker
+    thread emit()s its events, the event loop iterates them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_cancel):
         self._loop = loop
@@ -86,7 +99,8 @@ class GenerationHandle:
             self._on_cancel()
 
     # ---- worker side ----
-    def _emit(self, event: Event | ParleyError) -> None:
+    def emit(self, event: Event | ParleyError) -> None:
+        """Thread-safe: queue `event` for the consumer; nothing after the final one is delivered."""
         with self._lock:
             if self._closed:
                 return
@@ -110,13 +124,15 @@ class GenerationHandle:
     # ---- event loop side ----
     def _hand_over(self) -> None:
         with self._lock:
-            batch, self._pending, self._scheduled = self._pending, [], False
+            batch = self._pending
+            self._pending = []
+            self._scheduled = False
         self._queue.put_nowait(batch)
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 
-    async def _events(self):
+    async def _events(self) -> AsyncIterator[Event]:
         ready: collections.deque = collections.deque()
         while True:
             if not ready:

@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,6 +29,9 @@ from engine.runtime.cpu import cpu_flags
 from engine.errors import ErrorCode, ParleyError
 from engine.runtime.llama_weights import cache_root, file_key
 from engine.runtime.model_files import ModelText, locate_weights, stop_tokens
+
+if TYPE_CHECKING:
+    from engine.runtime.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,8 @@ class Weights:
         self.handle = handle
 
     def __del__(self) -> None:
-        handle, self.handle = getattr(self, "handle", None), None
+        handle = getattr(self, "handle", None)  # absent when __init__ never ran
+        self.handle = None
         if handle:
             try:
                 import llama_cpp
@@ -113,8 +118,9 @@ class Weights:
 
 @dataclass
 class GGUFModel(ModelText):
-    """A GGUF file loaded (memory-mapped) by llama.cpp, with its tokenizer. Each scheduler opens
-    its own llama.cpp context (the KV cache) on it: `executor()`."""
+    """A GGUF file loaded (memory-mapped) by llama.cpp, with its tokenizer (a LocalModel:
+    engine/runtime/executor.py). Each scheduler opens its own llama.cpp context (the KV cache) on
+    it: `executor()`."""
 
     config: ModelConfig
     weights: Weights
@@ -134,7 +140,7 @@ class GGUFModel(ModelText):
     def handle(self):
         return self.weights.handle
 
-    def executor(self, threads: int, max_batch: int, max_tokens: int):
+    def executor(self, threads: int, max_batch: int, max_tokens: int) -> Executor:
         """The scheduler's model work on a llama.cpp context of its own (engine/runtime/llama_executor.py)."""
         from engine.runtime.llama_executor import LlamaCppExecutor
 

@@ -31,6 +31,14 @@ class BatchLayer(DynamicLayer):
         self.keys = self.kbuf[:, :, self.start:self.end]
         self.values = self.vbuf[:, :, self.start:self.end]
 
+    def _adopt(self, kbuf: torch.Tensor, vbuf: torch.Tensor, length: int) -> None:
+        """Take new buffers whose first `length` columns are the used ones."""
+        self.kbuf = kbuf
+        self.vbuf = vbuf
+        self.start = 0
+        self.end = length
+        self._set_views()
+
     def _allocate(self, like_k: torch.Tensor, like_v: torch.Tensor, batch: int, columns: int):
         kshape = (batch, like_k.shape[1], columns, like_k.shape[3])
         vshape = (batch, like_v.shape[1], columns, like_v.shape[3])
@@ -41,8 +49,8 @@ class BatchLayer(DynamicLayer):
         q = key_states.shape[-2]
         if self.kbuf is None:
             self.device = key_states.device
-            self.kbuf, self.vbuf = self._allocate(key_states, value_states, key_states.shape[0], q + GROW)
-            self.start = self.end = 0
+            kbuf, vbuf = self._allocate(key_states, value_states, key_states.shape[0], q + GROW)
+            self._adopt(kbuf, vbuf, 0)
             self.is_initialized = True
         elif self.end + q > self.kbuf.shape[2]:
             self._compact(q + GROW)
@@ -58,8 +66,7 @@ class BatchLayer(DynamicLayer):
         kbuf, vbuf = self._allocate(self.kbuf, self.vbuf, self.kbuf.shape[0], length + spare)
         kbuf[:, :, :length].copy_(self.keys)
         vbuf[:, :, :length].copy_(self.values)
-        self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, 0, length
-        self._set_views()
+        self._adopt(kbuf, vbuf, length)
 
     def get_seq_length(self) -> int:
         return self.end - self.start if self.kbuf is not None else 0
@@ -73,22 +80,22 @@ class BatchLayer(DynamicLayer):
         kbuf, vbuf = self._allocate(self.kbuf, self.vbuf, index.shape[0], length + GROW)
         kbuf[:, :, :length].copy_(self.keys.index_select(0, index))
         vbuf[:, :, :length].copy_(self.values.index_select(0, index))
-        self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, 0, length
-        self._set_views()
+        self._adopt(kbuf, vbuf, length)
 
     def append_rows(self, other: "BatchLayer") -> None:
         """Rows of `other` after ours; the shorter side is padded on the left with zeros."""
-        mine, theirs = self.end - self.start, other.end - other.start
+        mine = self.end - self.start
+        theirs = other.end - other.start
         length = max(mine, theirs)
-        b1, b2 = self.kbuf.shape[0], other.kbuf.shape[0]
+        b1 = self.kbuf.shape[0]
+        b2 = other.kbuf.shape[0]
         kbuf, vbuf = self._allocate(self.kbuf, self.vbuf, b1 + b2, length + GROW)
         for buf, a, b in ((kbuf, self.keys, other.keys), (vbuf, self.values, other.values)):
             buf[:b1, :, :length - mine].zero_()
             buf[:b1, :, length - mine:length].copy_(a)
             buf[b1:, :, :length - theirs].zero_()
             buf[b1:, :, length - theirs:length].copy_(b)
-        self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, 0, length
-        self._set_views()
+        self._adopt(kbuf, vbuf, length)
 
 
 class BatchCache(DynamicCache):

@@ -103,14 +103,16 @@ class LlamaCppExecutor:
         params.n_batch = self._n_batch
         params.n_ubatch = min(512, self._n_batch)
         params.n_seq_max = self._n_seq
-        params.n_threads = params.n_threads_batch = self._threads
+        params.n_threads = self._threads
+        params.n_threads_batch = self._threads
         params.kv_unified = True
         params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         ctx = ll.llama_init_from_model(self._model.handle, params)
         if not ctx:
             raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, "llama.cpp could not create a context")
-        self._ctx, self._mem = ctx, ll.llama_get_memory(ctx)
+        self._ctx = ctx
+        self._mem = ll.llama_get_memory(ctx)
         self._batch = ll.llama_batch_init(self._n_batch, 0, 1)
         self._free = list(range(self._n_seq - 1, -1, -1))
         log.info("llama.cpp context", extra={"model": self._model.name, "n_ctx": self._n_ctx, "sequences": self._n_seq,
@@ -122,8 +124,10 @@ class LlamaCppExecutor:
             self._batch = None
         if self._ctx is not None:
             self._ll.llama_free(self._ctx)
-            self._ctx = self._mem = None
-        self._rows, self._cached = [], collections.OrderedDict()
+            self._ctx = None
+            self._mem = None
+        self._rows = []
+        self._cached = collections.OrderedDict()
 
     # ---- the scheduler's calls ----
     def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]:
@@ -189,14 +193,16 @@ class LlamaCppExecutor:
     def clear(self) -> None:
         if self._mem is not None:
             self._ll.llama_memory_clear(self._mem, False)
-        self._rows, self._cached = [], collections.OrderedDict()
+        self._rows = []
+        self._cached = collections.OrderedDict()
         self._free = list(range(self._n_seq - 1, -1, -1))
 
     def cache_bytes(self) -> int:
         return self._n_ctx * self._bytes_per_token() if self._ctx is not None else 0
 
     def _bytes_per_token(self) -> int:
-        ll, m = self._ll, self._model.handle
+        ll = self._ll
+        m = self._model.handle
         head_dim = ll.llama_model_n_embd(m) // max(1, ll.llama_model_n_head(m))
         return 2 * 2 * ll.llama_model_n_layer(m) * ll.llama_model_n_head_kv(m) * head_dim  # K and V, f16
 
@@ -215,11 +221,13 @@ class LlamaCppExecutor:
 
     def _reuse_prefix(self, seq: _Sequence) -> int:
         """Share the cells of the longest cached or running prefix of `seq`; returns how many."""
-        best, length = None, 0
+        best: _Sequence | None = None
+        length = 0
         for other in (*self._cached.values(), *self._rows):
             n = shared_prefix(other.tokens, seq.tokens)
             if n > length:
-                best, length = other, n
+                best = other
+                length = n
         length = min(length, len(seq.tokens) - 1)  # the last prompt token is computed: its logits
         if best is None or length < MIN_SHARED_PREFIX:
             return 0
@@ -261,7 +269,8 @@ class LlamaCppExecutor:
         return out
 
     def _decode_chunk(self, chunk: list[tuple[int, _Sequence, int]], wanted: list[int]) -> None:
-        b, n = self._batch, len(chunk)
+        b = self._batch
+        n = len(chunk)
         b.n_tokens = n
         tokens = np.ctypeslib.as_array(b.token, shape=(n,))
         positions = np.ctypeslib.as_array(b.pos, shape=(n,))

@@ -25,8 +25,12 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.runtime.cpu import cpu_flags
+
+if TYPE_CHECKING:
+    from engine.runtime.executor import LocalModel
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +115,7 @@ def remembered_verdict(source: Path, measure: Callable[[], dict[str, float]]) ->
     return choice
 
 
-def timed_work(model, threads: int) -> float:
+def timed_work(model: LocalModel, threads: int) -> float:
     """Seconds for the work `auto` compares, on a context of its own (llama_executor): 8 prompts
     prefilled (96 tokens each for a model of 300M parameters or less, fewer for a larger one, so
     that a 1.7B model is measured in seconds too), 4 steps of 8 rows and 4 of one row."""

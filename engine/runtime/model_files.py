@@ -7,6 +7,7 @@ Nothing is fetched from a model hub: HF_HUB_OFFLINE is forced on.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -20,7 +21,8 @@ from engine.errors import ErrorCode, ParleyError  # noqa: E402
 
 class ModelText:
     """What every local model offers the engine, from its `config` and `tokenizer`: its name,
-    context window, token counts and chat prompts (LoadedModel in torch_model.py, GGUFModel in gguf_model.py)."""
+    context window, token counts and chat prompts (LoadedModel in torch_model.py, GGUFModel in
+    gguf_model.py: dataclasses, both; engine/runtime/executor.py's LocalModel is the whole of it)."""
 
     config: ModelConfig
     tokenizer: object
@@ -39,12 +41,19 @@ class ModelText:
     def chat_prompt_ids(self, messages: list[dict]) -> list[int]:
         return chat_prompt_ids(self.tokenizer, messages)
 
+    def serving_as(self, config: ModelConfig):
+        """A copy under another lineup entry's name and settings, sharing these weights (for a
+        loader that hands one loaded model to several entries)."""
+        return dataclasses.replace(self, config=config)  # type: ignore[type-var]
+
+
 def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of `messages` rendered with the tokenizer's chat template, ready for the answer."""
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # some versions return a BatchEncoding
         ids = ids["input_ids"]
     return list(ids)
+
 
 def locate_weights(cfg: ModelConfig) -> tuple[Path, str | None]:
     """(directory, gguf file name or None) for a packaged or local model."""

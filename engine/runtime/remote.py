@@ -235,13 +235,13 @@ class RemoteBackend:
 
     def http_error(self, status: int, body: str) -> ParleyError:
         lowered = body.lower()
+        detail = f"{self.url}: HTTP {status}: {body[:500]}"
         if status == 400 and ("context" in lowered or "too long" in lowered or "maximum" in lowered):
-            code, message = ErrorCode.CONTEXT_TOO_LONG, None
-        elif status in (429, 503):
-            code, message = ErrorCode.OVERLOADED, "The model server is busy. Please try again shortly."
-        else:
-            code, message = ErrorCode.GENERATION_FAILED, "The model server refused the request."
-        return ParleyError(code, message, detail=f"{self.url}: HTTP {status}: {body[:500]}")
+            return ParleyError(ErrorCode.CONTEXT_TOO_LONG, detail=detail)
+        if status in (429, 503):
+            return ParleyError(ErrorCode.OVERLOADED, "The model server is busy. Please try again shortly.",
+                               detail=detail)
+        return ParleyError(ErrorCode.GENERATION_FAILED, "The model server refused the request.", detail=detail)
 
     def _started(self, handle: RemoteHandle) -> None:
         if not self._active:

@@ -1,6 +1,8 @@
-"""What the generation scheduler keeps about each request, and its counters."""
+"""What the generation scheduler keeps about each request, which waiting ones may start, and its
+counters."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.runtime.detokenize import IncrementalDetokenizer
@@ -28,6 +30,28 @@ class ScheduledRequest:
     @property
     def budget(self) -> int:
         return len(self.prompt) + self.max_new
+
+
+def admissible(waiting: Iterable[ScheduledRequest], running: Sequence[ScheduledRequest], *, max_batch: int,
+               max_tokens: int, prefill_budget: int) -> int:
+    """How many of `waiting`, first come first served, may join `running` now: within max_batch
+    rows and max_tokens of prompt and answer in flight (one request over that limit still runs,
+    alone), and within prefill_budget prompt tokens for one prefill (the first always goes in)."""
+    count = 0
+    in_flight = sum(r.budget for r in running)
+    prompt_tokens = 0
+    for r in waiting:
+        if len(running) + count >= max_batch:
+            break
+        alone = not running and count == 0
+        if in_flight + r.budget > max_tokens and not alone:
+            break
+        if count and prompt_tokens + len(r.prompt) > prefill_budget:
+            break
+        count += 1
+        in_flight += r.budget
+        prompt_tokens += len(r.prompt)
+    return count
 
 
 @dataclass

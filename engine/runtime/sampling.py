@@ -33,7 +33,8 @@ class SeenTokens:
     penalty: a bool table [B, V], kept only while some row of the batch uses a penalty."""
 
     def __init__(self, vocab: int, device: torch.device) -> None:
-        self.vocab, self.device = vocab, device
+        self.vocab = vocab
+        self.device = device
         self.table: torch.Tensor | None = None
 
     def of_newcomers(self, rows: list[tuple[SamplingParams, list[int]]]) -> torch.Tensor | None:

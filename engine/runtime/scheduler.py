@@ -5,8 +5,8 @@ waiting requests (FIFO, within max_batch, max_tokens_in_flight and a prompt-toke
 step), has the executor prefill the newcomers, which join the running batch, then runs one decode
 step that advances every running request by one token. A request leaves at a stop token, its
 max_new_tokens, or a cancel; the others never notice.
-Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py (a
-GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
+Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py
+(a GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
 next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
 Events cross to the event loop through each request's GenerationHandle (generation.py).
 """
@@ -26,9 +26,9 @@ from engine.config import SchedulerConfig
 from engine.runtime.cpu import cpu_count, use_threads
 from engine.runtime.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
-from engine.runtime.executor import Executor, is_device_fault
+from engine.runtime.executor import Executor, LocalModel, is_device_fault
 from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
-from engine.runtime.requests import ScheduledRequest, SchedulerStats
+from engine.runtime.requests import ScheduledRequest, SchedulerStats, admissible
 from engine.runtime.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
@@ -53,11 +53,12 @@ class _DeviceFailure(Exception):
 
 
 class GenerationScheduler:
-    """`loaded` is a loaded model (engine/models.py or engine/runtime/gguf_model.py): its name, context
+    """`loaded` is a model loaded here (LocalModel: engine/runtime/executor.py): its name, context
     window, tokenizer and stop tokens, and `executor()`, which makes the Executor that runs it.
     `on_fault(reference)` is called from the worker thread when a device fault has stopped it."""
 
-    def __init__(self, loaded, config: SchedulerConfig, on_fault: Callable[[str], None] | None = None) -> None:
+    def __init__(self, loaded: LocalModel, config: SchedulerConfig,
+                 on_fault: Callable[[str], None] | None = None) -> None:
         self._loaded = loaded
         self._on_fault = on_fault
         self._config = config
@@ -110,7 +111,7 @@ class GenerationScheduler:
                                handle=handle, submitted=time.perf_counter())
             if len(self._queue) >= free:  # it will wait: say so at once
                 request.reported_ahead = len(self._queue) - free
-                handle._emit(GenQueued(request.reported_ahead))
+                handle.emit(GenQueued(request.reported_ahead))
             self._queue.append(request)
             self._cond.notify()
         return handle
@@ -125,7 +126,8 @@ class GenerationScheduler:
             await asyncio.to_thread(self._thread.join)
         else:  # never started: nothing runs, the queued end here
             with self._cond:
-                waiting, self._queue = list(self._queue), collections.deque()
+                waiting = list(self._queue)
+                self._queue.clear()
             for request in waiting:
                 self._finish(request, "cancelled")
 
@@ -178,7 +180,8 @@ class GenerationScheduler:
         log.critical("generation worker stopped (%s)", code.value, exc_info=exc,
                      extra={"reference": reference, "model": self._loaded.name})
         with self._cond:
-            self._dead, self._dead_code = reference, code
+            self._dead = reference
+            self._dead_code = code
             victims = list({id(r): r for r in (*self._queue, *self._running, *starting)}.values())  # each once
             self._queue.clear()
         self._fail(victims, reference, exc, code)
@@ -215,27 +218,17 @@ class GenerationScheduler:
 
     def _admit(self) -> list[ScheduledRequest]:
         """Waiting requests that may start now, first come first served (caller holds the lock)."""
-        admitted: list[ScheduledRequest] = []
-        in_flight = sum(r.budget for r in self._running)
-        while self._queue and not self._cancel_all:
-            r = self._queue[0]
-            if len(self._running) + len(admitted) >= self._max_batch:
-                break
-            alone = not self._running and not admitted  # one request over the token limit still runs, alone
-            if in_flight + r.budget > self._max_tokens and not alone:
-                break
-            if admitted and sum(len(a.prompt) for a in admitted) + len(r.prompt) > self._prefill_budget:
-                break
-            self._queue.popleft()
-            admitted.append(r)
-            in_flight += r.budget
-        return admitted
+        if self._cancel_all:
+            return []
+        count = admissible(self._queue, self._running, max_batch=self._max_batch, max_tokens=self._max_tokens,
+                           prefill_budget=self._prefill_budget)
+        return [self._queue.popleft() for _ in range(count)]
 
     def _report_positions(self) -> None:
         for ahead, r in enumerate(self._queue):
             if r.reported_ahead != ahead:
                 r.reported_ahead = ahead
-                r.handle._emit(GenQueued(ahead))
+                r.handle.emit(GenQueued(ahead))
 
     def _validated(self, newcomers: list[ScheduledRequest]) -> list[ScheduledRequest]:
         """The newcomers whose token ids the model has; the others fail here, alone: on a GPU an
@@ -346,7 +339,7 @@ class GenerationScheduler:
                 continue
             delta = r.detok.push(token)
             if delta:
-                r.handle._emit(GenText(delta))
+                r.handle.emit(GenText(delta))
             if r.generated >= r.max_new:
                 done.append((r, "length"))
         with self._cond:
@@ -367,13 +360,13 @@ class GenerationScheduler:
         if reason != "cancelled" and r.detok is not None:
             rest = r.detok.finish()
             if rest:
-                r.handle._emit(GenText(rest))
+                r.handle.emit(GenText(rest))
         completion = len(r.detok.ids) if r.detok is not None else 0
         total = time.perf_counter() - r.submitted
         with self._cond:
             self._stats.requests_finished += 1
             self._stats.requests_cancelled += reason == "cancelled"
-        r.handle._emit(GenFinished(reason=reason, prompt_tokens=len(r.prompt), completion_tokens=completion,
+        r.handle.emit(GenFinished(reason=reason, prompt_tokens=len(r.prompt), completion_tokens=completion,
                                    first_token_s=r.first_token_s, total_s=total))
         log.debug("generation finished", extra={"request": r.id, "reason": reason, "prompt_tokens": len(r.prompt),
                                                "completion_tokens": completion, "seconds": round(total, 3)})
@@ -397,4 +390,4 @@ class GenerationScheduler:
         with self._cond:
             self._stats.requests_failed += len(rows)
         for r in rows:
-            r.handle._emit(ParleyError(code, reference=reference, detail=repr(exc)))
+            r.handle.emit(ParleyError(code, reference=reference, detail=repr(exc)))

@@ -54,7 +54,8 @@ class ThreadGovernor:
             return
         won = self._last is not None and self._last[0] == rows and seconds < MARGIN * self._last[1]
         if won:
-            self.current, self.switches = threads, self.switches + 1
+            self.current = threads
+            self.switches += 1
             self._interval = PROBE_FIRST
         else:
             self._interval = min(2 * self._interval, PROBE_LAST)

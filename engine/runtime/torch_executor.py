@@ -33,20 +33,19 @@ def length_groups(items: list, key) -> list[list]:
 
 
 class TorchExecutor:
-    """Forward passes of a LoadedModel (engine/models.py) over the scheduler's running rows."""
+    """Forward passes of a transformers model (torch_model.py's LoadedModel.executor) over the
+    scheduler's running rows: `model` in eval mode on `device`; `pad_id` fills short prompts."""
 
     kind = "torch"
     torch_threads = 0  # all the configured generation threads
     max_tokens = None  # the cache grows with the batch
     max_rows = None
 
-    def __init__(self, loaded) -> None:
-        self._model = loaded.model
-        self.device: torch.device = loaded.device
-        self.vocab_size: int = int(loaded.model.get_output_embeddings().weight.shape[0])
-        tok = loaded.tokenizer
-        stops = sorted(loaded.stop_token_ids)
-        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else (stops or [0])[0]
+    def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int) -> None:
+        self._model = model
+        self.device = device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self._pad_id = pad_id
         # transformers v5 renamed forward(past_key_values=) to cache=; accept either.
         self._cache_kwarg = "cache" if "cache" in inspect.signature(self._model.forward).parameters \
             else "past_key_values"

@@ -7,6 +7,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,12 +16,16 @@ from engine.errors import ErrorCode, ParleyError
 from engine.runtime.cpu import cpu_has_bf16, release_thread_pool
 from engine.runtime.model_files import ModelText, locate_weights, stop_tokens
 
+if TYPE_CHECKING:
+    from engine.runtime.executor import Executor
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedModel(ModelText):
-    """A model ready to generate: weights in eval mode on their device, and its tokenizer."""
+    """A model ready to generate: weights in eval mode on their device, and its tokenizer
+    (a LocalModel: engine/runtime/executor.py)."""
 
     config: ModelConfig
     model: torch.nn.Module
@@ -32,12 +37,20 @@ class LoadedModel(ModelText):
     parameters: int = 0
     extra: dict = field(default_factory=dict)
 
-    def executor(self, threads: int = 0, max_batch: int = 0, max_tokens: int = 0):
+    def executor(self, threads: int = 0, max_batch: int = 0, max_tokens: int = 0) -> Executor:
         """The scheduler's model work for this model (torch_executor.py); the torch
         executor takes its threads from the worker thread and grows its cache as needed."""
         from engine.runtime.torch_executor import TorchExecutor
 
-        return TorchExecutor(self)
+        return TorchExecutor(self.model, self.device, self.pad_token_id)
+
+    @property
+    def pad_token_id(self) -> int:
+        """What fills a short prompt's row in a batch: the tokenizer's pad, else a stop token."""
+        if self.tokenizer.pad_token_id is not None:
+            return self.tokenizer.pad_token_id
+        return (sorted(self.stop_token_ids) or [0])[0]
+
 
 def release_memory(device: "torch.device") -> None:
     """Give freed weights' memory back once the last reference to a model is dropped."""
@@ -62,6 +75,7 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
         # prefill 2.5x and batched decode 1.6x faster than fp32. Elsewhere fp32 is the fast path.
         return torch.bfloat16 if cpu_has_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[setting]
+
 
 def load_transformers(cfg: ModelConfig) -> LoadedModel:
     """Load a model with transformers, dequantising a GGUF (blocking)."""
