@@ -93,7 +93,7 @@ async def test_check_removes_orphans_and_incomplete_documents(make_kb, embedder)
     kb.store.add_chunks(["ghost-v1-0"], embedder.encode([text]), [text], [meta])
     # an incomplete document: one of its chunks lost
     wiki = next(r for r in kb.store.find_documents() if r.filename == "wiki.html" and r.channel == "CB")
-    kb.store.delete_chunk_ids([kb.store.chunk_ids({"doc_id": wiki.doc_id})[0]])
+    kb.store.delete_chunk_ids([kb.store.chunk_ids(wiki.doc_id)[0]])
 
     report = kb.check(repair=False)
     assert (report["ok"], report["orphans"], report["broken_documents"]) == (False, 1, ["discord/G1/CB/wiki.html"])
@@ -103,7 +103,7 @@ async def test_check_removes_orphans_and_incomplete_documents(make_kb, embedder)
     assert repaired["orphans"] == 1 and repaired["repaired"]
     assert kb.stats()["documents"] == documents - 1
     assert kb.stats()["chunks"] == chunks - wiki.chunks
-    assert "ghost-v1-0" not in kb.store.chunk_ids({"doc_id": "ghost"})
+    assert "ghost-v1-0" not in kb.store.chunk_ids("ghost")
     assert kb.check()["ok"]
 
 

@@ -1,11 +1,11 @@
 """Backup, restore and integrity check of the knowledge store.
 
-A backup is a plain export through Chroma's API (not a copy of its files, which an open
-client may be writing): manifest.json, documents.jsonl (the registry), chunks.jsonl (id, text,
+A backup is a plain export through the VectorStore (in Chroma, through its API: not a copy of
+its files, which an open client may be writing): manifest.json, documents.jsonl (the registry), chunks.jsonl (id, text,
 metadata) and embeddings.npy (float32, one row per chunk line), with sha256 sums in the
 manifest. It works the same against an embedded Chroma and a server. Only live documents are
-exported. A restore builds fresh collections beside the live ones and swaps them in at the end,
-so a restore that fails leaves the store as it was.
+exported. A restore hands the whole backup to VectorStore.replace_contents, which makes it the
+store's contents all or nothing, so a restore that fails leaves the store as it was.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.knowledge.store import ChromaStore, DocumentRecord
+from engine.knowledge.vector_store import ChunkPage, DocumentRecord, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def backup(store: ChromaStore, target: Path, *, embedder_name: str) -> dict:
+def backup(store: VectorStore, target: Path, *, embedder_name: str) -> dict:
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} is not empty; choose a new directory for the backup")
     started = time.perf_counter()
@@ -47,14 +47,14 @@ def backup(store: ChromaStore, target: Path, *, embedder_name: str) -> dict:
     vectors: list[np.ndarray] = []
     count = 0
     with open(staging / "chunks.jsonl", "w", encoding="utf-8") as out:
-        for page in store.iter_chunks(["documents", "metadatas", "embeddings"]):
-            keep = [i for i, m in enumerate(page["metadatas"])
+        for page in store.iter_chunks(texts=True, embeddings=True):
+            keep = [i for i, m in enumerate(page.metadatas)
                     if m.get("doc_id") in records and int(m.get("version", -1)) == records[m["doc_id"]].version]
             for i in keep:
-                out.write(json.dumps({"id": page["ids"][i], "text": page["documents"][i],
-                                      "metadata": page["metadatas"][i]}, ensure_ascii=False) + "\n")
+                out.write(json.dumps({"id": page.ids[i], "text": page.texts[i],
+                                      "metadata": page.metadatas[i]}, ensure_ascii=False) + "\n")
             if keep:
-                vectors.append(np.asarray(page["embeddings"], dtype=np.float32)[keep])
+                vectors.append(np.asarray(page.embeddings, dtype=np.float32)[keep])
             count += len(keep)
     with open(staging / "documents.jsonl", "w", encoding="utf-8") as out:
         for r in records.values():
@@ -101,26 +101,13 @@ def read_backup(source: Path, *, embedder_name: str) -> tuple[dict, list[dict], 
     return manifest, documents, chunks, vectors
 
 
-def restore(store: ChromaStore, source: Path, *, embedder_name: str) -> dict:
+def restore(store: VectorStore, source: Path, *, embedder_name: str) -> dict:
     started = time.perf_counter()
     manifest, documents, chunks, vectors = read_backup(source, embedder_name=embedder_name)
-    suffix = f"_restore_{int(time.time())}"
-    staged = ChromaStore(store.client, chunks_name=store.chunks_name + suffix,
-                         documents_name=store.documents_name + suffix)
-    try:
-        if chunks:
-            staged.add_chunks([c["id"] for c in chunks], vectors, [c["text"] for c in chunks],
-                              [c["metadata"] for c in chunks])
-        for d in documents:
-            staged.register(DocumentRecord.from_chroma(d["id"], d["metadata"]))
-    except BaseException:
-        _drop(store.client, staged.chunks_name, staged.documents_name)
-        raise
-    # Swap: the live collections go, the staged ones take their names.
-    _drop(store.client, store.chunks_name, store.documents_name)
-    staged.chunks.modify(name=store.chunks_name)
-    staged.documents.modify(name=store.documents_name)
-    store.reopen()
+    records = [DocumentRecord.from_metadata(d["id"], d["metadata"]) for d in documents]
+    rows = ChunkPage(ids=[c["id"] for c in chunks], metadatas=[c["metadata"] for c in chunks],
+                     texts=[c["text"] for c in chunks], embeddings=vectors)
+    store.replace_contents(records, rows)
     seconds = round(time.perf_counter() - started, 2)
     log.info("knowledge restored", extra={"path": str(source), "documents": len(documents),
                                           "chunks": len(chunks), "seconds": seconds})
@@ -128,15 +115,7 @@ def restore(store: ChromaStore, source: Path, *, embedder_name: str) -> dict:
             "backup_created_at": manifest["created_at"]}
 
 
-def _drop(client, *names: str) -> None:
-    for name in names:
-        try:
-            client.delete_collection(name)
-        except Exception:  # noqa: BLE001 - already gone
-            log.debug("collection not dropped", extra={"collection": name}, exc_info=True)
-
-
-def check(store: ChromaStore, *, repair: bool = True) -> dict:
+def check(store: VectorStore, *, repair: bool = True) -> dict:
     """Every chunk must have a finite unit embedding and belong to the live version of a
     registered document, and every document must have all its chunks. With repair, orphan
     chunks are deleted and broken documents removed (their names are reported, to re-share)."""
@@ -147,9 +126,9 @@ def check(store: ChromaStore, *, repair: bool = True) -> dict:
     live_counts: dict[str, int] = {}
     dimension = None
     total = 0
-    for page in store.iter_chunks(["metadatas", "embeddings"]):
-        vectors = page["embeddings"]
-        for i, (cid, meta) in enumerate(zip(page["ids"], page["metadatas"])):
+    for page in store.iter_chunks(embeddings=True):
+        vectors = page.embeddings
+        for i, (cid, meta) in enumerate(zip(page.ids, page.metadatas)):
             total += 1
             doc = records.get((meta or {}).get("doc_id"))
             if doc is None or int(meta.get("version", -1)) != doc.version:

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.config import KnowledgeConfig
 from engine.knowledge.lexical import LexicalHits
+from engine.knowledge.vector_store import Hit
 
 RRF_K = 60
 DENSE_CANDIDATES = 30  # nearest chunks by embedding considered per question
@@ -48,13 +49,13 @@ class Candidate:
         return self.margin + word_weight * self.coverage
 
 
-def fuse(dense: list[tuple[str, str, dict, float]], lexical: LexicalHits,
+def fuse(dense: list[Hit], lexical: LexicalHits,
          extra: dict[str, tuple[str, dict, float]]) -> list[Candidate]:
     """Candidates from both lists, best fused first. `extra` holds text, metadata and cosine of
     chunks only BM25 found (fetched from the store); `dense` is the question's nearest chunks,
     whose mean cosine is the level each candidate's margin is measured from."""
     # A store smaller than DENSE_CANDIDATES chunks: the missing neighbours count as unrelated text.
-    level = (sum(h[3] for h in dense) + (DENSE_CANDIDATES - len(dense)) * UNRELATED_COSINE) / DENSE_CANDIDATES
+    level = (sum(h.cosine for h in dense) + (DENSE_CANDIDATES - len(dense)) * UNRELATED_COSINE) / DENSE_CANDIDATES
     dense_rank = {cid: rank for rank, (cid, _, _, _) in enumerate(dense)}
     lexical_rank = {cid: rank for rank, (cid, _) in enumerate(lexical.ranked)}
     known = {cid: (text, meta, cos) for cid, text, meta, cos in dense}

@@ -19,7 +19,7 @@ from engine.knowledge import loaders
 from engine.knowledge.embedder import Embedder
 from engine.knowledge.records import ChunkDraft, LoadedDocument
 from engine.knowledge.splitting import split_pages
-from engine.knowledge.store import scope_keys
+from engine.knowledge.vector_store import Scope
 from engine.types import Conversation
 
 Emit = Callable[[str, int, int, str], None]  # (stage, done, total, unit)
@@ -56,7 +56,7 @@ class IngestJobs:
 
     @staticmethod
     def _scope(where: Conversation) -> str:
-        return scope_keys(where.platform, where.workspace, where.channel)["scope"]
+        return Scope.of(where).channel_key
 
     def start(self, where: Conversation, filename: str, uploader: str) -> IngestJob:
         key = (self._scope(where), filename)

@@ -1,36 +1,32 @@
 """KnowledgeBase: files shared into a channel become passages that its questions retrieve.
 
 The engine core calls ingest / search / list_documents / delete_document from the event loop;
-each runs its blocking work (parsing, embedding, Chroma) in a worker thread.
-
-Atomic ingest: a file's chunks are written under a version that no search returns until the
-registry names it live; on any failure they are deleted again, and a crash in between leaves
-only unregistered chunks, which check() removes. The superseded version's chunks go once the
-new one is live.
+each runs its blocking work (parsing, embedding, the store) in a worker thread. An ingest is the
+Ingestor's (ingestor.py); searching, listing, deleting and maintenance are here, all through the
+VectorStore protocol (vector_store.py).
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import inspect
 import logging
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import KnowledgeConfig
-from engine.errors import ErrorCode, ParleyError, file_too_large
+from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.citations import excerpt, is_fragment, sentences
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
-from engine.knowledge.ingesting import IngestJob, IngestJobs, Prepared, prepare
+from engine.knowledge.ingesting import IngestJob
+from engine.knowledge.ingestor import Ingestor, clean_filename, with_progress
 from engine.knowledge.lexical import DocumentTerms, LexicalHits, LexicalIndex
 from engine.knowledge.records import Passage
-from engine.knowledge.store import ChromaStore, DocumentRecord, chunk_id, document_id, open_client
-from engine.types import Conversation, DocumentInfo, FileUpload, IngestProgress, IngestResult, ProgressCallback
+from engine.knowledge.store import open_store
+from engine.knowledge.vector_store import Scope, VectorStore, document_id
+from engine.types import Conversation, DocumentInfo, FileUpload, IngestResult, ProgressCallback
 
 log = logging.getLogger(__name__)
 LOADER_JOIN_S = 60.0  # at close, how long the background embedder load may take to finish
@@ -39,32 +35,26 @@ _MAX_SENTENCES = 12  # per passage, for choosing its excerpt
 LIVE_TTL_S = 2.0
 
 
-def clean_filename(name: str) -> str:
-    """The bare file name a user sees: no directories, no control characters."""
-    name = re.split(r"[\\/]", name or "")[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
-    return name[:200] or "upload"
-
-
 class KnowledgeBase:
     def __init__(self, config: KnowledgeConfig, data_dir: Path, embedder: Embedder | None = None, *,
                  load_embedder: bool = True):
         self.config = config
         self.data_dir = Path(data_dir)
-        self.store = ChromaStore(open_client(config, self.data_dir))
+        self.store: VectorStore = open_store(config, self.data_dir)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self._write_lock = threading.RLock()  # one writer at a time: dedupe, versions, restore
         self._stats_lock = threading.Lock()
         self._searches = 0
         self._search_ms_total = 0.0
-        self._ingests = 0
         self.lexical = LexicalIndex()
-        self._live_cache: dict[tuple[str, str, str], tuple[float, dict[str, int]]] = {}
-        self.jobs = IngestJobs()
+        self._live_cache: dict[Scope, tuple[float, dict[str, int]]] = {}
         self._loader: threading.Thread | None = None
         # Whether the engine is generating now: an ingest then leaves it its cores.
         self.generation_busy: Callable[[], bool] = lambda: False
+        self.ingestor = Ingestor(config, self.store, self.lexical, embedder=lambda: self.embedder,
+                                 busy=lambda: self.generation_busy(), write_lock=self._write_lock,
+                                 on_commit=self._forget_live)
         if load_embedder:
             self.load_embedder_in_background()
 
@@ -96,122 +86,11 @@ class KnowledgeBase:
     # ---- ingest ------------------------------------------------------------------------------
 
     async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
-        loop = asyncio.get_running_loop()
-        pending: set[asyncio.Future] = set()
-
-        def deliver(event: IngestProgress) -> None:  # on the loop: the callback may touch adapter state
-            try:
-                result = progress(event)
-                if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-            except Exception:  # noqa: BLE001 - a failing progress display must not fail the ingest
-                log.warning("ingest progress callback failed", exc_info=True)
-
-        def emit(stage: str, done: int, total: int, unit: str) -> None:
-            if progress is not None:
-                loop.call_soon_threadsafe(deliver, IngestProgress(stage=stage, done=done, total=total, unit=unit))
-
-        try:
-            return await asyncio.to_thread(self._ingest_sync, upload, emit)
-        finally:
-            if pending:
-                results = await asyncio.gather(*pending, return_exceptions=True)
-                for r in results:
-                    if isinstance(r, Exception):
-                        log.warning("ingest progress callback failed", exc_info=r)
-
-    def _ingest_sync(self, upload: FileUpload, emit) -> IngestResult:
-        started = time.perf_counter()
-        name = clean_filename(upload.filename)
-        data = upload.data
-        if len(data) > self.config.max_file_mb * 2**20:
-            raise file_too_large(name, len(data), self.config.max_file_mb)
-        if not data.strip():
-            raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
-        sha = hashlib.sha256(data).hexdigest()
-        duplicate = self._find_duplicate(upload.where, sha)
-        if duplicate is not None:
-            return duplicate
-        job = self.jobs.start(upload.where, name, upload.user.id)
-        try:
-            prepared = prepare(self.config, self.embedder, name, data, emit, job, self.generation_busy)
-            document = prepared.document
-            record = DocumentRecord(
-                doc_id=document_id(upload.where, name), platform=upload.where.platform,
-                workspace=upload.where.workspace, channel=upload.where.channel, filename=name, version=0,
-                kind=prepared.kind, pages=document.page_count, chunks=len(prepared.drafts), uploader=upload.user.id,
-                uploaded_at=float(upload.uploaded_at), sha256=sha, sections=document.sections)
-            result = self._store(record, prepared, emit, job)
-        finally:
-            self.jobs.finish(job)
-        if not result.duplicate:
-            with self._stats_lock:
-                self._ingests += 1
-            log.info("file ingested", extra={"file": name, "kind": prepared.kind, "pages": document.page_count,
-                                             "sections": document.sections, "chunks": len(prepared.drafts),
-                                             "version": result.version,
-                                             "seconds": round(time.perf_counter() - started, 2)})
-        return result
+        return await with_progress(lambda emit: self.ingestor.run(upload, emit), progress)
 
     def active_ingest(self, where: Conversation, filename: str) -> IngestJob | None:
         """The ingest of this file in this channel now in progress, if any."""
-        return self.jobs.find(where, clean_filename(filename))
-
-    def _store(self, draft: DocumentRecord, prepared: Prepared, emit, job: IngestJob) -> IngestResult:
-        """Store a document's chunks as its next version, then register it: the commit point."""
-        name, doc_id = draft.filename, draft.doc_id
-        drafts, vectors = prepared.drafts, prepared.vectors
-        where = Conversation(draft.platform, draft.workspace, draft.channel, "")
-        with self._write_lock:
-            duplicate = self._find_duplicate(where, draft.sha256)  # another upload of it may have won the race
-            if duplicate is not None:
-                return duplicate
-            previous = self.store.get_document(doc_id)
-            version = previous.version + 1 if previous else 1
-            self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
-            record = dataclasses.replace(draft, version=version)
-            base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
-                    "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
-                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind}
-            metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
-                          for d in drafts]
-            ids = [chunk_id(doc_id, version, d.index) for d in drafts]
-            try:
-                emit("storing", 0, len(ids), "chunks")
-                self.store.add_chunks(ids, vectors, [d.text for d in drafts], metadatas)
-                job.check()  # a cancel that came while storing: undone below, never registered
-                self.store.register(record)  # the commit point
-                self._forget_live()
-                self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
-            except BaseException as exc:
-                self._undo(doc_id, version, name)
-                if isinstance(exc, ParleyError):
-                    raise
-                log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
-                raise ParleyError(ErrorCode.INTERNAL, f"{name} could not be stored; nothing of it was kept.") from exc
-            emit("storing", len(ids), len(ids), "chunks")
-            if previous is not None:
-                try:
-                    self.store.delete_other_versions(doc_id, keep=version)
-                except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
-                    log.warning("old version not deleted", extra={"file": name}, exc_info=True)
-        return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
-                            sections=draft.sections)
-
-    def _find_duplicate(self, where: Conversation, sha: str) -> IngestResult | None:
-        doc = self.store.find_by_sha(where, sha)
-        if doc is None:
-            return None
-        return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
-                            duplicate=True, sections=doc.sections)
-
-    def _undo(self, doc_id: str, version: int, name: str) -> None:
-        try:
-            self.store.delete_version(doc_id, version)
-        except Exception:  # noqa: BLE001 - unregistered chunks are never retrieved; check() removes them
-            log.error("could not remove a failed ingest's chunks", extra={"file": name}, exc_info=True)
+        return self.ingestor.active(where, filename)
 
     # ---- search ------------------------------------------------------------------------------
 
@@ -243,17 +122,17 @@ class KnowledgeBase:
         live = self._live(where, workspace_wide)
         if not live:
             return []
-        dense = [h for h in self.store.search(vector, where, workspace_wide, DENSE_CANDIDATES)
-                 if live.get(h[2]["doc_id"]) == int(h[2]["version"])]
+        dense = [h for h in self.store.search(vector, Scope.of(where, workspace_wide), DENSE_CANDIDATES)
+                 if live.get(h.meta["doc_id"]) == int(h.meta["version"])]
         lexical = self._lexical(query, live)
         if not self.config.hybrid:  # BM25 adds no candidates; its word coverage still weighs the evidence
             lexical = LexicalHits(coverage=lexical.coverage)
-        seen = {h[0] for h in dense}
+        seen = {h.id for h in dense}
         extra: dict[str, tuple[str, dict, float]] = {}
         wanted = [cid for cid, _ in lexical.ranked if cid not in seen]
         if wanted:
             got = self.store.get_chunks(wanted)
-            for cid, text, meta, cos in zip(got[0], got[1], got[2], cosines(got[3], vector)):
+            for cid, text, meta, cos in zip(got.ids, got.texts, got.metadatas, cosines(got.embeddings, vector)):
                 extra[cid] = (text, meta, cos)
         return fuse(dense, lexical, extra)
 
@@ -272,13 +151,13 @@ class KnowledgeBase:
         """doc_id -> live version of the documents in scope. Read from the registry at most every
         LIVE_TTL_S per scope (a registry read costs ~20 ms at 130 documents); this process's own
         writes clear it at once, another process's show within LIVE_TTL_S."""
-        key = (where.platform, where.workspace, "" if workspace_wide else where.channel)
+        key = Scope.of(where, workspace_wide)
         now = time.monotonic()
         with self._stats_lock:
             cached = self._live_cache.get(key)
         if cached is not None and now - cached[0] < LIVE_TTL_S:
             return cached[1]
-        live = {r.doc_id: r.version for r in self.store.documents_in(where, workspace_wide)}
+        live = {r.doc_id: r.version for r in self.store.documents_in(key)}
         with self._stats_lock:
             self._live_cache[key] = (now, live)
         return live
@@ -316,7 +195,8 @@ class KnowledgeBase:
             return passages
         vectors = self.embedder.encode([query, *flat])
         scores = vectors[1:] @ vectors[0]
-        out, at = [], 0
+        out: list[Passage] = []
+        at = 0
         for passage, parts in zip(passages, split):
             if parts:
                 ranked = scores[at:at + len(parts)].copy()
@@ -336,7 +216,7 @@ class KnowledgeBase:
         return await asyncio.to_thread(self.list_documents_sync, where, wide)
 
     def list_documents_sync(self, where: Conversation, workspace_wide: bool = False) -> list[DocumentInfo]:
-        records = self.store.documents_in(where, workspace_wide)
+        records = self.store.documents_in(Scope.of(where, workspace_wide))
         records.sort(key=lambda r: (r.filename.lower(), r.channel))
         return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
                              uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel,
@@ -388,7 +268,9 @@ class KnowledgeBase:
     def stats(self) -> dict[str, Any]:
         documents, chunks = self.store.counts()
         with self._stats_lock:
-            searches, total_ms, ingests = self._searches, self._search_ms_total, self._ingests
+            searches = self._searches
+            total_ms = self._search_ms_total
+        ingests = self.ingestor.count
         return {"documents": documents, "chunks": chunks, "searches": searches,
                 "mean_search_ms": round(total_ms / searches, 1) if searches else None,
                 "ingests": ingests, "store": self.config.chroma.mode,

@@ -1,23 +1,21 @@
-"""Chroma access: a collection of chunks and a small collection registering live documents.
+"""ChromaStore: the VectorStore (vector_store.py) in Chroma, a collection of chunks and a small
+collection registering live documents.
 
-The registry entry of a document is the commit point of an ingest: chunks whose (doc_id,
-version) is not the registered one are never returned, whatever else is in the collection
-(a half-finished ingest, a superseded version not yet deleted). Both collections live in the
-same Chroma (embedded PersistentClient or a server), so several Parley processes sharing one
-Chroma server see the same documents.
+Both collections live in the same Chroma (embedded PersistentClient or a server), so several
+Parley processes sharing one Chroma server see the same documents. Chroma's client, its
+collections and its `where` filters stay in this module.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from engine.config import KnowledgeConfig
-from engine.types import Conversation
+from engine.knowledge.vector_store import ChunkPage, DocumentRecord, Hit, Scope
 
 log = logging.getLogger(__name__)
 
@@ -25,59 +23,18 @@ CHUNKS = "parley_chunks"
 DOCUMENTS = "parley_documents"
 _REGISTRY_VECTOR = [1.0]  # registry entries are looked up by id and metadata, never by vector
 PAGE_SIZE = 2000
-_SEP = "\x1f"  # between the ids of a scope key: no platform id contains it
-UNFILTERED_FACTOR = 3  # see ChromaStore.query
+UNFILTERED_FACTOR = 3  # see ChromaStore._nearest
 
 
 def scope_keys(platform: str, workspace: str, channel: str) -> dict[str, str]:
-    """The keys every chunk and document carries so a scope is one equality in a filter.
-
-    Chroma answers a filter of one equality in ~8 ms at 10,000 chunks, and the same filter
-    written as an $and of platform, workspace and channel in ~27 ms.
-    """
-    return {"scope": _SEP.join((platform, workspace, channel)), "wscope": _SEP.join((platform, workspace))}
+    """The scope keys of an entry of this channel (see Scope.keys for why entries carry them)."""
+    return Scope(platform, workspace, channel).keys()
 
 
-def scope_where(where: Conversation, workspace_wide: bool) -> dict:
-    """The Chroma filter for a scope: a channel, or all channels of a workspace; never wider."""
-    keys = scope_keys(where.platform, where.workspace, where.channel)
-    return {"wscope": keys["wscope"]} if workspace_wide else {"scope": keys["scope"]}
-
-
-def document_id(where: Conversation, filename: str) -> str:
-    """Stable id of a document (all its versions) in its channel."""
-    key = "\x00".join((where.platform, where.workspace, where.channel, filename))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
-
-
-def chunk_id(doc_id: str, version: int, index: int) -> str:
-    return f"{doc_id}-v{version}-{index}"
-
-
-@dataclass(frozen=True)
-class DocumentRecord:
-    doc_id: str
-    platform: str
-    workspace: str
-    channel: str
-    filename: str
-    version: int
-    kind: str
-    pages: int
-    chunks: int
-    uploader: str
-    uploaded_at: float
-    sha256: str
-    sections: int = 0  # headings found: what a document without pages is counted in
-
-    def metadata(self) -> dict[str, Any]:
-        fields = {k: v for k, v in self.__dict__.items() if k != "doc_id"}
-        return {**fields, **scope_keys(self.platform, self.workspace, self.channel)}
-
-    @classmethod
-    def from_chroma(cls, doc_id: str, meta: dict[str, Any]) -> "DocumentRecord":
-        fields = {k: meta[k] for k in cls.__dataclass_fields__ if k != "doc_id" and k in meta}
-        return cls(doc_id=doc_id, **fields)  # entries from before a field existed take its default
+def scope_where(scope: Scope) -> dict:
+    """The Chroma filter for a scope: one equality on the key of its channel or its workspace."""
+    keys = scope.keys()
+    return {"wscope": keys["wscope"]} if scope.workspace_wide else {"scope": keys["scope"]}
 
 
 def open_client(config: KnowledgeConfig, data_dir: Path):
@@ -92,10 +49,17 @@ def open_client(config: KnowledgeConfig, data_dir: Path):
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
+def open_store(config: KnowledgeConfig, data_dir: Path) -> "ChromaStore":
+    return ChromaStore(open_client(config, data_dir))
+
+
 class ChromaStore:
+    """The VectorStore in Chroma."""
+
     def __init__(self, client, *, chunks_name: str = CHUNKS, documents_name: str = DOCUMENTS):
-        self.client = client
-        self.chunks_name, self.documents_name = chunks_name, documents_name
+        self._client = client
+        self._chunks_name = chunks_name
+        self._documents_name = documents_name
         self.chunks = self._collection(chunks_name, cosine=True)
         self.documents = self._collection(documents_name, cosine=False)
         self._add_scope_keys()
@@ -117,35 +81,32 @@ class ChromaStore:
 
     def _collection(self, name: str, *, cosine: bool):
         configuration = {"hnsw": {"space": "cosine"}} if cosine else None
-        return self.client.get_or_create_collection(name, configuration=configuration, embedding_function=None)
+        return self._client.get_or_create_collection(name, configuration=configuration, embedding_function=None)
 
-    def reopen(self) -> None:
-        self.chunks = self._collection(self.chunks_name, cosine=True)
-        self.documents = self._collection(self.documents_name, cosine=False)
+    def _reopen(self) -> None:
+        self.chunks = self._collection(self._chunks_name, cosine=True)
+        self.documents = self._collection(self._documents_name, cosine=False)
 
     # ---- registry ----------------------------------------------------------------------------
 
     def get_document(self, doc_id: str) -> DocumentRecord | None:
         got = self.documents.get(ids=[doc_id], include=["metadatas"])
-        return DocumentRecord.from_chroma(got["ids"][0], got["metadatas"][0]) if got["ids"] else None
+        return DocumentRecord.from_metadata(got["ids"][0], got["metadatas"][0]) if got["ids"] else None
 
-    def find_documents(self, where: dict | None = None) -> list[DocumentRecord]:
+    def find_documents(self) -> list[DocumentRecord]:
+        return self._documents_where(None)
+
+    def _documents_where(self, where: dict | None) -> list[DocumentRecord]:
         got = self.documents.get(where=where, include=["metadatas"])
-        return [DocumentRecord.from_chroma(i, m) for i, m in zip(got["ids"], got["metadatas"])]
+        return [DocumentRecord.from_metadata(i, m) for i, m in zip(got["ids"], got["metadatas"])]
 
-    def live_versions(self, doc_ids: list[str]) -> dict[str, int]:
-        if not doc_ids:
-            return {}
-        got = self.documents.get(ids=list(dict.fromkeys(doc_ids)), include=["metadatas"])
-        return {i: int(m["version"]) for i, m in zip(got["ids"], got["metadatas"])}
-
-    def documents_in(self, where: Conversation, workspace_wide: bool) -> list[DocumentRecord]:
+    def documents_in(self, scope: Scope) -> list[DocumentRecord]:
         """The live documents of a channel, or of every channel of its workspace."""
-        return self.find_documents(scope_where(where, workspace_wide))
+        return self._documents_where(scope_where(scope))
 
-    def find_by_sha(self, where: Conversation, sha256: str) -> DocumentRecord | None:
+    def find_by_sha(self, scope: Scope, sha256: str) -> DocumentRecord | None:
         """A live document of this channel with exactly this content, if any."""
-        found = self.find_documents({"$and": [scope_where(where, False), {"sha256": sha256}]})
+        found = self._documents_where({"$and": [scope_where(scope), {"sha256": sha256}]})
         return found[0] if found else None
 
     def register(self, record: DocumentRecord) -> None:
@@ -157,47 +118,51 @@ class ChromaStore:
 
     # ---- chunks ------------------------------------------------------------------------------
 
-    def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str], metadatas: list[dict]) -> None:
+    def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str],
+                   metadatas: list[dict[str, Any]]) -> None:
         metadatas = [_with_scope_keys(m) for m in metadatas]
-        step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
+        step = self._batch_size()
         for start in range(0, len(ids), step):
             end = start + step
             self.chunks.add(ids=ids[start:end], embeddings=embeddings[start:end], documents=texts[start:end],
                             metadatas=metadatas[start:end])
 
-    def chunk_ids(self, where: dict) -> list[str]:
+    def _batch_size(self) -> int:
+        return max(1, min(PAGE_SIZE, self._client.get_max_batch_size()))
+
+    def chunk_ids(self, doc_id: str) -> list[str]:
+        return self._chunk_ids_where({"doc_id": doc_id})
+
+    def _chunk_ids_where(self, where: dict) -> list[str]:
         return self.chunks.get(where=where, include=[])["ids"]
 
-    def delete_chunks(self, where: dict) -> int:
-        ids = self.chunk_ids(where)
+    def _delete_where(self, where: dict) -> int:
+        ids = self._chunk_ids_where(where)
         self.delete_chunk_ids(ids)
         return len(ids)
 
     def delete_version(self, doc_id: str, version: int) -> int:
         """The chunks of one version of a document (a failed or crashed attempt at it)."""
-        return self.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": version}]})
+        return self._delete_where({"$and": [{"doc_id": doc_id}, {"version": version}]})
 
     def delete_other_versions(self, doc_id: str, keep: int) -> int:
         """The chunks of every version of a document but `keep` (the superseded ones)."""
-        return self.delete_chunks({"$and": [{"doc_id": doc_id}, {"version": {"$ne": keep}}]})
+        return self._delete_where({"$and": [{"doc_id": doc_id}, {"version": {"$ne": keep}}]})
 
     def delete_document_chunks(self, doc_id: str) -> int:
-        return self.delete_chunks({"doc_id": doc_id})
+        return self._delete_where({"doc_id": doc_id})
 
     def delete_chunk_ids(self, ids: list[str]) -> None:
-        step = max(1, min(PAGE_SIZE, self.client.get_max_batch_size()))
+        step = self._batch_size()
         for start in range(0, len(ids), step):
             self.chunks.delete(ids=ids[start:start + step])
 
-    def search(self, vector: np.ndarray, where: Conversation, workspace_wide: bool,
-               n: int) -> list[tuple[str, str, dict, float]]:
-        """(id, text, metadata, cosine similarity) of the `n` nearest chunks in a channel's scope
-        (or its workspace's), best first."""
-        return self.query(vector, scope_where(where, workspace_wide), n)
+    def search(self, vector: np.ndarray, scope: Scope, n: int) -> list[Hit]:
+        """The `n` nearest chunks in a channel's scope (or its workspace's), best first."""
+        return self._nearest(vector, scope_where(scope), n)
 
-    def query(self, vector: np.ndarray, where: dict, n: int) -> list[tuple[str, str, dict, float]]:
-        """(id, text, metadata, cosine similarity) of the `n` nearest chunks matching the one-key
-        filter `where`, best first.
+    def _nearest(self, vector: np.ndarray, where: dict, n: int) -> list[Hit]:
+        """The `n` nearest chunks matching the one-key filter `where`, best first.
 
         First without the filter, for UNFILTERED_FACTOR * n results: when the scope holds much of
         the store, n of them are in it, and they are its n nearest. Chroma pays for a filter by
@@ -206,25 +171,25 @@ class ChromaStore:
         of a small team) takes ~5 ms instead of ~40, and a narrow one ~4 ms more than it would.
         """
         [(key, value)] = where.items()
-        hits = [h for h in self._query(vector, None, n * UNFILTERED_FACTOR) if h[2].get(key) == value]
+        hits = [h for h in self._query(vector, None, n * UNFILTERED_FACTOR) if h.meta.get(key) == value]
         if len(hits) >= n:
             return hits[:n]
         return self._query(vector, where, n)
 
-    def _query(self, vector: np.ndarray, where: dict | None, n: int) -> list[tuple[str, str, dict, float]]:
+    def _query(self, vector: np.ndarray, where: dict | None, n: int) -> list[Hit]:
         got = self.chunks.query(query_embeddings=[vector], n_results=n, where=where,
                                 include=["documents", "metadatas", "distances"])
-        return [(i, t, m, 1.0 - float(d)) for i, t, m, d in
+        return [Hit(i, t, m, 1.0 - float(d)) for i, t, m, d in
                 zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0])]
 
-    def get_chunks(self, ids: list[str]) -> tuple[list[str], list[str], list[dict], list]:
-        """(ids, texts, metadatas, embeddings) of these chunks, in the order asked (missing ones left out)."""
+    def get_chunks(self, ids: list[str]) -> ChunkPage:
+        """These chunks with texts and embeddings, in the order asked (missing ones left out)."""
         got = self.chunks.get(ids=ids, include=["documents", "metadatas", "embeddings"])
         at = {cid: i for i, cid in enumerate(got["ids"])}
         order = [at[cid] for cid in ids if cid in at]
         embeddings = got["embeddings"] if got["embeddings"] is not None else []
-        return ([got["ids"][i] for i in order], [got["documents"][i] for i in order],
-                [got["metadatas"][i] for i in order], [embeddings[i] for i in order])
+        return ChunkPage(ids=[got["ids"][i] for i in order], metadatas=[got["metadatas"][i] for i in order],
+                         texts=[got["documents"][i] for i in order], embeddings=[embeddings[i] for i in order])
 
     def chunk_texts(self, versions: dict[str, int]) -> dict[str, tuple[list[str], list[str]]]:
         """doc_id -> (ids, indexed texts: heading, then text) of these document versions' chunks,
@@ -234,7 +199,7 @@ class ChromaStore:
         # 10,000 chunks): a few documents by id, many by one pass over the collection.
         where = {"doc_id": next(iter(versions))} if len(versions) == 1 else \
             {"doc_id": {"$in": list(versions)}} if len(versions) <= 8 else None
-        for got in self.iter_chunks(["documents", "metadatas"], where=where):
+        for got in self._pages(["documents", "metadatas"], where=where):
             for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                 if versions.get(meta["doc_id"]) != int(meta["version"]):
                     continue  # another document, or a superseded or unfinished version
@@ -246,7 +211,15 @@ class ChromaStore:
             out[doc_id] = ([r[1] for r in rows], [r[2] for r in rows])
         return out
 
-    def iter_chunks(self, include: list[str], where: dict | None = None, page: int = PAGE_SIZE) -> Iterator[dict]:
+    # ---- backup, restore, integrity check ----------------------------------------------------
+
+    def iter_chunks(self, *, texts: bool = False, embeddings: bool = False) -> Iterator[ChunkPage]:
+        include = ["metadatas", *(["documents"] if texts else []), *(["embeddings"] if embeddings else [])]
+        for got in self._pages(include):
+            yield ChunkPage(ids=got["ids"], metadatas=got["metadatas"], texts=got["documents"] if texts else None,
+                            embeddings=got["embeddings"] if embeddings else None)
+
+    def _pages(self, include: list[str], where: dict | None = None, page: int = PAGE_SIZE) -> Iterator[dict]:
         """Pages of get() over the whole collection, so memory stays bounded on big stores."""
         offset = 0
         while True:
@@ -256,11 +229,38 @@ class ChromaStore:
             yield got
             offset += len(got["ids"])
 
+    def replace_contents(self, records: list[DocumentRecord], chunks: ChunkPage) -> None:
+        """Build fresh collections beside the live ones and swap them in at the end, so a restore
+        that fails leaves the store as it was. Works the same embedded and against a server."""
+        suffix = f"_restore_{int(time.time())}"
+        staged = ChromaStore(self._client, chunks_name=self._chunks_name + suffix,
+                             documents_name=self._documents_name + suffix)
+        try:
+            if chunks.ids:
+                staged.add_chunks(chunks.ids, chunks.embeddings, chunks.texts or [], chunks.metadatas)
+            for record in records:
+                staged.register(record)
+        except BaseException:
+            self._drop(staged._chunks_name, staged._documents_name)
+            raise
+        # Swap: the live collections go, the staged ones take their names.
+        self._drop(self._chunks_name, self._documents_name)
+        staged.chunks.modify(name=self._chunks_name)
+        staged.documents.modify(name=self._documents_name)
+        self._reopen()
+
+    def _drop(self, *names: str) -> None:
+        for name in names:
+            try:
+                self._client.delete_collection(name)
+            except Exception:  # noqa: BLE001 - already gone
+                log.debug("collection not dropped", extra={"collection": name}, exc_info=True)
+
     def counts(self) -> tuple[int, int]:
         return self.documents.count(), self.chunks.count()
 
     def close(self) -> None:
-        close = getattr(self.client, "close", None)
+        close = getattr(self._client, "close", None)
         if close is not None:
             try:
                 close()

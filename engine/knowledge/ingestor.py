@@ -1,0 +1,184 @@
+"""An upload's way into the store: checked, deduplicated, prepared (ingesting.prepare: read, split,
+embed), then stored as the document's next version and registered.
+
+Atomic ingest: a file's chunks are written under a version that no search returns until the
+registry names it live; on any failure they are deleted again, and a crash in between leaves
+only unregistered chunks, which check() removes. The superseded version's chunks go once the
+new one is live.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import inspect
+import logging
+import re
+import threading
+import time
+from typing import Callable
+
+from engine.config import KnowledgeConfig
+from engine.errors import ErrorCode, ParleyError, file_too_large
+from engine.knowledge.embedder import Embedder
+from engine.knowledge.ingesting import Emit, IngestJob, IngestJobs, Prepared, prepare
+from engine.knowledge.lexical import DocumentTerms, LexicalIndex
+from engine.knowledge.vector_store import DocumentRecord, Scope, VectorStore, chunk_id, document_id
+from engine.types import Conversation, FileUpload, IngestProgress, IngestResult, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+
+def clean_filename(name: str) -> str:
+    """The bare file name a user sees: no directories, no control characters."""
+    name = re.split(r"[\\/]", name or "")[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
+    return name[:200] or "upload"
+
+
+async def with_progress(work: Callable[[Emit], IngestResult], progress: ProgressCallback | None) -> IngestResult:
+    """Run `work` on a worker thread; the progress it emits reaches `progress` on the event loop."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future] = set()
+
+    def deliver(event: IngestProgress) -> None:  # on the loop: the callback may touch adapter state
+        try:
+            result = progress(event)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        except Exception:  # noqa: BLE001 - a failing progress display must not fail the ingest
+            log.warning("ingest progress callback failed", exc_info=True)
+
+    def emit(stage: str, done: int, total: int, unit: str) -> None:
+        if progress is not None:
+            loop.call_soon_threadsafe(deliver, IngestProgress(stage=stage, done=done, total=total, unit=unit))
+
+    try:
+        return await asyncio.to_thread(work, emit)
+    finally:
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for r in results:
+                if isinstance(r, Exception):
+                    log.warning("ingest progress callback failed", exc_info=r)
+
+
+class Ingestor:
+    """Ingests uploads (on worker threads), one writer at a time under `write_lock`.
+
+    `on_commit` runs once a version is live (the searcher forgets the live versions it holds);
+    the new version's BM25 terms go into `lexical` at once.
+    """
+
+    def __init__(self, config: KnowledgeConfig, store: VectorStore, lexical: LexicalIndex, *,
+                 embedder: Callable[[], Embedder], busy: Callable[[], bool], write_lock: threading.RLock,
+                 on_commit: Callable[[], None]):
+        self.config = config
+        self.store = store
+        self.lexical = lexical
+        self.jobs = IngestJobs()
+        self._embedder = embedder
+        self._busy = busy
+        self._write_lock = write_lock
+        self._on_commit = on_commit
+        self._count_lock = threading.Lock()
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Files ingested by this process (duplicates not counted)."""
+        with self._count_lock:
+            return self._count
+
+    def active(self, where: Conversation, filename: str) -> IngestJob | None:
+        """The ingest of this file in this channel now in progress, if any."""
+        return self.jobs.find(where, clean_filename(filename))
+
+    def run(self, upload: FileUpload, emit: Emit) -> IngestResult:
+        started = time.perf_counter()
+        name = clean_filename(upload.filename)
+        data = upload.data
+        if len(data) > self.config.max_file_mb * 2**20:
+            raise file_too_large(name, len(data), self.config.max_file_mb)
+        if not data.strip():
+            raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
+        sha = hashlib.sha256(data).hexdigest()
+        duplicate = self._find_duplicate(Scope.of(upload.where), sha)
+        if duplicate is not None:
+            return duplicate
+        job = self.jobs.start(upload.where, name, upload.user.id)
+        try:
+            prepared = prepare(self.config, self._embedder(), name, data, emit, job, self._busy)
+            document = prepared.document
+            record = DocumentRecord(
+                doc_id=document_id(upload.where, name), platform=upload.where.platform,
+                workspace=upload.where.workspace, channel=upload.where.channel, filename=name, version=0,
+                kind=prepared.kind, pages=document.page_count, chunks=len(prepared.drafts), uploader=upload.user.id,
+                uploaded_at=float(upload.uploaded_at), sha256=sha, sections=document.sections)
+            result = self._store(record, prepared, emit, job)
+        finally:
+            self.jobs.finish(job)
+        if not result.duplicate:
+            with self._count_lock:
+                self._count += 1
+            log.info("file ingested", extra={"file": name, "kind": prepared.kind, "pages": document.page_count,
+                                             "sections": document.sections, "chunks": len(prepared.drafts),
+                                             "version": result.version,
+                                             "seconds": round(time.perf_counter() - started, 2)})
+        return result
+
+    def _store(self, draft: DocumentRecord, prepared: Prepared, emit: Emit, job: IngestJob) -> IngestResult:
+        """Store a document's chunks as its next version, then register it: the commit point."""
+        name = draft.filename
+        doc_id = draft.doc_id
+        drafts = prepared.drafts
+        with self._write_lock:
+            duplicate = self._find_duplicate(draft.scope, draft.sha256)  # another upload of it may have won the race
+            if duplicate is not None:
+                return duplicate
+            previous = self.store.get_document(doc_id)
+            version = previous.version + 1 if previous else 1
+            self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
+            record = dataclasses.replace(draft, version=version)
+            base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
+                    "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
+                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind}
+            metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
+                         for d in drafts]
+            ids = [chunk_id(doc_id, version, d.index) for d in drafts]
+            try:
+                emit("storing", 0, len(ids), "chunks")
+                self.store.add_chunks(ids, prepared.vectors, [d.text for d in drafts], metadatas)
+                job.check()  # a cancel that came while storing: undone below, never registered
+                self.store.register(record)  # the commit point
+                self._on_commit()
+                self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
+            except BaseException as exc:
+                self._undo(doc_id, version, name)
+                if isinstance(exc, ParleyError):
+                    raise
+                log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
+                raise ParleyError(ErrorCode.INTERNAL, f"{name} could not be stored; nothing of it was kept.") from exc
+            emit("storing", len(ids), len(ids), "chunks")
+            if previous is not None:
+                try:
+                    self.store.delete_other_versions(doc_id, keep=version)
+                except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
+                    log.warning("old version not deleted", extra={"file": name}, exc_info=True)
+        return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
+                            sections=draft.sections)
+
+    def _find_duplicate(self, scope: Scope, sha: str) -> IngestResult | None:
+        doc = self.store.find_by_sha(scope, sha)
+        if doc is None:
+            return None
+        return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
+                            duplicate=True, sections=doc.sections)
+
+    def _undo(self, doc_id: str, version: int, name: str) -> None:
+        try:
+            self.store.delete_version(doc_id, version)
+        except Exception:  # noqa: BLE001 - unregistered chunks are never retrieved; check() removes them
+            log.error("could not remove a failed ingest's chunks", extra={"file": name}, exc_info=True)
