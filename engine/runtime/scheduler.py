@@ -154,6 +154,11 @@ class GenerationScheduler:
                 "worker_alive": bool(self._thread and self._thread.is_alive()),
             }
 
+    @property
+    def executor(self) -> Executor:
+        """The model work it runs (called on its worker thread only; a test may wrap a step)."""
+        return self._exec
+
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify()
