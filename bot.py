@@ -94,7 +94,7 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
             tasks.append(console)
         log.info("parley running", extra={"adapters": [t.get_name() for t in tasks]})
         stop_waiter = asyncio.create_task(shutdown.wait())
-        fault_waiter = asyncio.create_task(engine.runtime.recovery.exit_requested.wait())  # engine/runtime/recovery.py
+        fault_waiter = asyncio.create_task(engine.recovery.exit_requested.wait())  # engine/runtime/recovery.py
         await asyncio.wait([stop_waiter, fault_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         # The engine first, while the adapters still run: it refuses new work, cancels the answers
         # in progress and waits until each has been shown in its thread ("answer cancelled") and
@@ -108,8 +108,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         failed = [t for t in done if not t.cancelled() and t.exception()]
         for task in failed:
             log.error("adapter failed", extra={"adapter": task.get_name()}, exc_info=task.exception())
-        if engine.runtime.recovery.exit_code is not None:
-            return engine.runtime.recovery.exit_code  # for the supervisor to restart a fresh process
+        if engine.recovery.exit_code is not None:
+            return engine.recovery.exit_code  # for the supervisor to restart a fresh process
         return 1 if failed else 0
     finally:
         await engine.stop(cancel=True)

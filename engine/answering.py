@@ -2,8 +2,8 @@
 
 Admit the request (memory, rate limits), plan its prompt (the thread's history and settings,
 passages retrieved from the channel's documents), generate on the backend of the thread's
-model, and remember the turn in the thread's session. Engine.answer wraps it; the engine's
-other parts (admin, documents, lifecycle) live in core.py.
+model, and remember the turn in the thread's session. Engine.answer wraps it; the pipeline gets
+the parts it uses (sessions, settings, the model lineup, the knowledge base, admission, stats).
 """
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, AsyncIterator
 
+from engine.admission import Admission
 from engine.channels import SETTING_HELP, ChannelSettings
 from engine.errors import ErrorCode, ParleyError
 from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
+from engine.lineup import ModelLineup
 from engine.prompting import plan_prompt
-from engine.sessions import Turn, missed_turns
-from engine.types import AnswerDone, AnswerEvent, ChatRequest, Queued, Reading, Source, TextDelta
+from engine.sessions import SessionStore, Turn, missed_turns
+from engine.stats import EngineStats
+from engine.types import AnswerDone, AnswerEvent, ChatRequest, Conversation, Queued, Reading, Source, TextDelta
 
 if TYPE_CHECKING:
+    from engine.knowledge import KnowledgeBase
     from engine.runtime.backends import Backend
-    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +50,48 @@ class Prepared:
     quoting: asyncio.Task | None = None  # picks each passage's excerpt while the answer is written
 
 
+SettingsLookup = Callable[[Conversation], Awaitable[ChannelSettings]]  # a channel's effective settings
+
+
 def user_key(request: ChatRequest) -> str:
     """Whose usage a request counts as: one person in one workspace."""
     return f"{request.where.platform}/{request.where.workspace}/{request.user.id}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Token budgets of a prompt: the thread's history, and the passages from the documents."""
+
+    history_tokens: int
+    context_tokens: int
+
+
 class AnswerPipeline:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, *, sessions: SessionStore, settings: SettingsLookup, lineup: ModelLineup,
+                 knowledge: KnowledgeBase | None, admission: Admission, stats: EngineStats,
+                 budgets: Budgets, state: Callable[[], str]):
+        self._sessions = sessions
+        self._settings = settings
+        self._lineup = lineup
+        self._knowledge = knowledge
+        self._admission = admission
+        self._stats = stats
+        self._budgets = budgets
+        self._state = state  # the engine's: new -> ready -> stopping -> stopped
 
     async def run(self, request: ChatRequest) -> AsyncIterator[AnswerEvent]:
         """Queued*, TextDelta*, then AnswerDone or AnswerFailed (see Engine.answer)."""
-        engine = self.engine
-        engine.stats_counters.record_request()
-        usage_key = user_key(request)
-        engine.stats_counters.record_question(usage_key)
+        self._stats.record_request()
+        self._stats.record_question(user_key(request))
         started = time.perf_counter()
         try:
-            await engine.admit(request.where, request.user, "answer")
+            await self._admission.admit(request.where, request.user, "answer")
             prepared, handle = await self._submit(request)
         except ParleyError as exc:
-            yield engine.failure(exc, request)
+            yield self._admission.failure(exc, request)
             return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
-            yield engine.failure(ParleyError(ErrorCode.INTERNAL), request, exc)
+            yield self._admission.failure(ParleyError(ErrorCode.INTERNAL), request, exc)
             return
 
         if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
@@ -86,13 +108,11 @@ class AnswerPipeline:
     async def _generate(self, request: ChatRequest, prepared: Prepared, handle: GenerationHandle,
                         started: float) -> AsyncIterator[AnswerEvent]:
         """The model's answer: Reading?, Queued*, TextDelta*, then AnswerDone or AnswerFailed."""
-        engine = self.engine
-
         if prepared.passages:  # the model reads these first: a platform can say so while it waits
             yield Reading(tuple(dict.fromkeys(p.file for p in prepared.passages)))
 
-        if prepared.passages and engine.knowledge is not None:
-            prepared.quoting = asyncio.create_task(engine.knowledge.quote(topic_of(request.text), prepared.passages))
+        if prepared.passages and self._knowledge is not None:
+            prepared.quoting = asyncio.create_task(self._knowledge.quote(topic_of(request.text), prepared.passages))
         parts: list[str] = []
         finished: GenFinished | None = None
         first_token_at: float | None = None
@@ -108,10 +128,10 @@ class AnswerPipeline:
                 elif isinstance(event, GenFinished):
                     finished = event
         except ParleyError as exc:
-            yield engine.failure(exc, request)
+            yield self._admission.failure(exc, request)
             return
         except Exception as exc:  # noqa: BLE001
-            yield engine.failure(ParleyError(ErrorCode.GENERATION_FAILED), request, exc)
+            yield self._admission.failure(ParleyError(ErrorCode.GENERATION_FAILED), request, exc)
             return
         finally:
             if finished is None:
@@ -121,10 +141,10 @@ class AnswerPipeline:
 
         text = "".join(parts).strip()
         cancelled = finished.reason == "cancelled"
-        engine.stats_counters.record_answer(
+        self._stats.record_answer(
             prompt_tokens=finished.prompt_tokens, completion_tokens=finished.completion_tokens,
             first_token_s=first_token_at, total_s=time.perf_counter() - started, cancelled=cancelled)
-        engine.stats_counters.record_user_tokens(user_key(request), finished.prompt_tokens + finished.completion_tokens)
+        self._stats.record_user_tokens(user_key(request), finished.prompt_tokens + finished.completion_tokens)
         if text:
             await self._remember(request, text, prepared)
         yield AnswerDone(text=text, finish_reason=finished.reason, prompt_tokens=finished.prompt_tokens,
@@ -142,32 +162,32 @@ class AnswerPipeline:
                 return prepared, prepared.backend.submit(prepared.prompt, prepared.params)
             except ParleyError as exc:
                 # A model switch retired this backend between planning and submitting: replan.
-                if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not self.engine.is_retired(prepared.backend):
+                if exc.code is not ErrorCode.SHUTTING_DOWN or attempt or not self._lineup.is_retired(prepared.backend):
                     raise
         raise AssertionError("unreachable")
 
     async def _prepare(self, request: ChatRequest) -> Prepared:
-        engine = self.engine
-        if engine.state != "ready":
-            raise ParleyError(ErrorCode.MODEL_NOT_READY if engine.state == "new" else ErrorCode.SHUTTING_DOWN)
+        state = self._state()
+        if state != "ready":
+            raise ParleyError(ErrorCode.MODEL_NOT_READY if state == "new" else ErrorCode.SHUTTING_DOWN)
         text = request.text.strip()
         if not text:
             raise ParleyError(ErrorCode.INVALID_REQUEST, "Ask me something: the message was empty.")
-        session = await asyncio.to_thread(engine.sessions.get, request.where.session_key)
+        session = await asyncio.to_thread(self._sessions.get, request.where.session_key)
         missed = missed_turns(session.turns if session else (), request.earlier, time.time())
         history = (session.turns if session else ()) + missed
         if missed:
             log.info("thread messages joined", extra={"session": request.where.session_key, "messages": len(missed)})
         # A thread keeps the settings it started with, so an edit never changes a conversation midway.
         settings = dict(session.settings) if session and session.settings else \
-            (await engine.channel_settings(request.where)).as_dict()
-        backend = await engine.backend_for(settings["model"])
+            (await self._settings(request.where)).as_dict()
+        backend = await self._lineup.backend_for(settings["model"])
         found = Retrieval()
-        if engine.knowledge is not None:
+        if self._knowledge is not None:
             scope = settings["scope"] if request.documents is None else \
-                (await engine.channel_settings(request.documents)).scope  # the viewed channel's own scope
-            found = await retrieve(engine.knowledge, request.scope, request.text, count_tokens=backend.count_tokens,
-                                   budget_tokens=engine.config.knowledge.context_tokens,
+                (await self._settings(request.documents)).scope  # the viewed channel's own scope
+            found = await retrieve(self._knowledge, request.scope, request.text, count_tokens=backend.count_tokens,
+                                   budget_tokens=self._budgets.context_tokens,
                                    workspace_wide=scope == "workspace")
         if found.not_found:
             return Prepared(backend, [], None, [], 0, settings, reply=found.not_found, missed=missed)
@@ -178,7 +198,7 @@ class AnswerPipeline:
         def plan():
             p = plan_prompt(
                 system_prompt=settings["prompt"], history=history, message=text,
-                count_tokens=backend.count_tokens, history_budget=engine.config.sessions.history_tokens,
+                count_tokens=backend.count_tokens, history_budget=self._budgets.history_tokens,
                 context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
                 context_block=found.block, speaker=request.user.name, speaker_id=request.user.id)
             return p, backend.encode_chat(p.messages)
@@ -203,7 +223,7 @@ class AnswerPipeline:
     async def _remember(self, request: ChatRequest, answer: str, prepared: Prepared) -> None:
         now = time.time()
         await asyncio.to_thread(
-            functools.partial(self.engine.sessions.append, request.where.session_key, *prepared.missed,
+            functools.partial(self._sessions.append, request.where.session_key, *prepared.missed,
                               Turn("user", request.text.strip(), request.user.id, now,
                                    user_name=request.user.name, message_id=request.message_id),
                               Turn("assistant", answer, "", now), settings=prepared.settings))

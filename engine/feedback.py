@@ -70,7 +70,9 @@ class FeedbackStore:
     Blocking: FeedbackBook calls it from a worker thread."""
 
     def __init__(self, answers: MutableMapping, votes: MutableMapping, totals: MutableMapping):
-        self._answers, self._votes, self._totals = answers, votes, totals
+        self._answers = answers
+        self._votes = votes
+        self._totals = totals
         self._lock = threading.Lock()
 
     def register(self, record: AnswerRecord) -> None:

@@ -11,27 +11,38 @@ import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
+from engine.config import MaintenanceConfig
+from engine.monitor import MemoryMonitor
+from engine.sessions import SessionStore
+
 if TYPE_CHECKING:
-    from engine.core import Engine
+    from engine.knowledge import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    def __init__(self, engine: "Engine"):
-        self.engine = engine
+    """The periodic jobs over the memory monitor, the session store and the knowledge base."""
+
+    def __init__(self, config: MaintenanceConfig, *, monitor: MemoryMonitor | None, sessions: SessionStore | None,
+                 knowledge: KnowledgeBase | None, idle_expiry_hours: float):
+        self.config = config
+        self.monitor = monitor
+        self.sessions = sessions
+        self.knowledge = knowledge
+        self._max_idle_s = idle_expiry_hours * 3600
         self._tasks: list[asyncio.Task] = []
         self.last_run: dict[str, float] = {}  # job -> when it last finished (time.time())
         self.last_result: dict[str, object] = {}
 
     def start(self) -> None:
-        m = self.engine.config.maintenance
+        m = self.config
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]], bool]] = [
             # (name, interval s, job, run once right at start)
             ("memory", m.memory_check_minutes * 60, self.check_memory, True),
             ("sessions", m.session_expiry_minutes * 60, self.expire_sessions, True),
         ]
-        if self.engine.knowledge is not None:
+        if self.knowledge is not None:
             # Not at start: a restart should not pay for a full store scan before serving.
             jobs.append(("knowledge", m.knowledge_check_hours * 3600, self.check_knowledge, False))
         for name, interval, job, at_start in jobs:
@@ -64,18 +75,16 @@ class Maintenance:
     # ---- the jobs (also callable directly) ---------------------------------------------------
 
     async def check_memory(self):
-        monitor = self.engine.monitor
+        monitor = self.monitor
         return await monitor.check() if monitor is not None else None
 
     async def expire_sessions(self) -> int:
-        sessions = self.engine.sessions
-        if sessions is None:
+        if self.sessions is None:
             return 0
-        max_idle = self.engine.config.sessions.idle_expiry_hours * 3600
-        return await asyncio.to_thread(sessions.expire_idle, max_idle)
+        return await asyncio.to_thread(self.sessions.expire_idle, self._max_idle_s)
 
     async def check_knowledge(self) -> dict:
-        knowledge = self.engine.knowledge
+        knowledge = self.knowledge
         if knowledge is None:
             return {}
         if inspect.iscoroutinefunction(knowledge.check):

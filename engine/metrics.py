@@ -8,104 +8,135 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from engine.config import MetricsConfig
-
-if TYPE_CHECKING:
-    from engine.core import Engine
+from engine.types import EngineSnapshot, StatsReport
 
 log = logging.getLogger(__name__)
 
+Labelled = Iterable[tuple[list[str], float]]  # (label values, value) per sample
 
-def metric_families(values: dict) -> list:
-    """Prometheus families from StatsReport.values."""
-    out = []
 
-    def counter(name, doc, value, labels=None, label_values=None):
-        fam = CounterMetricFamily(f"parley_{name}", doc, labels=labels or [])
-        if labels:
-            for lv, v in label_values:
-                fam.add_metric(lv, v)
-        else:
-            fam.add_metric([], value)
-        out.append(fam)
+def counter(name: str, doc: str, value: float = 0, labels: list[str] | None = None,
+            samples: Labelled = ()) -> Metric:
+    """A parley_ counter: one unlabelled value, or one value per label set."""
+    family = CounterMetricFamily(f"parley_{name}", doc, labels=labels or [])
+    for label_values, v in (samples if labels else [([], value)]):
+        family.add_metric(label_values, v)
+    return family
 
-    def gauge(name, doc, value, labels=None, label_values=None):
-        fam = GaugeMetricFamily(f"parley_{name}", doc, labels=labels or [])
-        if labels:
-            for lv, v in label_values:
-                fam.add_metric(lv, v)
-        elif value is not None:
-            fam.add_metric([], value)
-        else:
-            return
-        out.append(fam)
 
-    counter("requests", "Messages the engine was asked to answer", values.get("requests", 0))
-    counter("answers", "Answers finished, by outcome", None, ["outcome"],
-            [(["answered"], values.get("answered", 0)), (["cancelled"], values.get("cancelled", 0))])
-    counter("tokens", "Tokens processed, by kind", None, ["kind"],
-            [(["prompt"], values.get("prompt_tokens", 0)), (["completion"], values.get("completion_tokens", 0))])
-    counter("errors", "Failures shown to users, by error code", None, ["code"],
-            [([code], n) for code, n in sorted(values.get("errors", {}).items())])
-    counter("rate_limited", "Requests refused by a rate limit, by bucket", None, ["bucket"],
-            [([b], values.get("rate_limited_by", {}).get(b, 0)) for b in ("user", "workspace", "ingest")])
-    counter("ingests", "Documents ingested", values.get("ingests", 0))
+def gauge(name: str, doc: str, value: float | None = None, labels: list[str] | None = None,
+          samples: Labelled = ()) -> list[Metric]:
+    """A parley_ gauge ([] when an unlabelled value is unknown, so no family shows a made-up 0)."""
+    if not labels and value is None:
+        return []
+    family = GaugeMetricFamily(f"parley_{name}", doc, labels=labels or [])
+    for label_values, v in (samples if labels else [([], value)]):
+        family.add_metric(label_values, v)
+    return [family]
+
+
+def traffic_families(values: dict) -> list[Metric]:
+    """Requests, answers, tokens, errors, rate limits, ingests, latency histograms, uptime."""
+    out = [
+        counter("requests", "Messages the engine was asked to answer", values.get("requests", 0)),
+        counter("answers", "Answers finished, by outcome", labels=["outcome"],
+                samples=[(["answered"], values.get("answered", 0)), (["cancelled"], values.get("cancelled", 0))]),
+        counter("tokens", "Tokens processed, by kind", labels=["kind"],
+                samples=[(["prompt"], values.get("prompt_tokens", 0)),
+                         (["completion"], values.get("completion_tokens", 0))]),
+        counter("errors", "Failures shown to users, by error code", labels=["code"],
+                samples=[([code], n) for code, n in sorted(values.get("errors", {}).items())]),
+        counter("rate_limited", "Requests refused by a rate limit, by bucket", labels=["bucket"],
+                samples=[([b], values.get("rate_limited_by", {}).get(b, 0)) for b in ("user", "workspace", "ingest")]),
+        counter("ingests", "Documents ingested", values.get("ingests", 0)),
+    ]
     for name, key, doc in (("first_token_seconds", "first_token_hist", "Time to the first token of an answer"),
                            ("answer_seconds", "latency_hist", "Time to the whole answer")):
         buckets, total = values.get(key) or ([("+Inf", 0)], 0.0)
         out.append(HistogramMetricFamily(f"parley_{name}", doc, buckets=buckets, sum_value=total))
-    gauge("uptime_seconds", "Seconds since the engine started", values.get("uptime_s"))
+    return out + gauge("uptime_seconds", "Seconds since the engine started", values.get("uptime_s"))
 
+
+def scheduler_families(values: dict) -> list[Metric]:
+    """The live model's queue and batch, and the active sessions."""
     sched = values.get("scheduler") or {}
-    gauge("queue_depth", "Requests waiting for a generation slot", sched.get("queued", 0))
-    gauge("running_sequences", "Sequences being generated", sched.get("running", 0))
+    out = [*gauge("queue_depth", "Requests waiting for a generation slot", sched.get("queued", 0)),
+           *gauge("running_sequences", "Sequences being generated", sched.get("running", 0))]
     if isinstance(sched.get("max_batch"), int):
-        gauge("max_batch", "Current batch limit (the memory monitor may lower it)", sched["max_batch"])
+        out += gauge("max_batch", "Current batch limit (the memory monitor may lower it)", sched["max_batch"])
     if sched.get("tokens_generated") is not None:
-        counter("generated_tokens", "Tokens generated by the live model's scheduler", sched["tokens_generated"])
-    gauge("sessions_active", "Threads active in the last day", values.get("sessions_active"))
+        out.append(counter("generated_tokens", "Tokens generated by the live model's scheduler",
+                           sched["tokens_generated"]))
+    return out + gauge("sessions_active", "Threads active in the last day", values.get("sessions_active"))
 
+
+_CUDA_GAUGES = (("cuda_allocated_bytes", "cuda_allocated_bytes"), ("cuda_reserved_bytes", "cuda_reserved_bytes"),
+                ("cuda_peak_bytes", "cuda_peak_allocated_bytes"), ("cuda_total_bytes", "cuda_total_bytes"),
+                ("cuda_fragmentation", "cuda_fragmentation_ratio"))  # (memory figure, metric name)
+
+
+def memory_families(values: dict) -> list[Metric]:
+    """The process's RSS, CUDA memory, and the memory monitor's verdict."""
     memory = values.get("memory") or {}
-    gauge("memory_rss_bytes", "Resident memory of the bot process", memory.get("rss_bytes"))
-    for key, name in (("cuda_allocated_bytes", "cuda_allocated_bytes"), ("cuda_reserved_bytes", "cuda_reserved_bytes"),
-                      ("cuda_peak_bytes", "cuda_peak_allocated_bytes"), ("cuda_total_bytes", "cuda_total_bytes"),
-                      ("cuda_fragmentation", "cuda_fragmentation_ratio")):
-        gauge(name, f"CUDA {name.removeprefix('cuda_').replace('_', ' ')}", memory.get(key))
+    out = gauge("memory_rss_bytes", "Resident memory of the bot process", memory.get("rss_bytes"))
+    for key, name in _CUDA_GAUGES:
+        out += gauge(name, f"CUDA {name.removeprefix('cuda_').replace('_', ' ')}", memory.get(key))
     pressure = values.get("pressure") or {}
-    gauge("memory_used_ratio", "Used fraction of the model device's memory", pressure.get("fraction"))
-    gauge("overloaded", "1 while new work is refused for lack of memory",
-          1 if pressure.get("state") == "act" else 0)
+    out += gauge("memory_used_ratio", "Used fraction of the model device's memory", pressure.get("fraction"))
+    return out + gauge("overloaded", "1 while new work is refused for lack of memory",
+                       1 if pressure.get("state") == "act" else 0)
 
+
+def knowledge_families(values: dict) -> list[Metric]:
+    """The knowledge store's size and searches (nothing when documents are off)."""
     knowledge = values.get("knowledge") or {}
-    if knowledge:
-        gauge("documents", "Documents in the knowledge store", knowledge.get("documents", 0))
-        gauge("chunks", "Chunks in the knowledge store", knowledge.get("chunks", 0))
-        searches = knowledge.get("searches", 0)
-        counter("searches", "Knowledge searches", searches)
-        mean_ms = knowledge.get("mean_search_ms") or 0.0
-        counter("search_seconds", "Total time spent in knowledge searches", searches * mean_ms / 1000)
+    if not knowledge:
+        return []
+    searches = knowledge.get("searches", 0)
+    mean_ms = knowledge.get("mean_search_ms") or 0.0
+    return [*gauge("documents", "Documents in the knowledge store", knowledge.get("documents", 0)),
+            *gauge("chunks", "Chunks in the knowledge store", knowledge.get("chunks", 0)),
+            counter("searches", "Knowledge searches", searches),
+            counter("search_seconds", "Total time spent in knowledge searches", searches * mean_ms / 1000)]
 
+
+def feedback_families(values: dict) -> list[Metric]:
+    """👍/👎 votes per model and rating, and the positive share per model and window."""
     totals = values.get("feedback_totals") or {}
-    counter("feedback_votes", "👍/👎 votes on answers, by model and rating (a changed vote counts again)", None,
-            ["model", "rating"], [([m, r], n) for (m, r), n in sorted(totals.items())])
+    out = [counter("feedback_votes", "👍/👎 votes on answers, by model and rating (a changed vote counts again)",
+                   labels=["model", "rating"], samples=[([m, r], n) for (m, r), n in sorted(totals.items())])]
     ratios = [([c.model, window], share) for c in values.get("feedback") or []
               for window, share in (("day", c.share(c.day_up, c.day_down)), ("week", c.share(c.week_up, c.week_down)))
               if share is not None]
     if ratios:
-        gauge("feedback_positive_ratio", "Share of positive votes per model over the last day / week", None,
-              ["model", "window"], ratios)
-
-    model = values.get("model") or {}
-    if values.get("model_name"):
-        gauge("model_info", "The live model", None, ["model", "device"],
-              [([values["model_name"], str(model.get("device", ""))], 1)])
+        out += gauge("feedback_positive_ratio", "Share of positive votes per model over the last day / week",
+                     labels=["model", "window"], samples=ratios)
     return out
+
+
+def model_families(values: dict) -> list[Metric]:
+    """Which model is live, and on what device."""
+    if not values.get("model_name"):
+        return []
+    model = values.get("model") or {}
+    return gauge("model_info", "The live model", labels=["model", "device"],
+                 samples=[([values["model_name"], str(model.get("device", ""))], 1)])
+
+
+FAMILIES = (traffic_families, scheduler_families, memory_families, knowledge_families, feedback_families,
+            model_families)
+
+
+def metric_families(values: dict) -> list[Metric]:
+    """Prometheus families from StatsReport.values (with the live model's name as model_name)."""
+    return [family for families in FAMILIES for family in families(values)]
 
 
 class _SnapshotCollector:
@@ -119,9 +150,13 @@ class _SnapshotCollector:
 
 
 class MetricsServer:
-    def __init__(self, engine: "Engine", config: MetricsConfig):
-        self.engine = engine
+    """Serves /metrics from `report()` (the full /llm-stats figures) and /healthz from `snapshot()`."""
+
+    def __init__(self, config: MetricsConfig, report: Callable[[], Awaitable[StatsReport]],
+                 snapshot: Callable[[], EngineSnapshot]):
         self.config = config
+        self._report = report
+        self._snapshot = snapshot
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
@@ -143,14 +178,14 @@ class MetricsServer:
             self._runner = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        report = await self.engine.stats(None)
-        values = dict(report.values, model_name=self.engine.live_model)
+        report = await self._report()
+        values = dict(report.values, model_name=self._snapshot().model_name)
         self._collector.values = values
         body = generate_latest(self.registry)  # synchronous: no other scrape can swap the values meanwhile
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        snap = self.engine.snapshot()
+        snap = self._snapshot()
         body = {"status": "ok" if snap.state == "ready" else snap.state, "model": snap.model_name,
                 "memory": snap.pressure or None}
         if snap.state == "ready" and snap.overloaded:

@@ -1,18 +1,28 @@
-"""Renders the engine's figures as the few readable lines of /llm-stats."""
+"""Renders the engine's figures as the few readable lines of /llm-stats.
+
+`Reports` is handed where the figures live (the counters, the engine's snapshot, the stores);
+the full report is for admins, the short summary for anyone.
+"""
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import psutil
 
-from engine.feedback import FeedbackCounts
-from engine.types import Conversation, StatsReport, User
+from engine.admission import Admission
+from engine.channels import ChannelSettings
+from engine.config import LimitsConfig
+from engine.feedback import FeedbackBook, FeedbackCounts
+from engine.sessions import SessionStore
+from engine.stats import EngineStats
+from engine.types import Conversation, EngineSnapshot, StatsReport, User
 
 if TYPE_CHECKING:
-    from engine.core import Engine
+    from engine.knowledge import KnowledgeBase
 
 
 def _seconds(value: float | None) -> str:
@@ -58,13 +68,6 @@ def _runtime(sched: dict) -> str:
             f"{sched.get('prefix_tokens_reused', 0):,} prompt tokens from the prefix cache")
 
 
-async def _feedback(engine: "Engine") -> tuple[list[FeedbackCounts], dict]:
-    book = getattr(engine, "feedback", None)
-    if book is None:
-        return [], {}
-    return await book.counts(), await book.totals()
-
-
 def _share(up: int, down: int) -> str:
     share = FeedbackCounts.share(up, down)
     return f"{up} 👍 / {down} 👎" + (f" ({share:.0%} positive)" if share is not None else "")
@@ -76,30 +79,6 @@ def feedback_lines(counts: list[FeedbackCounts]) -> list[str]:
         return ["*Feedback* none in the last week"]
     return [f"*Feedback* {c.model}: last day {_share(c.day_up, c.day_down)}; "
             f"last week {_share(c.week_up, c.week_down)}" for c in counts]
-
-
-def usage_line(engine: "Engine", where: Conversation, user: User) -> tuple[str, dict]:
-    """"*You today* 3 questions, 1,204 tokens; 7 of 10 questions left this minute"."""
-    usage = engine.stats_counters.user_usage(f"{where.platform}/{where.workspace}/{user.id}")
-    limits = engine.config.limits
-    exempt = limits.admins_exempt and engine.is_admin(where, user)
-    left = max(0, limits.user_per_minute - usage.last_minute)
-    headroom = "no rate limit for you (admin)" if exempt else \
-        f"{left} of {limits.user_per_minute} questions left this minute"
-    line = f"*You today* {usage.questions} questions, {usage.tokens:,} tokens; {headroom}"
-    return line, {"questions": usage.questions, "tokens": usage.tokens, "left_this_minute": None if exempt else left,
-                  "per_minute": limits.user_per_minute}
-
-
-async def build_user_summary(engine: "Engine", where: Conversation, user: User) -> StatsReport:
-    """The short /llm-stats anyone gets: the live model, the queue, their own usage and limits."""
-    sched = engine.snapshot().scheduler
-    line, usage = usage_line(engine, where, user)
-    lines = [f"*Model* {engine.live_model or 'none loaded'}",
-             f"*Queue* {sched.get('queued', 0)} waiting, {sched.get('running', 0)} being answered",
-             line, "_The full figures are for admins._"]
-    return StatsReport(lines=tuple(lines), values={"usage": usage, "queued": sched.get("queued", 0),
-                                                   "model": engine.live_model})
 
 
 def _memory_line(memory: dict, pressure: dict) -> str:
@@ -115,56 +94,106 @@ def _memory_line(memory: dict, pressure: dict) -> str:
     return mem
 
 
-async def build_stats_report(engine: "Engine", where: Conversation | None) -> StatsReport:
-    s = engine.stats_counters.snapshot()
-    snap = engine.snapshot()
-    model, sched, pressure = snap.model, snap.scheduler, snap.pressure
-    memory = await asyncio.to_thread(memory_figures)
-    day_ago = time.time() - 86400
-    sessions_active = await asyncio.to_thread(engine.sessions.active_since, day_ago) if engine.sessions else 0
-    knowledge = await asyncio.to_thread(engine.knowledge.stats) if engine.knowledge else {}
-
-    lines = []
-    if snap.model_name:
-        params = model.get("parameters")
-        lines.append(
-            f"*Model* {snap.model_name} on {model.get('device', '?')} ({model.get('dtype', '?')})"
+def _model_line(name: str | None, model: dict) -> str:
+    """"*Model* smollm2-135m on cpu (float32), 135M params, loaded in 1.2 s"."""
+    if not name:
+        return "*Model* none loaded"
+    params = model.get("parameters")
+    return (f"*Model* {name} on {model.get('device', '?')} ({model.get('dtype', '?')})"
             + (f", {params / 1e6:,.0f}M params" if params else "")
             + (f", loaded in {model['load_seconds']:.1f} s" if model.get("load_seconds") else ""))
-    else:
-        lines.append("*Model* none loaded")
+
+
+def _traffic_lines(s: dict, sched: dict) -> list[str]:
+    """The requests, tokens and latency lines (and the queue's, when a scheduler reports one)."""
     limited = s["rate_limited"]
     by_bucket = ", ".join(f"{n} {kind}" for kind, n in sorted(s.get("rate_limited_by", {}).items()))
-    lines.append(
-        f"*Requests* {s['requests']} ({s['answered']} answered, {s['cancelled']} cancelled, "
-        f"{sum(s['errors'].values())} errors, {limited} rate-limited"
-        + (f": {by_bucket}" if limited and by_bucket else "") + ")")
     busy = sched.get("busy_seconds") or 0
     throughput = sched.get("tokens_generated", 0) / busy if busy else None
-    lines.append(
+    lines = [
+        f"*Requests* {s['requests']} ({s['answered']} answered, {s['cancelled']} cancelled, "
+        f"{sum(s['errors'].values())} errors, {limited} rate-limited"
+        + (f": {by_bucket}" if limited and by_bucket else "") + ")",
         f"*Tokens* {s['prompt_tokens']:,} in / {s['completion_tokens']:,} out; "
         + (f"{throughput:.0f} tok/s aggregate, " if throughput else "")
-        + f"{s['tokens_per_s']:.1f} tok/s per answer")
-    lines.append(
+        + f"{s['tokens_per_s']:.1f} tok/s per answer",
         f"*Latency* first token p50 {_seconds(s['ttft_p50_s'])} / p95 {_seconds(s['ttft_p95_s'])}; "
-        f"answer p50 {_seconds(s['latency_p50_s'])} / p95 {_seconds(s['latency_p95_s'])}")
+        f"answer p50 {_seconds(s['latency_p50_s'])} / p95 {_seconds(s['latency_p95_s'])}"]
     if sched:
         lines.append(_queue_line(sched))
-    lines.append(f"*Sessions* {sessions_active} active in the last day")
-    lines.append(_memory_line(memory, pressure))
-    if knowledge:
-        mean = knowledge.get("mean_search_ms")
-        lines.append(f"*Documents* {knowledge.get('documents', 0)} ({knowledge.get('chunks', 0)} chunks); "
-                     f"{knowledge.get('searches', 0)} searches"
-                     + (f", mean {mean:.0f} ms" if mean else ""))
-    if where is not None and engine.channels is not None:
-        channel = await engine.channel_settings(where)
-        lines.append("*This channel* " + "; ".join(channel.render()))
-    if s["errors"]:
-        lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
-    feedback, totals = await _feedback(engine)
-    lines.extend(feedback_lines(feedback))
-    values = {**s, "model": model, "scheduler": sched, "memory": memory, "knowledge": knowledge,
-              "sessions_active": sessions_active, "pressure": pressure, "feedback": feedback,
-              "feedback_totals": totals}
-    return StatsReport(lines=tuple(lines), values=values)
+    return lines
+
+
+def _documents_line(knowledge: dict) -> str:
+    mean = knowledge.get("mean_search_ms")
+    return (f"*Documents* {knowledge.get('documents', 0)} ({knowledge.get('chunks', 0)} chunks); "
+            f"{knowledge.get('searches', 0)} searches" + (f", mean {mean:.0f} ms" if mean else ""))
+
+
+class Reports:
+    """/llm-stats: the full figures (`stats`) and what anyone may see (`summary`)."""
+
+    def __init__(self, *, stats: EngineStats, limits: LimitsConfig, admission: Admission,
+                 snapshot: Callable[[], EngineSnapshot], sessions: SessionStore,
+                 knowledge: KnowledgeBase | None, feedback: FeedbackBook | None,
+                 channel_settings: Callable[[Conversation], Awaitable[ChannelSettings]]):
+        self._stats = stats
+        self._limits = limits
+        self._admission = admission
+        self._snapshot = snapshot
+        self._sessions = sessions
+        self._knowledge = knowledge
+        self._feedback = feedback
+        self._channel_settings = channel_settings
+
+    def usage_line(self, where: Conversation, user: User) -> tuple[str, dict]:
+        """"*You today* 3 questions, 1,204 tokens; 7 of 10 questions left this minute"."""
+        usage = self._stats.user_usage(f"{where.platform}/{where.workspace}/{user.id}")
+        limits = self._limits
+        exempt = self._admission.exempt(where, user)
+        left = max(0, limits.user_per_minute - usage.last_minute)
+        headroom = "no rate limit for you (admin)" if exempt else \
+            f"{left} of {limits.user_per_minute} questions left this minute"
+        line = f"*You today* {usage.questions} questions, {usage.tokens:,} tokens; {headroom}"
+        return line, {"questions": usage.questions, "tokens": usage.tokens,
+                      "left_this_minute": None if exempt else left, "per_minute": limits.user_per_minute}
+
+    async def summary(self, where: Conversation, user: User) -> StatsReport:
+        """The short /llm-stats anyone gets: the live model, the queue, their own usage and limits."""
+        snap = self._snapshot()
+        sched = snap.scheduler
+        line, usage = self.usage_line(where, user)
+        lines = [f"*Model* {snap.model_name or 'none loaded'}",
+                 f"*Queue* {sched.get('queued', 0)} waiting, {sched.get('running', 0)} being answered",
+                 line, "_The full figures are for admins._"]
+        return StatsReport(lines=tuple(lines), values={"usage": usage, "queued": sched.get("queued", 0),
+                                                       "model": snap.model_name})
+
+    async def _feedback_counts(self) -> tuple[list[FeedbackCounts], dict]:
+        if self._feedback is None:
+            return [], {}
+        return await self._feedback.counts(), await self._feedback.totals()
+
+    async def stats(self, where: Conversation | None) -> StatsReport:
+        """Every figure: the model, traffic, latency, queue, sessions, memory, documents, feedback
+        (and `where`'s channel settings)."""
+        s = self._stats.snapshot()
+        snap = self._snapshot()
+        memory = await asyncio.to_thread(memory_figures)
+        sessions_active = await asyncio.to_thread(self._sessions.active_since, time.time() - 86400)
+        knowledge = await asyncio.to_thread(self._knowledge.stats) if self._knowledge else {}
+        lines = [_model_line(snap.model_name, snap.model), *_traffic_lines(s, snap.scheduler),
+                 f"*Sessions* {sessions_active} active in the last day", _memory_line(memory, snap.pressure)]
+        if knowledge:
+            lines.append(_documents_line(knowledge))
+        if where is not None:
+            channel = await self._channel_settings(where)
+            lines.append("*This channel* " + "; ".join(channel.render()))
+        if s["errors"]:
+            lines.append("*Errors* " + ", ".join(f"{code} {n}" for code, n in sorted(s["errors"].items())))
+        feedback, totals = await self._feedback_counts()
+        lines.extend(feedback_lines(feedback))
+        values = {**s, "model": snap.model, "scheduler": snap.scheduler, "memory": memory,
+                  "knowledge": knowledge, "sessions_active": sessions_active, "pressure": snap.pressure,
+                  "feedback": feedback, "feedback_totals": totals}
+        return StatsReport(lines=tuple(lines), values=values)

@@ -13,17 +13,16 @@ import inspect
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
 
+from engine.admission import Admission
+from engine.channels import ChannelSettings
 from engine.errors import ErrorCode, ParleyError
-from engine.runtime.generation import GenText, SamplingParams
+from engine.lineup import ModelLineup
 from engine.prompting import MESSAGE_OVERHEAD, speaker_label
+from engine.runtime.backends import Backend
+from engine.runtime.generation import GenText, SamplingParams
 from engine.types import Conversation, SaidMessage, Summary, SummaryProgress, User
-
-if TYPE_CHECKING:
-    from engine.runtime.backends import Backend
-    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -161,20 +160,31 @@ class Summariser:
         return "\n".join(texts), first
 
 
-async def summarize(engine: Engine, where: Conversation, user: User, messages: Sequence[SaidMessage],
-                    progress: SummaryProgress | None = None) -> Summary:
-    """Summarise `messages` (oldest first) with the model of `where`'s channel."""
-    said = [m for m in messages if m.text.strip()]
-    if not said:
-        return Summary(points=(), messages=0, speakers=(), parts=0, model_calls=0)
-    if engine.state != "ready":
-        raise ParleyError(ErrorCode.MODEL_NOT_READY if engine.state == "new" else ErrorCode.SHUTTING_DOWN)
-    await engine.admit(where, user, "answer")
-    settings = await engine.channel_settings(where)
-    summariser = Summariser(await engine.backend_for(settings.model), progress)
-    text, parts = await summariser.run(said)
-    points = points_of(text)
-    log.info("summarised", extra={"session": where.session_key, "user": user.id, "messages": len(said),
-                                  "parts": parts, "model_calls": summariser.calls, "points": len(points)})
-    return Summary(points=points, messages=len(said), speakers=speakers_of(said), parts=parts,
-                   model_calls=summariser.calls)
+class Summaries:
+    """Summaries on the model of each channel, admitted like a question."""
+
+    def __init__(self, *, lineup: ModelLineup, settings: Callable[[Conversation], Awaitable[ChannelSettings]],
+                 admission: Admission, state: Callable[[], str]):
+        self._lineup = lineup
+        self._settings = settings
+        self._admission = admission
+        self._state = state  # the engine's: new -> ready -> stopping -> stopped
+
+    async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
+                        progress: SummaryProgress | None = None) -> Summary:
+        """Summarise `messages` (oldest first) with the model of `where`'s channel."""
+        said = [m for m in messages if m.text.strip()]
+        if not said:
+            return Summary(points=(), messages=0, speakers=(), parts=0, model_calls=0)
+        state = self._state()
+        if state != "ready":
+            raise ParleyError(ErrorCode.MODEL_NOT_READY if state == "new" else ErrorCode.SHUTTING_DOWN)
+        await self._admission.admit(where, user, "answer")
+        settings = await self._settings(where)
+        summariser = Summariser(await self._lineup.backend_for(settings.model), progress)
+        text, parts = await summariser.run(said)
+        points = points_of(text)
+        log.info("summarised", extra={"session": where.session_key, "user": user.id, "messages": len(said),
+                                      "parts": parts, "model_calls": summariser.calls, "points": len(points)})
+        return Summary(points=points, messages=len(said), speakers=speakers_of(said), parts=parts,
+                       model_calls=summariser.calls)

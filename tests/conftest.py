@@ -80,14 +80,14 @@ async def engine_factory(loaded_model):
 
     yield build
     for engine in engines:
-        if engine._state == "ready":
+        if engine.state == "ready":
             await engine.stop()
 
 
 def spy_prompts(engine) -> list[list[dict]]:
     """Record the chat messages the engine sends to the live model (the real encoder still runs)."""
     seen: list[list[dict]] = []
-    backend = engine._backend
+    backend = engine.lineup.live
     real = backend.encode_chat
 
     def encode(messages):

@@ -20,7 +20,7 @@ def in_thread(where: Conversation, thread: str) -> Conversation:
 
 def spy_prompts(engine) -> list[list[dict]]:
     seen: list[list[dict]] = []
-    backend = engine._backend
+    backend = engine.lineup.live
     real = backend.encode_chat
     backend.encode_chat = lambda messages: (seen.append(messages), real(messages))[1]
     return seen

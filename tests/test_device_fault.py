@@ -38,7 +38,7 @@ def test_device_faults_are_told_from_failures_of_one_step():
 def fail_decode_once_both_are_in(engine, held: int) -> threading.Event:
     """The live executor's next decode step waits until `held` requests are in the scheduler,
     then raises what CUDA raises after a device-side assert."""
-    backend = engine._backend
+    backend = engine.lineup.live
     scheduler, executor = backend.scheduler, backend.scheduler._exec
     raised = threading.Event()
 
@@ -68,7 +68,7 @@ async def test_a_device_fault_fails_what_the_model_held_and_the_model_is_reloade
     loads = []
     config = make_config(tmp_path / "data", knowledge={"enabled": False}, scheduler={"max_batch": 1})
     engine = await engine_factory(config, model_loader=lambda cfg: loads.append(cfg.name) or loaded_model)
-    broken = engine._backend
+    broken = engine.lineup.live
     fail_decode_once_both_are_in(engine, held=2)  # one running, one queued behind it (max_batch 1)
 
     results = await asyncio.gather(collect(engine, ask("Name a colour.", "a")),
@@ -78,12 +78,12 @@ async def test_a_device_fault_fails_what_the_model_held_and_the_model_is_reloade
     assert finals[0].reference == finals[1].reference  # one fault, one reference in the log
     assert "restarting" in finals[0].message
 
-    await wait_for(lambda: engine.runtime.recovery.reloads == 1)
-    assert engine._backend is not broken and loads == ["smollm2-135m", "smollm2-135m"]
+    await wait_for(lambda: engine.recovery.reloads == 1)
+    assert engine.lineup.live is not broken and loads == ["smollm2-135m", "smollm2-135m"]
     assert broken.scheduler is None  # the broken one was shut down and let go
     _, final, _ = await collect(engine, ask("What is the capital of France?", "c"))
     assert isinstance(final, AnswerDone), final
-    assert engine.runtime.recovery.exit_code is None
+    assert engine.recovery.exit_code is None
 
 
 async def test_exit_mode_asks_the_process_to_exit_for_its_supervisor(engine_factory, tmp_path):
@@ -93,19 +93,19 @@ async def test_exit_mode_asks_the_process_to_exit_for_its_supervisor(engine_fact
     fail_decode_once_both_are_in(engine, held=1)
     _, final, _ = await collect(engine, ask("Name a colour.", "a"))
     assert final.code is ErrorCode.MODEL_FAULT
-    await asyncio.wait_for(engine.runtime.recovery.exit_requested.wait(), 10)
-    assert engine.runtime.recovery.exit_code == 70 and engine.runtime.recovery.reloads == 0
+    await asyncio.wait_for(engine.recovery.exit_requested.wait(), 10)
+    assert engine.recovery.exit_code == 70 and engine.recovery.reloads == 0
     _, again, _ = await collect(engine, ask("Anyone there?", "b"))  # no more work on the broken device
     assert isinstance(again, AnswerFailed) and again.code is ErrorCode.MODEL_FAULT
 
 
 async def test_a_second_fault_soon_after_a_reload_exits(engine_factory, core_config):
     engine = await engine_factory(core_config)
-    engine.runtime.recovery._last_reload = time.monotonic()  # as if it had just been reloaded
+    engine.recovery._last_reload = time.monotonic()  # as if it had just been reloaded
     fail_decode_once_both_are_in(engine, held=1)
     await collect(engine, ask("Name a colour.", "a"))
-    await asyncio.wait_for(engine.runtime.recovery.exit_requested.wait(), 10)
-    assert engine.runtime.recovery.reloads == 0
+    await asyncio.wait_for(engine.recovery.exit_requested.wait(), 10)
+    assert engine.recovery.reloads == 0
 
 
 async def test_a_fault_in_prefill_fails_every_newcomer_at_once(loaded_model):

@@ -62,7 +62,7 @@ FAULT_SCRIPT = textwrap.dedent("""
     async def main():
         engine = Engine(make_config({data!r}, knowledge={{"enabled": False}}))
         await engine.start()
-        executor = engine._backend.scheduler._exec
+        executor = engine.lineup.live.scheduler._exec
         real = executor.decode
 
         def decode(tokens):  # a real device-side assert: an index past the logits, on the GPU
@@ -73,12 +73,12 @@ FAULT_SCRIPT = textwrap.dedent("""
         executor.decode = decode
         first = await final(engine, "a")
         deadline = time.monotonic() + 120
-        while not (engine.runtime.recovery.reloads or engine.runtime.recovery.exit_requested.is_set()):
+        while not (engine.recovery.reloads or engine.recovery.exit_requested.is_set()):
             assert time.monotonic() < deadline, "neither reloaded nor exiting"
             await asyncio.sleep(0.1)
-        after = await final(engine, "b") if engine.runtime.recovery.reloads else None
-        print(json.dumps({{"first": getattr(first, "code", None), "reloads": engine.runtime.recovery.reloads,
-                          "exit_code": engine.runtime.recovery.exit_code,
+        after = await final(engine, "b") if engine.recovery.reloads else None
+        print(json.dumps({{"first": getattr(first, "code", None), "reloads": engine.recovery.reloads,
+                          "exit_code": engine.recovery.exit_code,
                           "after_done": isinstance(after, AnswerDone)}}))
         await engine.stop()
 

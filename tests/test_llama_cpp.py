@@ -125,7 +125,6 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
 @needs_llama
 async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engine_factory, core_config, loaded_model):
     from conftest import collect
-    from engine.report import build_stats_report
     from engine.types import ChatRequest, Conversation, User
 
     if type(loaded_model).__name__ != "GGUFModel":
@@ -135,7 +134,7 @@ async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engin
         request = ChatRequest(where=Conversation("console", "local", "c", thread), user=User("console", "console"),
                               text="What is the capital of France?")
         await collect(engine, request)
-    report = await build_stats_report(engine, None)
+    report = await engine.stats(None)
     queue = next(line for line in report.lines if line.startswith("*Queue*"))
     assert "tokens in flight" in queue and "llama.cpp on" in queue, queue
     reused = int(queue.split("threads, ")[1].split(" prompt tokens")[0].replace(",", ""))

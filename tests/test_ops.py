@@ -136,8 +136,8 @@ async def test_restart_with_redis_keeps_buckets_and_sessions(engine_factory, tmp
         assert [t.role for t in session.turns] == ["user", "assistant"] and "Ada" in session.turns[0].text
         # The thread goes on with its history in the other process (an admin: not rate-limited).
         seen = []
-        real = second._backend.encode_chat
-        second._backend.encode_chat = lambda messages: (seen.append(messages), real(messages))[1]
+        real = second.lineup.live.encode_chat
+        second.lineup.live.encode_chat = lambda messages: (seen.append(messages), real(messages))[1]
         await collect(second, ask("What is my name?", "t1", user=BOSS))
         assert any("My name is Ada" in m["content"] for m in seen[0])
         assert len(second.sessions.get(where("t1").session_key).turns) == 4
@@ -273,7 +273,7 @@ async def test_memory_pressure_shrinks_the_batch_and_refuses_work_until_it_eases
     engine = await engine_factory(ops_config(tmp_path / "data"))
     usage = {"used": 2 * GIB, "rss": GIB}
     engine.monitor._reader = lambda device: MemoryReading(device, usage["used"], 16 * GIB, usage["rss"])
-    backend = engine._backend
+    backend = engine.lineup.live
     full = backend.scheduler_snapshot()["max_batch"]
     caplog.set_level(logging.INFO)
 

@@ -45,7 +45,7 @@ async def engine_for(tmp_path):
 
     yield build
     for engine in engines:
-        if engine._state == "ready":
+        if engine.state == "ready":
             await engine.stop()
 
 
@@ -130,7 +130,7 @@ async def test_closing_the_answer_closes_the_stream(server, engine_for, tmp_path
             break
         await asyncio.sleep(0.05)
     assert server.disconnected == 1  # the server saw the connection go: it can stop generating
-    assert engine._backend.scheduler_snapshot()["running"] == 0
+    assert engine.lineup.live.scheduler_snapshot()["running"] == 0
 
 
 async def test_stop_cancels_and_saves_the_partial_answer(server, engine_for, tmp_path):

@@ -80,7 +80,7 @@ async def test_a_thread_past_the_context_window_keeps_the_newest_messages_whole(
     kept = [m["content"].split(": ", 1)[1] for m in prompt[1:-1]]
     assert kept and kept == said[-len(kept):], "the newest messages, each one whole"
     assert len(kept) < len(said) and "older messages not shown" in prompt[0]["content"]
-    ids = h.engine._backend.encode_chat(prompt)
+    ids = h.engine.lineup.live.encode_chat(prompt)
     assert len(ids) + 20 <= 2048
 
 

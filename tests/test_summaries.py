@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 def spy_calls(engine) -> list:
     """Count what is handed to the live model (each call's prompt), the real backend still runs."""
     calls = []
-    backend = engine._backend
+    backend = engine.lineup.live
     real = backend.submit
 
     def submit(prompt, params):

@@ -6,6 +6,9 @@ with MODEL_FAULT and refuses new ones, so one bad step never turns into a stream
 "I'm restarting it"; `exit` (or a reload that fails, or a second fault soon after a reload: a CUDA
 context stays poisoned for the life of the process) asks bot.py to stop with EXIT_CODE, for a
 supervisor (systemd `Restart=on-failure`, Docker `--restart`) to start a fresh process.
+
+It is handed the model lineup (to reload in place, and to tell a retired backend) and the
+engine's state; it knows nothing else of the assistant.
 """
 from __future__ import annotations
 
@@ -13,11 +16,10 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from engine.runtime.backends import Backend
-    from engine.core import Engine
+from engine.runtime.backends import Backend
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,22 @@ EXIT_CODE = 70  # EX_SOFTWARE: an internal failure, restart me
 REPEAT_WINDOW_S = 600.0  # a fault this soon after a reload means reloading does not help
 
 
+class Reloadable(Protocol):
+    """What recovery needs of the model lineup (engine/lineup.py)."""
+
+    async def replace(self, broken: Backend) -> None:
+        """Load `broken`'s model again and serve it in its place."""
+
+    def is_retired(self, backend: Backend) -> bool:
+        """Whether `backend` no longer serves (switched away from or already replaced)."""
+
+
 class FaultRecovery:
-    def __init__(self, engine: Engine, mode: str) -> None:
-        self._engine = engine
+    def __init__(self, lineup: Reloadable, mode: str, state: Callable[[], str]) -> None:
+        """`mode` is scheduler.on_device_fault (reload | exit); `state()` the engine's lifecycle state."""
+        self._lineup = lineup
         self._mode = mode
+        self._state = state
         self._last_reload = -math.inf
         self._tasks: set[asyncio.Task] = set()
         self.reloads = 0
@@ -42,8 +56,7 @@ class FaultRecovery:
         task.add_done_callback(self._tasks.discard)
 
     async def _recover(self, backend: Backend, reference: str) -> None:
-        engine = self._engine
-        if engine.state != "ready" or engine.is_retired(backend):
+        if self._state() != "ready" or self._lineup.is_retired(backend):
             return
         name = backend.config.name
         if self._mode == "exit":
@@ -52,7 +65,7 @@ class FaultRecovery:
             return self._exit(reference, name, "it failed again soon after a reload")
         log.error("device fault: reloading the model", extra={"model": name, "reference": reference})
         try:
-            await engine.replace_backend(backend)
+            await self._lineup.replace(backend)
         except Exception as exc:  # noqa: BLE001 - nothing else to try in this process
             log.critical("reload after a device fault failed", exc_info=exc, extra={"model": name})
             return self._exit(reference, name, "the reload failed")
