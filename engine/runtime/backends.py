@@ -58,8 +58,8 @@ def load_local_model(cfg: ModelConfig) -> LocalModel:
     return load_model(cfg)
 
 
-async def open_backend(cfg: ModelConfig, scheduler: SchedulerConfig, *, loader: ModelLoader = load_local_model,
-                       on_fault: FaultHandler | None = None) -> Backend:
+async def open_backend(cfg: ModelConfig, scheduler: SchedulerConfig, *,
+                       loader: ModelLoader = load_local_model, on_fault: FaultHandler | None = None) -> Backend:
     """A backend for lineup entry `cfg`: a server's client, or a model loaded by `loader` (off the
     event loop) under a started scheduler. `on_fault` runs on the event loop once a device fault
     has stopped a local model (engine/runtime/recovery.py reloads it)."""
@@ -77,7 +77,8 @@ class LocalBackend:
     """A model loaded here (LocalModel: engine/runtime/gguf_model.py's GGUFModel or torch_model.py's
     LoadedModel) owned by a continuous-batching scheduler thread. Make it on the event loop."""
 
-    def __init__(self, loaded: LocalModel, scheduler_config: SchedulerConfig, on_fault: FaultHandler | None = None):
+    def __init__(self, loaded: LocalModel, scheduler_config: SchedulerConfig,
+                 on_fault: FaultHandler | None = None) -> None:
         """`on_fault(backend, reference)` runs on the event loop once a device fault has stopped
         this backend's scheduler (engine/runtime/recovery.py reloads the model)."""
         from engine.runtime.scheduler import GenerationScheduler

@@ -16,7 +16,8 @@ from typing import Protocol
 
 from engine.errors import ParleyError
 
-__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "Event", "GenerationStream", "GenerationHandle"]
+__all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "Event", "GenerationStream",
+           "GenerationHandle"]
 
 
 @dataclass(frozen=True)
