@@ -24,10 +24,10 @@ from engine.config import Config
 from engine.documents import DocumentCommands
 from engine.errors import ErrorCode, ParleyError, reported
 from engine.feedback import FeedbackBook, open_feedback
-from engine.lineup import ModelLineup, ModelLoader
+from engine.lineup import ModelLineup
 from engine.redis_sessions import open_session_store
 from engine.report import Reports
-from engine.runtime.backends import Backend, load_local_model
+from engine.runtime.backends import Backend, ModelLoader, load_local_model
 from engine.runtime.recovery import FaultRecovery
 from engine.sessions import SessionStore
 from engine.stats import EngineStats

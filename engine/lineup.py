@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
 
 from engine.config import Config, ModelConfig
 from engine.errors import ErrorCode, ParleyError
-from engine.runtime.backends import Backend, LocalBackend
+from engine.runtime.backends import Backend, FaultHandler, ModelLoader, open_backend
 from engine.runtime.cpu import embedding_threads, generation_threads
 from engine.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
-ModelLoader = Callable[[ModelConfig], object]  # a LoadedModel or GGUFModel (engine/runtime/backends.py)
-FaultCallback = Callable[[Backend, str], None]  # (backend, reference), on the event loop
-
 
 class ModelLineup:
     """The backends serving the configured models: one live, others loaded on first use."""
 
-    def __init__(self, config: Config, loader: ModelLoader, on_fault: FaultCallback):
+    def __init__(self, config: Config, loader: ModelLoader, on_fault: FaultHandler):
+        """`on_fault(backend, reference)` runs on the event loop once a device fault has stopped a
+        local model (engine/runtime/recovery.py decides what then)."""
         self._config = config
         self._loader = loader
         self._on_fault = on_fault
@@ -49,19 +47,13 @@ class ModelLineup:
         return [b for b in (self._live, *self._extra.values()) if b is not None]
 
     async def create(self, cfg: ModelConfig) -> Backend:
-        """A new backend for `cfg`: a remote server's client, or a local model loaded in a worker thread."""
-        if cfg.source == "openai_compatible":
-            from engine.runtime.remote import RemoteBackend
-
-            return await asyncio.to_thread(RemoteBackend, cfg)  # may load a local tokenizer
-        loaded = await asyncio.to_thread(self._loader, cfg)
-        if loaded.config is not cfg:  # a shared or cached model serves under this entry's name and settings
-            loaded = dataclasses.replace(loaded, config=cfg)
+        """A new backend for `cfg`: a remote server's client, or a local model loaded in a worker thread
+        on the cores that embedding leaves it."""
         knowledge = self._config.knowledge
         embed_threads = embedding_threads(knowledge.embed_threads) if knowledge.enabled else 0
         threads = generation_threads(self._config.scheduler.cpu_threads, embed_threads)
         scheduler = dataclasses.replace(self._config.scheduler, cpu_threads=threads)
-        return LocalBackend(loaded, scheduler, on_fault=self._on_fault)
+        return await open_backend(cfg, scheduler, loader=self._loader, on_fault=self._on_fault)
 
     async def load_live(self) -> None:
         """Load the config's default model as the live one."""
