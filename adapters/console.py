@@ -4,7 +4,9 @@ Interactive (stdin is a terminal): a prompt, answers streamed as they are writte
 Piped: one message per input line, each answer printed whole, exit at end of input, so
 `printf 'What is the capital of France?\\n' | python bot.py --console` works in a script.
 Only answers and short status lines go to stdout; logs go to stderr. Answers, commands and the
-final text with its sources come from the chat layer (adapters.chat), in plain text.
+final text with its sources come from the chat layer (adapters.chat), in plain text. A line that
+is not a command is a message in a DM with Parley, routed like one (adapters.chat.routing):
+"new" or "reset" alone starts a fresh thread, as /new does.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from adapters.chat.commands import COMMANDS, Wording, run_command
 from adapters.chat.ingest import ingested_text
 from adapters.chat.feedback import FeedbackTag
 from adapters.chat.markup import PLAIN, Markup
+from adapters.chat.routing import Do, MessageFacts, route
 from engine.errors import ParleyError
 from engine.types import ChatRequest, Conversation, FileUpload, IngestProgress, User
 
@@ -176,11 +179,11 @@ class ConsoleAdapter:
     async def handle(self, line: str) -> bool:
         """Handle one input line; False means quit."""
         if not line.startswith("/"):
-            await stream_answer(self.engine, ChatRequest(where=self.where, user=self.user, text=line),
-                                ConsoleReply(self), PLAIN)
+            await self.say(line)
             return True
         command, _, rest = line.partition(" ")
-        command, rest = command.lower(), rest.strip()
+        command = command.lower()
+        rest = rest.strip()
         if command not in ("/cancel", "/help", "/upload"):
             await self.settle_uploads()  # a question or command after an upload sees its document
         try:
@@ -193,8 +196,7 @@ class ConsoleAdapter:
                 cancelled = await self.engine.cancel_ingest(self.where, name, self.user)
                 self.status(f"Cancelling {name}…" if cancelled else f"Nothing named {name or '(none given)'} is being indexed.")
             elif command == "/new":
-                self.thread = self._new_thread_id()
-                self.status(f"New thread {self.thread}.")
+                self.fresh_start()
             elif command == "/upload":
                 await self.upload(" ".join(_words(rest)))
             elif command == "/docs":
@@ -210,6 +212,20 @@ class ConsoleAdapter:
         except ParleyError as exc:
             self.status(exc.render())
         return True
+
+    async def say(self, line: str) -> None:
+        """A message to Parley: the console is a DM with one person (nothing in it is a file or a mention)."""
+        action = route(MessageFacts(text=line, is_dm=True))
+        if action.do is Do.FRESH_START:
+            self.fresh_start()
+        elif action.do is Do.ANSWER:
+            await stream_answer(self.engine, ChatRequest(where=self.where, user=self.user, text=line),
+                                ConsoleReply(self), PLAIN)
+
+    def fresh_start(self) -> None:
+        """A new thread; the old one stays on disk until it expires."""
+        self.thread = self._new_thread_id()
+        self.status(f"New thread {self.thread}.")
 
     async def upload(self, path_text: str) -> None:
         """Start indexing a file; it runs while further lines are read (so /cancel can stop it)."""
@@ -264,7 +280,8 @@ class ConsoleProgress:
     STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
 
     def __init__(self, console: ConsoleAdapter, name: str):
-        self.console, self.name = console, name
+        self.console = console
+        self.name = name
         self.started = asyncio.Event()  # set at the first report: the engine has the file in hand
         self._stage = ""
         self._printed_at = 0.0
@@ -280,7 +297,8 @@ class ConsoleProgress:
         now = time.monotonic()
         if p.stage != self._stage or now - self._printed_at >= self.PIPED_EVERY_S:
             self.console.print(text)
-            self._stage, self._printed_at = p.stage, now
+            self._stage = p.stage
+            self._printed_at = now
 
     def clear(self) -> None:
         if self.console.interactive:

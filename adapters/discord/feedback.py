@@ -27,7 +27,8 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
     def __init__(self, rating: str, answer_id: str):
         super().__init__(discord.ui.Button(style=discord.ButtonStyle.secondary, emoji="👍" if rating == "up" else "👎",
                                            custom_id=f"parley:fb:{rating}:{answer_id}"))
-        self.rating, self.answer_id = rating, answer_id
+        self.rating = rating
+        self.answer_id = answer_id
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]):

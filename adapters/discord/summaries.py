@@ -5,7 +5,8 @@
 - the message context menu "Summarize" (Apps → Summarize on a message): the thread the message
   is in, or the thread started from it, posted in that thread;
 - "@Parley summarize" in a thread: that thread, posted in it; in a channel: its last 24 hours,
-  as a reply to the mention.
+  as a reply to the mention (when a message asks for one is the router's call,
+  adapters.chat.routing; adapters/discord/messages.py calls `thread` or `channel_reply`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import datetime as dt
 import functools
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -21,12 +23,13 @@ from discord import app_commands
 from adapters.chat.context import ThreadPost
 from adapters.chat.summaries import SummaryWindow, TargetBoard, empty_text, parse_window, post_summary
 from adapters.discord.history import CONVERSATION_TYPES, post_of, thread_reader
+from adapters.discord.target import DiscordTarget
 from adapters.discord.text import DISCORD
 from engine.errors import ParleyError
 from engine.types import Conversation, User
 
 if TYPE_CHECKING:
-    from adapters.discord.client import DiscordAdapter
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,15 @@ class InteractionBoard:
         await self.interaction.edit_original_response(content=text[:MESSAGE_LIMIT])
 
 
+Scope = Callable[[discord.Interaction], Awaitable[Conversation | None]]  # a command's channel; None: not served
+UserOf = Callable[[discord.abc.User, discord.Permissions | None], User]
+
+
 class DiscordSummaries:
-    def __init__(self, client: DiscordAdapter, scope: Callable[[discord.Interaction], Any]):
-        self.client = client
+    def __init__(self, engine: Engine, client: discord.Client, user_of: UserOf, scope: Scope):
+        self.engine = engine
+        self.client = client  # the connection to Discord: who Parley is, channels looked up
+        self.user_of = user_of
         self.scope = scope
 
     @property
@@ -102,9 +111,9 @@ class DiscordSummaries:
             text = f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```"
             await interaction.edit_original_response(content=text)
             return
-        user = self.client.user_of(interaction.user, interaction.permissions)
+        user = self.user_of(interaction.user, interaction.permissions)
         read = window_reader(interaction.channel, window, self.bot_id)
-        await post_summary(self.client.engine, where, user, read, InteractionBoard(interaction), DISCORD,
+        await post_summary(self.engine, where, user, read, InteractionBoard(interaction), DISCORD,
                            window.label, empty_text(window.label))
 
     async def context_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
@@ -117,9 +126,10 @@ class DiscordSummaries:
                 content="Parley is not enabled for this server." if where is None else
                 "That message is not in a thread. `/llm-summarize` summarises this channel's recent messages.")
             return
-        user = self.client.user_of(interaction.user, interaction.permissions)
+        user = self.user_of(interaction.user, interaction.permissions)
         await interaction.edit_original_response(content=f"Summarising {thread.mention}…")
-        await self.thread(thread, where, user, None)
+        in_thread = Conversation("discord", where.workspace, str(thread.parent_id or where.channel), str(thread.id))
+        await self.thread(thread, in_thread, user, None)
         await interaction.edit_original_response(content=f"Posted the summary in {thread.mention}.")
 
     async def _thread_of(self, message: discord.Message) -> discord.Thread | None:
@@ -133,26 +143,22 @@ class DiscordSummaries:
             return None
         return found if isinstance(found, discord.Thread) else None
 
-    async def thread(self, thread: discord.Thread, where: Conversation, user: User,
+    async def thread(self, thread: discord.abc.Messageable, where: Conversation, user: User,
                      before: discord.abc.Snowflake | None) -> None:
-        """Summarise `thread` (before `before`) and post the summary in it."""
-        from adapters.discord.client import _Target
-
-        where = Conversation("discord", where.workspace, str(thread.parent_id or where.channel), str(thread.id))
+        """Summarise `thread` (before `before`) and post the summary in it; `where` is the thread's
+        conversation (its server, its parent channel, the thread)."""
         read = functools.partial(thread_reader(thread, before, self.bot_id), THREAD_LIMIT)  # the whole thread
-        await post_summary(self.client.engine, where, user, read,
-                           TargetBoard(_Target(thread)), DISCORD, "this thread", empty_text("this thread"))
+        await post_summary(self.engine, where, user, read,
+                           TargetBoard(DiscordTarget(thread)), DISCORD, "this thread", empty_text("this thread"))
 
     async def channel_reply(self, message: discord.Message, where: Conversation, user: User) -> None:
         """"@Parley summarize" in a channel: its last 24 hours, as a reply to the mention."""
-        from adapters.discord.client import _Target
-
         window = parse_window("")
         read = window_reader(message.channel, window, self.bot_id)
 
         async def before_mention() -> list[ThreadPost]:
             return [p for p in await read() if int(p.message_id) < message.id]
 
-        await post_summary(self.client.engine, where, user, before_mention,
-                           TargetBoard(_Target(message.channel, reference=message)), DISCORD, window.label,
+        await post_summary(self.engine, where, user, before_mention,
+                           TargetBoard(DiscordTarget(message.channel, reference=message)), DISCORD, window.label,
                            empty_text(window.label))

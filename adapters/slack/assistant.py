@@ -117,7 +117,8 @@ def build_assistant(config: Config, contexts: PanelContexts, memory: ThreadMemor
 
     @assistant.user_message
     async def user_message(body: dict, event: dict, context, set_title) -> None:
-        channel, thread_ts = event.get("channel", ""), event.get("thread_ts")
+        channel = event.get("channel", "")
+        thread_ts = event.get("thread_ts")
         if await contexts.is_panel(channel, thread_ts) and event.get("text", "").strip() \
                 and await memory.claim(f"title:{channel}:{thread_ts}"):
             try:

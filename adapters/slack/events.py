@@ -44,7 +44,9 @@ def team_of(body: dict, event: dict | None = None) -> tuple[str, str]:
 def message_origin(event: dict, team: str) -> Origin | None:
     """A DM is one conversation (a thread inside it is one of its own); in a channel, the thread
     of the message, or the thread it was posted in."""
-    channel, ts, user_id = event.get("channel", ""), event.get("ts", ""), event.get("user", "")
+    channel = event.get("channel", "")
+    ts = event.get("ts", "")
+    user_id = event.get("user", "")
     if not (channel and ts and user_id):
         return None
     is_dm = event.get("channel_type") == "im" or (not event.get("channel_type") and channel.startswith("D"))
@@ -87,6 +89,16 @@ class SlackThread:
 
     async def delete(self, handle: str) -> None:
         await self.client.chat_delete(channel=self.channel, ts=handle)
+
+
+async def tell_privately(client: AsyncWebClient, origin: Origin, text: str) -> None:
+    """Tell only the one who wrote `origin`'s message (ephemeral); where Slack refuses (e.g. Parley
+    is not in the channel), say it in the thread."""
+    try:
+        await client.chat_postEphemeral(channel=origin.channel, user=origin.user_id, text=text,
+                                        thread_ts=origin.reply_thread_ts)
+    except SlackApiError:
+        await SlackThread(client, origin.channel, origin.reply_thread_ts).post(text)
 
 
 class SlackUsers:

@@ -17,14 +17,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat.answering import Progress, stream_answer
 from adapters.chat.commands import run_command
+from adapters.chat.memory import ThreadMemory
 from adapters.chat.streaming import EditBudget, StreamingReply
+from adapters.chat.tasks import TaskSet
 from adapters.slack.assistant import PanelContexts, build_assistant, panel_contexts
 from adapters.slack.commands import WORDING
-from adapters.slack.events import Origin
+from adapters.slack.events import Origin, SlackUsers, tell_privately
 from adapters.slack.feedback import FeedbackThread, register_feedback
 from adapters.slack.home import register_home
 from adapters.slack.markup import SLACK
@@ -32,21 +35,36 @@ from adapters.slack.native_stream import NativeStreamingReply, StreamSupport
 from engine.types import ChatRequest, Conversation, ThreadMessage, User
 
 if TYPE_CHECKING:
-    from adapters.slack.app import SlackAdapter
     from engine.config import Config
     from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
+# chat.update is a Tier 3 method: about 50 calls a minute per workspace, with short bursts.
+EDIT_RATE_PER_S = 50 / 60
+EDIT_BURST = 10
+
+MessageListener = Callable[[dict, dict, object], Awaitable[None]]  # Bolt's (body, event, context)
+
 
 class SlackReplies:
+    """Shows answers: `limit` / `soft_limit` are a message's most and preferred characters."""
+
     def __init__(self, engine: Engine, config: Config, client: AsyncWebClient, panels: PanelContexts,
-                 budget: Callable[[str], EditBudget], private: Callable[[Origin, str], Awaitable[None]],
-                 name_of: Callable[[str], Awaitable[str]]):
-        self.engine, self.config, self.client, self.panels = engine, config, client, panels
-        self.budget, self.private = budget, private
+                 users: SlackUsers, *, limit: int, soft_limit: int):
+        self.engine = engine
+        self.config = config
+        self.client = client
+        self.panels = panels
+        self.limit = limit
+        self.soft_limit = soft_limit
+
+        async def name_of(user_id: str) -> str:
+            return (await users.get(user_id)).name
+
         self.wording = dataclasses.replace(WORDING, people=name_of)
         self.support = StreamSupport()
+        self.budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
 
     async def open(self) -> None:
         await self.panels.open()
@@ -54,8 +72,7 @@ class SlackReplies:
     async def close(self) -> None:
         await self.panels.close()
 
-    async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...], *,
-                     limit: int, soft_limit: int) -> None:
+    async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...]) -> None:
         where = origin.where
         documents = await self.panels.scope(where.workspace, origin.channel, origin.reply_thread_ts) \
             if origin.is_dm else None
@@ -64,8 +81,9 @@ class SlackReplies:
             return await self.list_documents(origin, user, documents)
         request = ChatRequest(where=where, user=user, text=text, message_id=origin.ts, earlier=earlier,
                               documents=documents)
-        reply = self.reply(origin, limit=limit, soft_limit=soft_limit)
-        await stream_answer(self.engine, request, reply, SLACK, private=lambda note: self.private(origin, note),
+        reply = self.reply(origin)
+        await stream_answer(self.engine, request, reply, SLACK,
+                            private=lambda note: tell_privately(self.client, origin, note),
                             progress=self.progress(origin), feedback=True)
 
     def asks_for_documents(self, text: str) -> bool:
@@ -82,8 +100,17 @@ class SlackReplies:
             text = await run_command("llm-docs", self.engine, viewed, user, "", SLACK, self.wording)
         await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.reply_thread_ts, text=text)
 
-    def reply(self, origin: Origin, *, limit: int, soft_limit: int) -> StreamingReply | NativeStreamingReply:
+    def budget(self, workspace: str) -> EditBudget:
+        budget = self.budgets.get(workspace)
+        if budget is None:
+            budget = EditBudget(EDIT_RATE_PER_S, EDIT_BURST)
+            self.budgets[workspace] = budget
+        return budget
+
+    def reply(self, origin: Origin) -> StreamingReply | NativeStreamingReply:
         slack = self.config.slack
+        limit = self.limit
+        soft_limit = self.soft_limit
 
         def edited() -> StreamingReply:
             return StreamingReply(FeedbackThread(self.client, origin.channel, origin.reply_thread_ts),
@@ -110,15 +137,14 @@ class SlackReplies:
         return set_status
 
 
-def attach_ai_surface(adapter: SlackAdapter) -> SlackReplies:
-    """Register Slack's AI-app surface on the adapter's Bolt app (after its dedupe middleware):
-    the assistant panel, the feedback buttons and form, the Home tab; returns the answers' shower."""
-    panels = panel_contexts(adapter.config)
-    adapter.app.assistant(build_assistant(adapter.config, panels, adapter.memory, adapter._on_message))
-    register_feedback(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
-    register_home(adapter.app, adapter.engine, adapter.users, adapter.tasks, adapter._allowed)
-    async def name_of(user_id: str) -> str:
-        return (await adapter.users.get(user_id)).name
-
-    return SlackReplies(adapter.engine, adapter.config, adapter.client, panels, adapter._edit_budget,
-                        adapter._ephemeral, name_of)
+def attach_ai_surface(app: AsyncApp, engine: Engine, config: Config, memory: ThreadMemory, users: SlackUsers,
+                      tasks: TaskSet, *, allowed: Callable[[str, str], bool],
+                      on_message: MessageListener) -> PanelContexts:
+    """Register Slack's AI-app surface on the Bolt app (after its dedupe middleware): the assistant
+    panel (whose messages go to `on_message`, the adapter's message listener), the feedback buttons
+    and form, the Home tab; returns the panels' contexts (which channel each panel is viewing)."""
+    panels = panel_contexts(config)
+    app.assistant(build_assistant(config, panels, memory, on_message))
+    register_feedback(app, engine, users, tasks, allowed)
+    register_home(app, engine, users, tasks, allowed)
+    return panels

@@ -5,7 +5,9 @@
 - the message shortcut "Summarize thread" (callback id `summarize_thread`) on any message: its
   thread, posted in the thread;
 - "@Parley summarize" in a thread: that thread, posted in it (at the top level of a channel:
-  the channel's last 24 hours, posted in the mention's thread).
+  the channel's last 24 hours, posted in the mention's thread); when a message asks for one is
+  the router's call (adapters.chat.routing), adapters/slack/messages.py calls `thread` or
+  `channel_in_thread`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from adapters.chat.summaries import TargetBoard, empty_text, parse_window, post_summary
 from adapters.chat.tasks import TaskSet
-from adapters.slack.events import Origin, SlackThread, SlackUsers, team_of
+from adapters.slack.events import SlackThread, SlackUsers, team_of
 from adapters.slack.history import LATEST, SlackHistory
 from adapters.slack.markup import SLACK
 from engine.errors import ErrorCode, ParleyError
@@ -25,8 +27,6 @@ from engine.types import Conversation, User
 if TYPE_CHECKING:
     from slack_bolt.app.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
-
-    from adapters.chat.memory import ThreadMemory
 
     from engine.core import Engine
 
@@ -54,7 +54,11 @@ class RespondBoard:
 class SlackSummaries:
     def __init__(self, engine: Engine, client: AsyncWebClient, users: SlackUsers, history: SlackHistory,
                  tasks: TaskSet, allowed: Callable[[str, str], bool], bot_user_id: Callable[[], str]):
-        self.engine, self.client, self.users, self.history, self.tasks = engine, client, users, history, tasks
+        self.engine = engine
+        self.client = client
+        self.users = users
+        self.history = history
+        self.tasks = tasks
         self.allowed = allowed
         self.bot_user_id = bot_user_id
 
@@ -110,20 +114,6 @@ class SlackSummaries:
                           response_type="ephemeral")
 
     # ---- a thread, or a channel, in a thread -------------------------------------------------
-
-    async def asked(self, origin: Origin, mentioned: bool, memory: ThreadMemory) -> bool:
-        """"@Parley summarize" (or "summarize" in a thread of Parley's): the thread's summary in it,
-        or at the top of a channel the last 24 hours in the mention's thread. False: not for us."""
-        ours = origin.in_thread and await memory.thread(origin.where.session_key) is not None
-        if not (mentioned or ours):
-            return False
-        if await memory.claim(f"answer:{origin.channel}:{origin.ts}"):  # once, though two events came
-            user = await self.users.get(origin.user_id)
-            if origin.in_thread:
-                await self.thread(origin.where, user, origin.ts)
-            else:
-                await self.channel_in_thread(origin.where, user, origin.ts)
-        return True
 
     async def thread(self, where: Conversation, user: User, before_ts: str) -> None:
         """Summarise thread `where.thread` (its messages before `before_ts`) and post it there."""

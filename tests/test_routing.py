@@ -1,0 +1,224 @@
+"""The one routing rule (adapters.chat.routing): each row is a situation a user would recognise
+and what Parley does with it. Then, through the real platform paths (slack-bolt and the fake
+Slack, discord.py and the fake Discord, the console), that the adapters gather the facts and do
+what the router says, nothing of their own."""
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+
+from adapters.chat import routing
+from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, FileKind, MessageFacts, route
+from test_discord import discord_factory  # noqa: F401 - the fixture is used by name
+from test_slack import ADA, CHANNEL, slack_factory  # noqa: F401 - the fixture is used by name
+
+pytestmark = pytest.mark.timeout(240)
+
+PDF = FileFact("F1", "report.pdf", FileKind.DOCUMENT)
+PNG = FileFact("F2", "screenshot.png", FileKind.REFUSED)
+SLACK = {"indexes_in_passing": True, "holds_threads_asked_into": True}  # the platforms' natures
+DISCORD = {"indexes_in_passing": False, "holds_threads_asked_into": False}
+
+
+def facts(**kwargs) -> MessageFacts:
+    return MessageFacts(**kwargs)
+
+
+# (situation, facts, what Parley does, and what the action carries)
+CASES = [
+    # Who is answered at all
+    ("another bot posts in Parley's thread", facts(text="beep", in_thread=True, our_thread=True, from_bot=True),
+     Do.IGNORE, {}),
+    ("Parley's own message comes back, naming Parley", facts(text="hi", mentioned=True, from_bot=True), Do.IGNORE, {}),
+    ("a mention where Parley is not served", facts(text="Hello?", mentioned=True, served=False), Do.IGNORE, {}),
+    ("a DM from someone outside the served servers", facts(text="Hello?", is_dm=True, served=False), Do.IGNORE, {}),
+    ("a plain message in a channel", facts(text="Lunch at noon?"), Do.IGNORE, {}),
+    ("a message in somebody else's thread", facts(text="Sure", in_thread=True), Do.IGNORE, {}),
+    ("an empty DM message (a sticker)", facts(is_dm=True), Do.IGNORE, {}),
+    # Answers, and what is read first
+    ("a mention in a channel", facts(text="What is 2 + 2?", mentioned=True), Do.ANSWER,
+     {"context": Context.NONE, "hold_thread": True}),
+    ("a message in a thread Parley holds", facts(text="And 3 + 3?", in_thread=True, our_thread=True), Do.ANSWER,
+     {"context": Context.NONE, "hold_thread": True}),
+    ("Parley's thread, after Parley was down", facts(text="So?", in_thread=True, our_thread=True, missed_in_thread=True),
+     Do.ANSWER, {"context": Context.THREAD}),
+    ("a mention in somebody else's Slack thread", facts(text="And you?", mentioned=True, in_thread=True, **SLACK),
+     Do.ANSWER, {"context": Context.THREAD, "hold_thread": True}),
+    ("a mention in somebody else's Discord thread", facts(text="And you?", mentioned=True, in_thread=True, **DISCORD),
+     Do.ANSWER, {"context": Context.THREAD, "hold_thread": False}),
+    ("a DM", facts(text="Hi! What is 2 + 2?", is_dm=True), Do.ANSWER, {"context": Context.NONE, "hold_thread": False}),
+    ("a new thread inside a DM", facts(text="Hi", is_dm=True, in_thread=True), Do.ANSWER,
+     {"context": Context.THREAD, "hold_thread": True}),
+    ("a mention replying to a message in a channel", facts(text="Is that right?", mentioned=True, is_reply=True),
+     Do.ANSWER, {"context": Context.REPLY_CHAIN}),
+    ("a reply in a DM", facts(text="Is that right?", is_dm=True, is_reply=True), Do.ANSWER, {"context": Context.NONE}),
+    # Fresh starts
+    ("'new' alone in a DM", facts(text="new", is_dm=True), Do.FRESH_START, {}),
+    ("'Reset.' alone in a DM", facts(text="Reset.", is_dm=True), Do.FRESH_START, {}),
+    ("'new' with a screenshot in a DM", facts(text="new", is_dm=True, files=(PNG,)), Do.FRESH_START,
+     {"explain": (PNG,)}),
+    ("'new' inside a DM's thread", facts(text="new", is_dm=True, in_thread=True), Do.ANSWER, {}),
+    ("'@Parley new' in a channel", facts(text="new", mentioned=True), Do.ANSWER, {}),
+    ("'new' with a document in a DM", facts(text="new", is_dm=True, files=(PDF,)), Do.ANSWER, {"ingest": (PDF,)}),
+    # Summaries
+    ("'@Parley summarize' in a thread", facts(text="summarize", mentioned=True, in_thread=True), Do.SUMMARISE_THREAD,
+     {"hold_thread": False}),
+    ("'tl;dr' in Parley's thread", facts(text="tl;dr", in_thread=True, our_thread=True), Do.SUMMARISE_THREAD,
+     {"hold_thread": True}),
+    ("'summarize' in somebody else's thread", facts(text="summarize", in_thread=True), Do.IGNORE, {}),
+    ("'@Parley summarize' at the top of a channel", facts(text="Summarize this.", mentioned=True),
+     Do.SUMMARISE_CHANNEL, {}),
+    ("'@Parley summarize' with a screenshot", facts(text="summarize", mentioned=True, files=(PNG,)),
+     Do.SUMMARISE_CHANNEL, {"explain": (PNG,)}),
+    ("'summarize' in a DM", facts(text="summarize", is_dm=True), Do.ANSWER, {}),
+    ("'summarize' in a reply-all channel, no mention", facts(text="summarize", reply_all=True), Do.ANSWER, {}),
+    ("'@Parley summarize' with a document", facts(text="summarize", mentioned=True, files=(PDF,)), Do.ANSWER,
+     {"ingest": (PDF,)}),
+    ("'summarize the budget' to Parley", facts(text="summarize the budget", mentioned=True), Do.ANSWER, {}),
+    # Channels set to reply to every message
+    ("a plain message in a reply-all channel", facts(text="What is the capital of France?", reply_all=True),
+     Do.ANSWER, {"hold_thread": True}),
+    ("a message in somebody else's thread of a reply-all channel", facts(text="Sure", in_thread=True, reply_all=True),
+     Do.IGNORE, {}),
+    ("an empty message in a reply-all channel", facts(reply_all=True), Do.IGNORE, {}),
+    ("a screenshot alone in a reply-all channel", facts(reply_all=True, files=(PNG,)), Do.IGNORE, {}),
+    ("a document alone in a reply-all Discord channel", facts(reply_all=True, files=(PDF,), **DISCORD), Do.INGEST,
+     {"ingest": (PDF,), "hold_thread": True}),
+    ("a reply-all setting read in a DM", facts(text="Hi", is_dm=True, reply_all=True), Do.ANSWER,
+     {"hold_thread": False}),
+    # Bare mentions and files
+    ("a bare mention", facts(mentioned=True), Do.NUDGE, {}),
+    ("a bare mention in Parley's thread", facts(mentioned=True, in_thread=True, our_thread=True), Do.NUDGE, {}),
+    ("a mention with only a screenshot", facts(mentioned=True, files=(PNG,)), Do.EXPLAIN, {"explain": (PNG,)}),
+    ("a screenshot alone in a DM", facts(is_dm=True, files=(PNG,)), Do.EXPLAIN, {"explain": (PNG,)}),
+    ("a screenshot posted in passing", facts(files=(PNG,), **SLACK), Do.IGNORE, {}),
+    ("a screenshot in Parley's thread, no mention", facts(in_thread=True, our_thread=True, files=(PNG,)),
+     Do.IGNORE, {}),
+    ("a document shared in passing in Slack", facts(files=(PDF,), **SLACK), Do.INGEST,
+     {"ingest": (PDF,), "hold_thread": True}),
+    ("a document with words, in passing, in Slack", facts(text="here is the report", files=(PDF, PNG), **SLACK),
+     Do.INGEST, {"ingest": (PDF,), "explain": ()}),
+    ("a document shared in passing in Discord", facts(files=(PDF,), **DISCORD), Do.IGNORE, {}),
+    ("a document in somebody else's Slack thread", facts(in_thread=True, files=(PDF,), **SLACK), Do.INGEST,
+     {"hold_thread": True}),
+    ("a document in Parley's thread, no words", facts(in_thread=True, our_thread=True, files=(PDF,), **DISCORD),
+     Do.INGEST, {"ingest": (PDF,), "hold_thread": True}),
+    ("a mention with a question, a document and a screenshot",
+     facts(text="What is the budget?", mentioned=True, files=(PDF, PNG), **DISCORD), Do.ANSWER,
+     {"ingest": (PDF,), "explain": (PNG,)}),
+    ("a document sent to Parley in a DM", facts(is_dm=True, files=(PDF,)), Do.INGEST, {"hold_thread": False}),
+]
+
+
+@pytest.mark.parametrize("situation, given, do, carries", CASES, ids=[c[0] for c in CASES])
+def test_the_routing_table(situation, given, do, carries):
+    action = route(given)
+    assert action.do is do, f"{situation}: {action}"
+    for name, value in carries.items():
+        assert getattr(action, name) == value, f"{situation}: {name} is {getattr(action, name)!r}"
+    assert action.why, "every action says why, for the log"
+
+
+def test_file_kinds_by_name_and_detected_type():
+    assert FileFact.of("1", "Report.PDF").kind is FileKind.DOCUMENT
+    assert FileFact.of("2", "notes", "text/plain; charset=utf-8").kind is FileKind.DOCUMENT, "text without a suffix"
+    assert FileFact.of("3", "photo.png", "image/png").kind is FileKind.REFUSED
+    assert FileFact.of("4", "archive.zip", "application/zip").kind is FileKind.REFUSED
+
+
+def test_what_holds_whatever_the_facts():
+    """Over every combination of the yes/no facts: bots are never answered, a file is explained
+    only to someone who addressed Parley, only documents are indexed, an answer has words, and
+    the top of a DM is never held as a thread."""
+    flags = ("mentioned", "is_dm", "in_thread", "our_thread", "reply_all", "from_bot", "served",
+             "indexes_in_passing", "holds_threads_asked_into")
+    for values in itertools.product((False, True), repeat=len(flags)):
+        for text, files in (("", ()), ("What is 2 + 2?", ()), ("", (PDF,)), ("", (PNG,)), ("why?", (PDF, PNG))):
+            given = MessageFacts(text=text, files=files, **dict(zip(flags, values)))
+            action = route(given)
+            if given.from_bot or not given.served:
+                assert action == Action(action.do, action.why) and action.do is Do.IGNORE
+            assert not action.explain or given.mentioned or given.is_dm, given
+            assert set(action.ingest) <= set(given.documents) and set(action.explain) <= set(given.refused)
+            assert action.do is not Do.ANSWER or text, given
+            assert not (action.hold_thread and given.top_of_dm), given
+
+
+# ---- through the real platform paths ---------------------------------------------------------
+
+def recording(monkeypatch, module, forced: Action | None = None) -> list[MessageFacts]:
+    """Record the facts `module` hands the router; with `forced`, the router answers that instead
+    to a person's message (Parley's own replies, which come back, still go their way)."""
+    seen: list[MessageFacts] = []
+
+    def spy(given: MessageFacts) -> Action:
+        seen.append(given)
+        return forced if forced is not None and not given.from_bot else routing.route(given)
+
+    monkeypatch.setattr(module, "route", spy)
+    return seen
+
+
+async def test_slack_gathers_the_facts_and_does_what_the_router_says(slack_factory, monkeypatch):
+    from adapters.slack import messages
+
+    h = await slack_factory()
+    root = h.fake.add_message("Planning the offsite.", user=ADA)
+    seen = recording(monkeypatch, messages, forced=Action(Do.NUDGE, "forced by the test"))
+    requests = (await h.engine.stats()).values.get("requests", 0)
+    await h.mention("What is 2 + 2?", user=ADA, thread_ts=root.ts)
+    [given] = [f for f in seen if f.mentioned]
+    assert given.text == "What is 2 + 2?" and given.in_thread and not given.our_thread and not given.is_dm
+    assert given.served and not given.from_bot and given.indexes_in_passing and given.holds_threads_asked_into
+    # The router said "nudge" to a question: the adapter nudges (privately, once) and answers nothing.
+    [note] = h.fake.ephemerals
+    assert note["user"] == ADA and note["text"] == NUDGE_TEXT
+    assert not h.fake.bot_messages(CHANNEL, root.ts)
+    assert (await h.engine.stats()).values.get("requests", 0) == requests, "the model was not asked"
+
+
+async def test_slack_a_bare_mention_gets_the_nudge_privately(slack_factory):
+    h = await slack_factory()
+    await h.mention("", user=ADA)
+    [nudge] = h.fake.ephemerals
+    assert nudge["text"] == NUDGE_TEXT, "said how to ask, to the asker alone"
+    assert not h.fake.calls_of("chat.postMessage")
+
+
+async def test_discord_gathers_the_facts_and_does_what_the_router_says(discord_factory, monkeypatch):
+    from adapters.discord import messages
+
+    h = await discord_factory()
+    seen = recording(monkeypatch, messages, forced=Action(Do.NUDGE, "forced by the test"))
+    payload = await h.say(h.general, "ada", "What is 2 + 2?", mention=True)
+    [given] = [f for f in seen if not f.from_bot]  # Parley's own reply comes back over the gateway too
+    assert given.text == "What is 2 + 2?" and given.mentioned and not given.in_thread and not given.is_dm
+    assert given.served and not given.from_bot and not given.indexes_in_passing
+    [nudge] = h.fake.bot_messages(h.general)
+    assert nudge.text == NUDGE_TEXT and nudge.reference == int(payload["id"]), "a reply to the question"
+    assert not h.fake.threads_of(h.general), "no thread opened: the router said nudge, not answer"
+
+
+async def test_discord_a_picture_with_a_mention_is_explained_without_a_thread(discord_factory):
+    h = await discord_factory(knowledge=True)
+    photo = h.fake.add_file(h.general, "photo.png", b"\x89PNG\r\n\x1a\n", "image/png")
+    payload = await h.say(h.general, "ada", "", mention=True, attachments=[photo])
+    [note] = h.fake.bot_messages(h.general)
+    assert "photo.png" in note.text and "UNSUPPORTED_FILE" in note.text and note.reference == int(payload["id"])
+    assert not h.fake.threads_of(h.general), "nothing to answer: no thread named photo.png"
+    await h.say(h.general, "ada", "", mention=True)
+    assert h.fake.bot_messages(h.general)[-1].text == NUDGE_TEXT
+
+
+async def test_the_console_routes_its_lines_like_a_dm(engine_factory, core_config):
+    from adapters.console import ConsoleAdapter
+
+    engine = await engine_factory(core_config)
+    stdout = io.StringIO()
+    console = ConsoleAdapter(engine, stdin=io.StringIO("reset\n"), stdout=stdout, interactive=False)
+    before = console.thread
+    await console.run()
+    assert console.thread != before and stdout.getvalue().startswith("New thread "), "'reset' alone: a fresh start"
+    assert (await engine.stats()).values.get("requests", 0) == 0, "not a question for the model"
