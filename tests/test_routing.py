@@ -222,3 +222,25 @@ async def test_the_console_routes_its_lines_like_a_dm(engine_factory, core_confi
     await console.run()
     assert console.thread != before and stdout.getvalue().startswith("New thread "), "'reset' alone: a fresh start"
     assert (await engine.stats()).values.get("requests", 0) == 0, "not a question for the model"
+
+
+async def test_discord_reads_what_it_missed_in_its_thread_while_it_was_down(discord_factory, tmp_path):
+    """As on Slack: a thread of Parley's idle while Parley was down is read again at its next message."""
+    from conftest import spy_prompts
+    from fake_discord import FakeMessage
+
+    h = await discord_factory()
+    _, thread = await h.mention("Where should we go for the offsite?")
+    await h.adapter.close(grace_s=1)
+    for who, text in (("grace", "Lisbon has the best flights."), ("lin", "And it is cheaper in May.")):
+        said = FakeMessage(h.fake.snowflake(), thread, h.people[who], [text])  # no gateway: Parley is down
+        h.fake.messages[said.id] = said
+    h2 = await discord_factory(engine=h.engine, data_dir=tmp_path / "data", fake=h.fake)
+    prompts = spy_prompts(h.engine)
+    await h2.say(thread, "ada", "So, which city?")
+    people = [m["content"] for m in prompts[-1] if m["role"] == "user"]
+    assert people[-3:] == ["Grace: Lisbon has the best flights.", "Lin: And it is cheaper in May.",
+                           "Ada: So, which city?"], "the missed messages, in order, before the new one"
+    reads = len(h.fake.calls_of("GET", rf"/channels/{thread}/messages"))
+    await h2.say(thread, "ada", "Thanks!")
+    assert len(h.fake.calls_of("GET", rf"/channels/{thread}/messages")) == reads, "caught up: not read again"

@@ -20,12 +20,20 @@ def post_of(message: discord.Message, bot_id: int) -> ThreadPost:
                       by_parley=by_parley, by_bot=not by_parley and (author.bot or message.webhook_id is not None))
 
 
-def thread_reader(channel: discord.abc.Messageable, before: discord.abc.Snowflake | None, bot_id: int) -> ReadThread:
-    """The thread's messages before `before` (the one being answered; None: all of them), oldest first."""
+def thread_reader(channel: discord.abc.Messageable, before: discord.abc.Snowflake | None, bot_id: int,
+                  starter: discord.PartialMessage | None = None) -> ReadThread:
+    """The thread's messages before `before` (the one being answered; None: all of them), oldest
+    first; `starter`, the message a thread was opened on (it lives in the parent channel), first."""
 
     async def read(limit: int) -> list[ThreadPost]:
         found = [m async for m in channel.history(limit=limit, before=before)]
-        return [post_of(m, bot_id) for m in reversed(found) if m.type in CONVERSATION_TYPES]
+        first: list[discord.Message] = []
+        if starter is not None and len(found) < limit:
+            try:
+                first = [await starter.fetch()]
+            except discord.HTTPException:  # not opened on a message, or the message is gone
+                first = []
+        return [post_of(m, bot_id) for m in first + found[::-1] if m.type in CONVERSATION_TYPES]
 
     return read
 

@@ -223,7 +223,7 @@ class DiscordMessages:
                       user: User, note: str) -> None:
         """Index the documents, post the note about the other files, then answer (Do.ANSWER)."""
         origin = await self.origin(message, place, facts, action)
-        earlier = await self.earlier(message, origin, action.context)
+        earlier = await self.earlier(message, place, origin, action.context)
         async with self.locks.lock(origin.where.session_key):
             attachments = {str(a.id): a for a in message.attachments}
             for fact in action.ingest:
@@ -263,11 +263,15 @@ class DiscordMessages:
         await self.memory.mark(str(thread.id), place.guild, channel)
         return Origin(Conversation("discord", place.guild, channel, str(thread.id)), DiscordTarget(thread), message_id)
 
-    async def earlier(self, message: discord.Message, origin: Origin, context: Context) -> tuple[ThreadMessage, ...]:
+    async def earlier(self, message: discord.Message, place: Place, origin: Origin,
+                      context: Context) -> tuple[ThreadMessage, ...]:
         """What is read before answering: a thread somebody else opened (or one of Parley's that it
         may have missed messages in), or the chain of messages a reply answers."""
         if context is Context.THREAD:
-            read = thread_reader(message.channel, message, self.bot_id)
+            # A thread opened on a message has that message's id; the message is in the parent channel.
+            parent = self.client.get_partial_messageable(place.parent_id) if place.parent_id else None
+            starter = parent.get_partial_message(place.channel_id) if parent is not None else None
+            read = thread_reader(message.channel, message, self.bot_id, starter)
         elif context is Context.REPLY_CHAIN:
             read = reply_chain_reader(message, self.bot_id)
         else:
