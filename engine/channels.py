@@ -1,7 +1,8 @@
 """Per-channel settings: a workspace-wide default and per-channel overrides, set by admins.
 
 Settings: the system prompt (persona), the model, the knowledge scope (this channel or the whole
-workspace), the answer length, and whether the bot answers every message or only mentions.
+workspace), the answer length, and whether the bot answers every message, only mentions, or
+nothing at all (`reply off`: Parley ignores the channel, admins' commands aside; engine/access.py).
 Persisted with sqlitedict; a thread snapshots the settings it started with (see Engine).
 """
 from __future__ import annotations
@@ -16,12 +17,15 @@ from engine.types import Conversation
 
 LEVELS = ("channel", "workspace")
 ANSWER_LENGTHS = {"short": 96, "medium": 256, "long": 640}  # max new tokens, clipped per model
+REPLY_MODES = ("mentions", "all", "off")
+ALIASES = {"mention": "mentions", "on": "mentions"}  # `/llm-config reply on` switches a channel back on
 SETTING_HELP = {
     "prompt": "the system prompt (persona) for this channel",
     "model": "which configured model answers here",
     "scope": "knowledge scope: channel (this channel's documents) or workspace (all channels)",
     "length": "answer length: short, medium or long",
-    "reply": "mentions (answer only when mentioned) or all (answer every message)",
+    "reply": "mentions (answer only when mentioned), all (answer every message) or off (ignore this channel; "
+             "admins' commands still work)",
 }
 
 
@@ -31,7 +35,7 @@ class ChannelSettings:
     model: str
     scope: str  # "channel" | "workspace"
     length: str  # "short" | "medium" | "long"
-    reply: str  # "mentions" | "all"
+    reply: str  # "mentions" | "all" | "off"
     origins: dict = field(default_factory=dict)  # setting -> "default" | "workspace" | "channel"
 
     def as_dict(self) -> dict:
@@ -92,9 +96,10 @@ class ChannelSettingsStore:
             raise ParleyError(ErrorCode.INVALID_REQUEST,
                               f"Unknown setting {key!r}. Settings: {', '.join(SETTING_HELP)}.")
         choices = {"scope": ("channel", "workspace"), "length": tuple(ANSWER_LENGTHS),
-                   "reply": ("mentions", "all"), "model": tuple(m.name for m in self.config.models)}
+                   "reply": REPLY_MODES, "model": tuple(m.name for m in self.config.models)}
         if key in choices:
             value = value.lower() if key != "model" else value
+            value = ALIASES.get(value, value) if key == "reply" else value
             if value not in choices[key]:
                 raise ParleyError(ErrorCode.INVALID_REQUEST,
                                   f"{key} must be one of: {', '.join(choices[key])}.")

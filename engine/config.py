@@ -199,6 +199,20 @@ class DiscordConfig:
 
 
 @dataclass
+class AccessRules:
+    """Who may use Parley in one workspace (access.<platform>.<workspace id or "*">; engine/access.py).
+    Deny wins; a non-empty allow list admits only what it names; admins' commands always pass."""
+
+    allow_users: list[str] = field(default_factory=list)  # user ids
+    deny_users: list[str] = field(default_factory=list)
+    allow_roles: list[str] = field(default_factory=list)  # Discord role ids (Slack has no roles)
+    deny_roles: list[str] = field(default_factory=list)
+    allow_channels: list[str] = field(default_factory=list)  # channel ids (a Discord thread: its channel's)
+    deny_channels: list[str] = field(default_factory=list)
+    dms: bool | None = None  # direct messages with Parley; unset: as "*" says, else on
+
+
+@dataclass
 class LoggingConfig:
     level: str = field(default="INFO", metadata=_choice("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = field(default="plain", metadata=_choice("plain", "json"))
@@ -242,6 +256,8 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    # access[platform][workspace id, "*" = every one; Discord DMs: "dm"] = allow and deny lists, DMs on/off
+    access: dict[str, dict[str, AccessRules]] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -346,6 +362,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("knowledge.chunk_overlap_tokens: must be below knowledge.chunk_tokens")
     if config.maintenance.memory_warn_fraction > config.maintenance.memory_act_fraction:
         raise ConfigError("maintenance.memory_warn_fraction: must not exceed memory_act_fraction")
+    for platform, workspaces in config.access.items():
+        if platform not in ("slack", "discord"):
+            raise ConfigError(f"access.{platform}: unknown platform (slack, discord)")
+        for workspace, rules in workspaces.items():
+            if platform == "slack" and (rules.allow_roles or rules.deny_roles):
+                raise ConfigError(f"access.slack.{workspace}: Slack has no roles (allow_roles and deny_roles are Discord's)")
 
 
 def parse_config(data: Any, base_dir: Path | None = None) -> Config:

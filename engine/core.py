@@ -16,6 +16,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
+from engine.access import AccessPolicy
 from engine.admission import Admission
 from engine.answering import AnswerPipeline, Budgets
 from engine.channel_commands import ChannelCommands
@@ -81,6 +82,8 @@ class Engine:
         self._state = "new"  # new -> ready -> stopping -> stopped
         self.stats_counters = EngineStats()
         self.admission = Admission(config.admins, config.limits, self.stats_counters)
+        # Who may use Parley where (config.access, DMs, `reply off`): every entry point asks it.
+        self.access = AccessPolicy(config.access, is_admin=self.is_admin, settings=self.channel_settings)
         self.lineup = ModelLineup(config, model_loader, on_fault=self._on_fault)
         self.recovery = FaultRecovery(self.lineup, config.scheduler.on_device_fault, state=self._read_state)
         self.sessions: SessionStore | None = None

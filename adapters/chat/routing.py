@@ -1,13 +1,18 @@
 """Which messages are for Parley and what it does with each: one rule for every platform.
 
 A platform gathers MessageFacts about an incoming message (who sent it, where, whether Parley was
-mentioned, whether the thread is one Parley holds, the channel's reply mode, the files and their
-kinds, the words) and carries out the Action `route` returns; no platform decides this again.
+mentioned, whether the thread is one Parley holds, the channel's reply mode, what the access policy
+decided (engine/access.py), the files and their kinds, the words) and carries out the Action
+`route` returns; no platform decides this again.
 `route` is pure (no I/O, no platform types), so its whole table is tested directly
 (tests/test_routing.py).
 
 The rule, in words:
 - a bot's message (Parley's own included), or one from where Parley is not served: ignored;
+- anything said in a channel switched off (`reply off`, or denied in config.access): ignored,
+  files included, nobody told;
+- someone the access lists turn away (or a DM where DMs are off): told why, privately and once
+  in a while, when they addressed Parley (a mention, a DM); else ignored;
 - "new" or "reset" alone at the top of a DM: a fresh start;
 - "summarize" to Parley (a mention, or in a thread Parley holds): the thread's summary, or at
   the top of a channel its last 24 hours;
@@ -20,12 +25,14 @@ The rule, in words:
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
 from adapters.chat.conversations import asks_for_fresh_start
 from adapters.chat.ingest import is_document
 from adapters.chat.summaries import asks_for_summary
+from engine.access import Decision
 
 NUDGE_TEXT = "Ask me something after the mention, e.g. `@Parley what can you do?`"
 
@@ -60,6 +67,8 @@ class MessageFacts:
     our_thread: bool = False  # that thread is one Parley holds (later messages need no mention)
     missed_in_thread: bool = False  # Parley holds it but was down since it last heard there
     reply_all: bool = False  # the channel is set to `reply all` (/llm-config)
+    switched_off: bool = False  # the channel is set to `reply off`, or denied in config.access
+    turned_away: str = ""  # why the sender may not use Parley here (config.access, DMs off); "" = they may
     files: tuple[FileFact, ...] = ()
     is_reply: bool = False  # a reply to another message (Discord's replies): the chain is context
     from_bot: bool = False  # another bot, an app, a webhook, or Parley itself
@@ -86,6 +95,14 @@ class MessageFacts:
         """The DM's one running conversation (not a thread inside it)."""
         return self.is_dm and not self.in_thread
 
+    def under(self, decision: Decision) -> MessageFacts:
+        """These facts with what the access policy decided for the sender here (engine/access.py)."""
+        if decision.allowed:
+            return self
+        if decision.quiet:
+            return dataclasses.replace(self, switched_off=True)
+        return dataclasses.replace(self, turned_away=decision.reason)
+
 
 class Do(enum.Enum):
     IGNORE = "ignore"  # not for Parley: nothing is said, nothing downloaded
@@ -96,6 +113,7 @@ class Do(enum.Enum):
     INGEST = "ingest"  # index `ingest`; the words (if any) were not said to Parley
     EXPLAIN = "explain"  # only files Parley cannot read: say why, to the sharer
     NUDGE = "nudge"  # a bare mention: say how to ask (NUDGE_TEXT)
+    TURN_AWAY = "turn away"  # say `note` to the sender alone, once per cool-down; never in the channel
 
 
 class Context(enum.Enum):
@@ -117,6 +135,7 @@ class Action:
     explain: tuple[FileFact, ...] = ()
     context: Context = Context.NONE
     hold_thread: bool = False  # hold (or keep holding) the thread the reply goes in
+    note: str = ""  # Do.TURN_AWAY: why, in a line
 
 
 def route(facts: MessageFacts) -> Action:
@@ -125,6 +144,12 @@ def route(facts: MessageFacts) -> Action:
         return Action(Do.IGNORE, "from a bot")
     if not facts.served:
         return Action(Do.IGNORE, "not served here")
+    if facts.switched_off and not facts.is_dm:
+        return Action(Do.IGNORE, "the channel is switched off")
+    if facts.turned_away:
+        if facts.mentioned or facts.is_dm:
+            return Action(Do.TURN_AWAY, "the sender may not use Parley here", note=facts.turned_away)
+        return Action(Do.IGNORE, "the sender may not use Parley here")
     addressed = facts.mentioned or facts.is_dm
     reply_all = facts.reply_all and not facts.is_dm and not facts.in_thread
     asked = addressed or facts.our_thread or reply_all
