@@ -44,7 +44,8 @@ class DocumentCommands:
 
     async def cancel_ingest(self, where: Conversation, name: str, user: User) -> bool:
         """Stop the ingest of file `name` in this channel: its sharer or an admin may. False when
-        nothing by that name is being indexed here. The ingest ends with CANCELLED, nothing of it kept."""
+        nothing by that name is being indexed here. The ingest ends with CANCELLED, nothing of it kept.
+        The job is found once (by the name as clean_filename makes it) and that job is checked."""
         job = self._require_knowledge().active_ingest(where, name)
         if job is None:
             return False
@@ -60,15 +61,18 @@ class DocumentCommands:
         return await self._require_knowledge().list_documents(where, workspace_wide=workspace_wide)
 
     async def workspace_documents(self, where: Conversation) -> list[DocumentInfo]:
-        """Every document of `where`'s workspace, whatever its channel (the Slack Home tab)."""
+        """The documents of `where`'s workspace anyone in it may read: its public channels' (the
+        Slack Home tab; a private channel's, a group DM's or a DM's are never listed there)."""
         return await self._require_knowledge().list_documents(where, workspace_wide=True)
 
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:
-        """Forget a document of this scope: its uploader or an admin may."""
+        """Forget a document of this channel: its uploader or an admin may. The document is found
+        once (its name as clean_filename makes it, in this channel) and that record is both the
+        one checked and the one deleted; none: DOCUMENT_NOT_FOUND."""
         knowledge = self._require_knowledge()
-        if not self._admission.is_admin(where, user):
-            docs = await knowledge.list_documents(where)
-            doc = next((d for d in docs if d.filename == name), None)
-            if doc is not None and doc.uploader != user.id:
-                raise ParleyError(ErrorCode.FORBIDDEN, "Only the uploader or an admin can remove that document.")
-        return await knowledge.delete_document(where, name)
+        record = await knowledge.find_document(where, name)
+        if record is None:
+            raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, "There is no document of that name here.")
+        if record.uploader != user.id:
+            self._admission.require_admin(where, user, "Only the uploader or an admin can remove that document.")
+        return await knowledge.forget(record)

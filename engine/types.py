@@ -12,20 +12,38 @@ from typing import Awaitable, Callable, Union
 from engine.errors import ErrorCode
 
 
+# Who can read a conversation: a channel any member of the workspace may open; a private channel
+# (a Discord channel hidden from @everyone, a Discord private thread); a group DM; a DM; not known.
+VISIBILITIES = ("public", "private", "group_dm", "dm", "unknown")
+
+
 @dataclass(frozen=True)
 class Conversation:
     """Where a message was said. One thread is one chat session.
 
     platform: "slack" | "discord" | "console"
     workspace: Slack team/enterprise id, Discord guild id ("dm" for Discord DMs), "local" in the console
-    channel: the channel id (for a Discord thread, its parent channel: documents belong to it)
+    channel: the channel id (for a Discord thread, its parent channel: settings belong to it)
     thread: the thread id (Slack thread_ts, Discord thread/DM channel id, console thread number)
+    visibility: who can read it, as the platform says (VISIBILITIES): documents shared here reach
+        the workspace-wide scope only when "public"; "unknown" serves only this conversation
+    document_channel: where files shared here are kept when not `channel`: a Discord private
+        thread keeps its own, which the rest of its parent channel cannot read
+
+    Neither of the last two is part of a conversation's identity (equality, hash, session key).
     """
 
     platform: str
     workspace: str
     channel: str
     thread: str
+    visibility: str = field(default="unknown", compare=False)
+    document_channel: str = field(default="", compare=False)
+
+    @property
+    def documents_at(self) -> str:
+        """The channel whose documents files shared here become."""
+        return self.document_channel or self.channel
 
     @property
     def session_key(self) -> str:
@@ -208,6 +226,7 @@ class IngestResult:
     version: int
     duplicate: bool = False  # the same content was already there: nothing was added
     sections: int = 0  # headings found (a document without pages is counted in sections)
+    shared_as: str = ""  # the name it was shared under, when another's document had it (filename differs)
 
 
 @dataclass(frozen=True)
@@ -221,6 +240,8 @@ class DocumentInfo:
     sha256: str
     channel: str = ""
     sections: int = 0
+    visibility: str = "unknown"  # of the channel it was shared in (Conversation.visibility)
+    shared_as: str = ""  # the name it was shared under, when another's document had it
 
 
 # ---- summaries -------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from engine.errors import ErrorCode, ParleyError
 from engine.knowledge import KnowledgeBase
 from engine.types import Conversation, FileUpload, IngestProgress, User
 
-CHANNEL_A = Conversation("slack", "T1", "CA", "1700000000.000100")
-CHANNEL_B = Conversation("slack", "T1", "CB", "1700000000.000200")
-OTHER_WORKSPACE = Conversation("slack", "T2", "CA", "1700000000.000300")  # same channel id, other team
-OTHER_PLATFORM = Conversation("discord", "T1", "CA", "42")  # same ids, other platform
+# Public channels: their documents reach the workspace-wide scope (test_document_trust.py: the others)
+CHANNEL_A = Conversation("slack", "T1", "CA", "1700000000.000100", visibility="public")
+CHANNEL_B = Conversation("slack", "T1", "CB", "1700000000.000200", visibility="public")
+OTHER_WORKSPACE = Conversation("slack", "T2", "CA", "1700000000.000300", visibility="public")  # same channel id, other team
+OTHER_PLATFORM = Conversation("discord", "T1", "CA", "42", visibility="public")  # same ids, other platform
 ALICE = User("U-alice", "alice")
 
 

@@ -56,7 +56,7 @@ class IngestJobs:
 
     @staticmethod
     def _scope(where: Conversation) -> str:
-        return Scope.of(where).channel_key
+        return Scope.own(where).channel_key
 
     def start(self, where: Conversation, filename: str, uploader: str) -> IngestJob:
         key = (self._scope(where), filename)

@@ -13,9 +13,9 @@ import dataclasses
 import hashlib
 import inspect
 import logging
-import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from engine.config import KnowledgeConfig
@@ -23,17 +23,47 @@ from engine.errors import ErrorCode, ParleyError, file_too_large
 from engine.knowledge.embedder import Embedder
 from engine.knowledge.ingesting import Emit, IngestJob, IngestJobs, Prepared, prepare
 from engine.knowledge.lexical import DocumentTerms, LexicalIndex
+from engine.knowledge.names import clean_filename, numbered_name
 from engine.knowledge.vector_store import DocumentRecord, Scope, VectorStore, chunk_id, document_id
-from engine.types import Conversation, FileUpload, IngestProgress, IngestResult, ProgressCallback
+from engine.types import VISIBILITIES, Conversation, FileUpload, IngestProgress, IngestResult, ProgressCallback
+
+__all__ = ["Ingestor", "clean_filename", "place", "with_progress"]
 
 log = logging.getLogger(__name__)
 
 
-def clean_filename(name: str) -> str:
-    """The bare file name a user sees: no directories, no control characters."""
-    name = re.split(r"[\\/]", name or "")[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
-    return name[:200] or "upload"
+@dataclass(frozen=True)
+class Placement:
+    """Which document an upload becomes: its id and name, the name it was shared under when that
+    differs, and its live version before this one (None: a new document)."""
+
+    doc_id: str
+    filename: str
+    shared_as: str
+    previous: DocumentRecord | None
+
+
+def place(records: list[DocumentRecord], scope: Scope, name: str, uploader: str) -> Placement:
+    """An upload of `name` by `uploader` among a channel's documents (`records`): the next version of
+    the uploader's own document of that name (as it is named, or as they shared it); else a new
+    document, under its name when no document has it, else numbered beside the other one
+    ("report (2).pdf"). Nobody's upload ever becomes a version of somebody else's document."""
+    own = [r for r in records if r.uploader == uploader]
+    mine = next((r for r in own if r.filename == name), None) or next((r for r in own if r.shared_as == name), None)
+    if mine is not None:
+        return Placement(mine.doc_id, mine.filename, mine.shared_as, mine)
+    taken = {r.filename for r in records}
+    if name not in taken:
+        return Placement(document_id(scope, name), name, "", None)
+    numbered = numbered_name(name, taken)
+    return Placement(document_id(scope, numbered), numbered, name, None)
+
+
+def visibility_of(said: str, previous: DocumentRecord | None) -> str:
+    """What a new version records: the visibility its conversation `said`, else what was known before."""
+    if said in VISIBILITIES and said != "unknown":
+        return said
+    return previous.visibility if previous is not None else "unknown"
 
 
 async def with_progress(work: Callable[[Emit], IngestResult], progress: ProgressCallback | None) -> IngestResult:
@@ -105,18 +135,20 @@ class Ingestor:
         if not data.strip():
             raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
         sha = hashlib.sha256(data).hexdigest()
-        duplicate = self._find_duplicate(Scope.of(upload.where), sha)
+        scope = Scope.own(upload.where)
+        duplicate = self._find_duplicate(scope, sha)
         if duplicate is not None:
             return duplicate
         job = self.jobs.start(upload.where, name, upload.user.id)
         try:
             prepared = prepare(self.config, self._embedder(), name, data, emit, job, self._busy)
             document = prepared.document
+            # doc_id, filename, shared_as and visibility are settled at the commit (_store)
             record = DocumentRecord(
-                doc_id=document_id(upload.where, name), platform=upload.where.platform,
-                workspace=upload.where.workspace, channel=upload.where.channel, filename=name, version=0,
-                kind=prepared.kind, pages=document.page_count, chunks=len(prepared.drafts), uploader=upload.user.id,
-                uploaded_at=float(upload.uploaded_at), sha256=sha, sections=document.sections)
+                doc_id="", platform=scope.platform, workspace=scope.workspace, channel=scope.channel,
+                filename=name, version=0, kind=prepared.kind, pages=document.page_count,
+                chunks=len(prepared.drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at),
+                sha256=sha, sections=document.sections, visibility=upload.where.visibility)
             result = self._store(record, prepared, emit, job)
         finally:
             self.jobs.finish(job)
@@ -130,21 +162,26 @@ class Ingestor:
         return result
 
     def _store(self, draft: DocumentRecord, prepared: Prepared, emit: Emit, job: IngestJob) -> IngestResult:
-        """Store a document's chunks as its next version, then register it: the commit point."""
-        name = draft.filename
-        doc_id = draft.doc_id
+        """Store a document's chunks as its next version, then register it: the commit point. Which
+        document it is (place) is decided here, under the write lock, against the registry as it is."""
         drafts = prepared.drafts
         with self._write_lock:
             duplicate = self._find_duplicate(draft.scope, draft.sha256)  # another upload of it may have won the race
             if duplicate is not None:
                 return duplicate
-            previous = self.store.get_document(doc_id)
+            placed = place(self.store.documents_in(draft.scope), draft.scope, draft.filename, draft.uploader)
+            name = placed.filename
+            doc_id = placed.doc_id
+            previous = placed.previous
             version = previous.version + 1 if previous else 1
             self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
-            record = dataclasses.replace(draft, version=version)
+            visibility = visibility_of(draft.visibility, previous)
+            record = dataclasses.replace(draft, doc_id=doc_id, filename=name, shared_as=placed.shared_as,
+                                         version=version, visibility=visibility)
             base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
                     "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
-                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind}
+                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind,
+                    "visibility": visibility}
             metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
                          for d in drafts]
             ids = [chunk_id(doc_id, version, d.index) for d in drafts]
@@ -168,7 +205,7 @@ class Ingestor:
                 except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
                     log.warning("old version not deleted", extra={"file": name}, exc_info=True)
         return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
-                            sections=draft.sections)
+                            sections=draft.sections, shared_as=placed.shared_as)
 
     def _find_duplicate(self, scope: Scope, sha: str) -> IngestResult | None:
         doc = self.store.find_by_sha(scope, sha)

@@ -21,12 +21,15 @@ from engine.knowledge.citations import excerpt, is_fragment, sentences
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
 from engine.knowledge.ingesting import IngestJob
-from engine.knowledge.ingestor import Ingestor, clean_filename, with_progress
+from engine.knowledge.ingestor import Ingestor, with_progress
 from engine.knowledge.lexical import DocumentTerms, LexicalHits, LexicalIndex
+from engine.knowledge.names import clean_filename
 from engine.knowledge.records import Passage
 from engine.knowledge.store import open_store
-from engine.knowledge.vector_store import Scope, VectorStore, document_id
-from engine.types import Conversation, DocumentInfo, FileUpload, IngestResult, ProgressCallback
+from engine.knowledge.vector_store import DocumentRecord, Scope, VectorStore
+from engine.types import VISIBILITIES, Conversation, DocumentInfo, FileUpload, IngestResult, ProgressCallback
+
+__all__ = ["KnowledgeBase", "clean_filename"]
 
 log = logging.getLogger(__name__)
 LOADER_JOIN_S = 60.0  # at close, how long the background embedder load may take to finish
@@ -157,7 +160,7 @@ class KnowledgeBase:
             cached = self._live_cache.get(key)
         if cached is not None and now - cached[0] < LIVE_TTL_S:
             return cached[1]
-        live = {r.doc_id: r.version for r in self.store.documents_in(key)}
+        live = {r.doc_id: r.version for r in self._records(where, workspace_wide)}
         with self._stats_lock:
             self._live_cache[key] = (now, live)
         return live
@@ -216,28 +219,80 @@ class KnowledgeBase:
         return await asyncio.to_thread(self.list_documents_sync, where, wide)
 
     def list_documents_sync(self, where: Conversation, workspace_wide: bool = False) -> list[DocumentInfo]:
-        records = self.store.documents_in(Scope.of(where, workspace_wide))
+        records = self._records(where, workspace_wide)
         records.sort(key=lambda r: (r.filename.lower(), r.channel))
         return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
                              uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel,
-                             sections=r.sections)
+                             sections=r.sections, visibility=r.visibility, shared_as=r.shared_as)
                 for r in records]
 
-    async def delete_document(self, where: Conversation, filename: str) -> int:
-        return await asyncio.to_thread(self.delete_document_sync, where, filename)
+    def _records(self, where: Conversation, workspace_wide: bool) -> list[DocumentRecord]:
+        """The registry entries a conversation may use (Scope), their visibility settled first."""
+        return self._settle(where, self.store.documents_in(Scope.of(where, workspace_wide)))
 
-    def delete_document_sync(self, where: Conversation, filename: str) -> int:
-        name = clean_filename(filename)
-        doc_id = document_id(where, name)
+    def _settle(self, where: Conversation, records: list[DocumentRecord]) -> list[DocumentRecord]:
+        """Documents migrate here: those of the conversation's own channel whose visibility is not
+        what the platform now says (unknown before visibility was recorded, or a channel made
+        private or public since) take the platform's word. A conversation whose visibility is not
+        known changes nothing, and until a document's is known it serves only its own channel."""
+        said = where.visibility
+        own = Scope.own(where).channel
+        stale = [r for r in records if r.channel == own and r.visibility != said]
+        if said == "unknown" or said not in VISIBILITIES or not stale:
+            return records
+        settled: dict[str, DocumentRecord] = {}
         with self._write_lock:
-            if self.store.get_document(doc_id) is None:
-                raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {name} in this channel.")
+            for record in stale:
+                current = self.store.get_document(record.doc_id)  # as it is now, under the lock
+                if current is not None and current.visibility != said:
+                    settled[record.doc_id] = self.store.set_visibility(current, said)
+                    log.info("document visibility recorded", extra={
+                        "file": current.filename, "scope": where.session_key, "was": current.visibility,
+                        "now": said})
+            self._forget_live()
+        return [settled.get(r.doc_id, r) for r in records]
+
+    def find_document_sync(self, where: Conversation, filename: str) -> DocumentRecord | None:
+        """The document named `filename` (as clean_filename makes it) among the conversation's own
+        (a private thread's, then its channel's): one name, one document (names are unique in a
+        channel). Never another channel's, even under the workspace-wide scope."""
+        name = clean_filename(filename)
+        own = Scope.own(where).channel
+        found = [r for r in self._records(where, False) if r.filename == name]
+        found.sort(key=lambda r: r.channel != own)
+        return found[0] if found else None
+
+    async def find_document(self, where: Conversation, filename: str) -> DocumentRecord | None:
+        return await asyncio.to_thread(self.find_document_sync, where, filename)
+
+    def forget_sync(self, record: DocumentRecord) -> int:
+        """Delete the document `record` names, if it is still that person's (a record found before
+        another's upload took the name after a forget is not theirs: DOCUMENT_NOT_FOUND)."""
+        doc_id = record.doc_id
+        with self._write_lock:
+            current = self.store.get_document(doc_id)
+            if current is None or current.uploader != record.uploader:
+                raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {record.filename} here.")
             self.store.unregister(doc_id)  # first: from here on nothing of it is retrieved
             self._forget_live()
             self.lexical.drop(doc_id)
             removed = self.store.delete_document_chunks(doc_id)
-        log.info("document deleted", extra={"file": name, "scope": where.session_key, "chunks": removed})
+        log.info("document deleted", extra={"file": record.filename, "channel": record.channel, "chunks": removed})
         return removed
+
+    async def forget(self, record: DocumentRecord) -> int:
+        return await asyncio.to_thread(self.forget_sync, record)
+
+    async def delete_document(self, where: Conversation, filename: str) -> int:
+        """Forget the document of that name here (find_document), whoever shared it: the caller checked."""
+        return await asyncio.to_thread(self.delete_document_sync, where, filename)
+
+    def delete_document_sync(self, where: Conversation, filename: str) -> int:
+        record = self.find_document_sync(where, filename)
+        if record is None:
+            raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND,
+                              f"There is no document named {clean_filename(filename)} here.")
+        return self.forget_sync(record)
 
     # ---- maintenance -------------------------------------------------------------------------
 

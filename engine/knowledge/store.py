@@ -7,6 +7,7 @@ collections and its `where` filters stay in this module.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -26,15 +27,18 @@ PAGE_SIZE = 2000
 UNFILTERED_FACTOR = 3  # see ChromaStore._nearest
 
 
-def scope_keys(platform: str, workspace: str, channel: str) -> dict[str, str]:
+SCOPE_KEYS = ("scope", "wscope", "pscope")
+
+
+def scope_keys(platform: str, workspace: str, channel: str, visibility: str = "unknown") -> dict[str, str]:
     """The scope keys of an entry of this channel (see Scope.keys for why entries carry them)."""
-    return Scope(platform, workspace, channel).keys()
+    return Scope(platform, workspace, channel).keys(visibility)
 
 
 def scope_where(scope: Scope) -> dict:
-    """The Chroma filter for a scope: one equality on the key of its channel or its workspace."""
-    keys = scope.keys()
-    return {"wscope": keys["wscope"]} if scope.workspace_wide else {"scope": keys["scope"]}
+    """The Chroma filter for a scope: the equality of each of its parts, or'ed."""
+    parts = [{key: value} for key, value in scope.parts()]
+    return parts[0] if len(parts) == 1 else {"$or": parts}
 
 
 def open_client(config: KnowledgeConfig, data_dir: Path):
@@ -65,10 +69,12 @@ class ChromaStore:
         self._add_scope_keys()
 
     def _add_scope_keys(self) -> None:
-        """Give entries stored before scope keys existed their keys (once, on open)."""
+        """Give entries stored before scope keys existed their keys (once, on open). An entry from
+        before visibility was recorded gets "unknown": its document serves only its own channel
+        until a conversation there says who can read it (KnowledgeBase settles it)."""
         for collection in (self.documents, self.chunks):
             first = collection.get(limit=1, include=["metadatas"])["metadatas"]
-            if not first or "scope" in first[0]:
+            if not first or all(key in first[0] for key in SCOPE_KEYS):
                 continue
             offset = 0
             while True:
@@ -116,6 +122,19 @@ class ChromaStore:
     def unregister(self, doc_id: str) -> None:
         self.documents.delete(ids=[doc_id])
 
+    def set_visibility(self, record: DocumentRecord, visibility: str) -> DocumentRecord:
+        """The chunks first, then the entry: a search reads the entry's scope keys (documents_in)
+        before it trusts a chunk's, so an entry still saying "private" keeps the document out."""
+        ids = self.chunk_ids(record.doc_id)
+        step = self._batch_size()
+        for start in range(0, len(ids), step):
+            got = self.chunks.get(ids=ids[start:start + step], include=["metadatas"])
+            self.chunks.update(ids=got["ids"], metadatas=[_with_scope_keys({**m, "visibility": visibility})
+                                                           for m in got["metadatas"]])
+        updated = dataclasses.replace(record, visibility=visibility)
+        self.register(updated)
+        return updated
+
     # ---- chunks ------------------------------------------------------------------------------
 
     def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str],
@@ -158,8 +177,13 @@ class ChromaStore:
             self.chunks.delete(ids=ids[start:start + step])
 
     def search(self, vector: np.ndarray, scope: Scope, n: int) -> list[Hit]:
-        """The `n` nearest chunks in a channel's scope (or its workspace's), best first."""
-        return self._nearest(vector, scope_where(scope), n)
+        """The `n` nearest chunks in a scope, best first: each part's nearest, merged (a chunk of
+        the conversation's own public channel is in two parts)."""
+        found: dict[str, Hit] = {}
+        for key, value in scope.parts():
+            for hit in self._nearest(vector, {key: value}, n):
+                found.setdefault(hit.id, hit)
+        return sorted(found.values(), key=lambda h: h.cosine, reverse=True)[:n]
 
     def _nearest(self, vector: np.ndarray, where: dict, n: int) -> list[Hit]:
         """The `n` nearest chunks matching the one-key filter `where`, best first.
@@ -269,4 +293,6 @@ class ChromaStore:
 
 
 def _with_scope_keys(meta: dict[str, Any]) -> dict[str, Any]:
-    return {**meta, **scope_keys(meta["platform"], meta["workspace"], meta["channel"])}
+    visibility = meta.get("visibility") or "unknown"
+    return {**meta, "visibility": visibility,
+            **scope_keys(meta["platform"], meta["workspace"], meta["channel"], visibility)}

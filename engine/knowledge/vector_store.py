@@ -22,16 +22,26 @@ _SEP = "\x1f"  # between the ids of a scope key: no platform id contains it
 
 @dataclass(frozen=True)
 class Scope:
-    """Where a listing or a search looks: one channel, or every channel of a workspace; never wider."""
+    """Where a listing or a search looks: a conversation's own channel (every document shared
+    there, whatever its visibility), a Discord private thread's parent channel too (its members
+    may read it), and, workspace-wide, the documents of its workspace's public channels; never
+    wider: a private channel's, a group DM's or a DM's documents serve only there."""
 
     platform: str
     workspace: str
-    channel: str  # "" when workspace_wide
+    channel: str  # the channel whose documents files shared in the conversation become
     workspace_wide: bool = False
+    parent: str = ""  # a private thread's channel, when `channel` is the thread
 
     @classmethod
     def of(cls, where: Conversation, workspace_wide: bool = False) -> "Scope":
-        return cls(where.platform, where.workspace, "" if workspace_wide else where.channel, workspace_wide)
+        own = where.documents_at
+        return cls(where.platform, where.workspace, own, workspace_wide, where.channel if own != where.channel else "")
+
+    @classmethod
+    def own(cls, where: Conversation) -> "Scope":
+        """The one channel whose documents files shared in `where` become."""
+        return cls(where.platform, where.workspace, where.documents_at)
 
     @property
     def channel_key(self) -> str:
@@ -42,18 +52,31 @@ class Scope:
     def workspace_key(self) -> str:
         return _SEP.join((self.platform, self.workspace))
 
-    def keys(self) -> dict[str, str]:
-        """The keys every stored chunk and document carries, so a scope is one equality in a filter.
+    def keys(self, visibility: str = "unknown") -> dict[str, str]:
+        """The keys every stored chunk and document of this channel carries, so that each part of
+        a scope is one equality in a filter: `scope` (its channel), `wscope` (its workspace) and
+        `pscope` (its workspace, for a public channel's documents only; "" otherwise).
 
         Chroma answers a filter of one equality in ~8 ms at 10,000 chunks, and the same filter
         written as an $and of platform, workspace and channel in ~27 ms.
         """
-        return {"scope": self.channel_key, "wscope": self.workspace_key}
+        return {"scope": self.channel_key, "wscope": self.workspace_key,
+                "pscope": self.workspace_key if visibility == "public" else ""}
+
+    def parts(self) -> list[tuple[str, str]]:
+        """The scope as one-key equalities whose union it is: (key, value)."""
+        parts = [("scope", self.channel_key)]
+        if self.parent:
+            parts.append(("scope", _SEP.join((self.platform, self.workspace, self.parent))))
+        if self.workspace_wide:
+            parts.append(("pscope", self.workspace_key))
+        return parts
 
 
-def document_id(where: Conversation, filename: str) -> str:
-    """Stable id of a document (all its versions) in its channel."""
-    key = "\x00".join((where.platform, where.workspace, where.channel, filename))
+def document_id(scope: Scope, filename: str) -> str:
+    """Stable id of a document (all its versions) in its channel: its name is unique there (a
+    second document of the same name is numbered, names.numbered_name)."""
+    key = "\x00".join((scope.platform, scope.workspace, scope.channel, filename))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
@@ -78,6 +101,10 @@ class DocumentRecord:
     uploaded_at: float
     sha256: str
     sections: int = 0  # headings found: what a document without pages is counted in
+    # Who can read the channel it was shared in (engine.types.VISIBILITIES); entries from before
+    # visibility was recorded are "unknown" until a conversation there says (KnowledgeBase).
+    visibility: str = "unknown"
+    shared_as: str = ""  # the name it was shared under, when another's document had it
 
     @property
     def scope(self) -> Scope:
@@ -86,7 +113,7 @@ class DocumentRecord:
     def metadata(self) -> dict[str, Any]:
         """The entry as stored (and as a backup writes it): every field but the id, and the scope keys."""
         fields = {k: v for k, v in self.__dict__.items() if k != "doc_id"}
-        return {**fields, **self.scope.keys()}
+        return {**fields, **self.scope.keys(self.visibility)}
 
     @classmethod
     def from_metadata(cls, doc_id: str, meta: dict[str, Any]) -> "DocumentRecord":
@@ -134,6 +161,10 @@ class VectorStore(Protocol):
         ...
 
     def unregister(self, doc_id: str) -> None: ...
+
+    def set_visibility(self, record: DocumentRecord, visibility: str) -> DocumentRecord:
+        """Record who can read the document's channel, on its entry and its chunks; the entry as now."""
+        ...
 
     # ---- chunks ----
     def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str],
