@@ -3,8 +3,9 @@
 Structured context goes in `extra=` (`log.info("answered", extra={"session": ..., "tokens": 12})`);
 plain lines append it as key=value, JSON lines carry it as fields. The redaction filter sits on
 every handler, so records from any library (slack_sdk, aiohttp, discord.py) pass through it: the
-values of the token/secret environment variables, Slack token shapes and passwords in URLs
-never reach a log.
+values of the token/secret environment variables, Slack and Discord token shapes, Authorization
+header values, credentials in URLs (user:password@, a token as the user, ?api_key= and the like)
+and fields named like secrets never reach a log.
 """
 from __future__ import annotations
 
@@ -21,12 +22,21 @@ from engine.config import LoggingConfig
 REDACTED = "[REDACTED]"
 SECRET_ENV = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "DISCORD_TOKEN")
 SECRET_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
-SECRET_PATTERNS = (
-    re.compile(r"xox[abposre]-[A-Za-z0-9-]+"),  # Slack bot/user/... tokens
-    re.compile(r"xapp-[A-Za-z0-9-]+"),  # Slack app-level tokens
-    re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]+(?=@)"),  # user:password@ in URLs (e.g. redis://:pw@host)
-    re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=-]{8,}"),  # Authorization: Bearer ...
+SECRET_PATTERNS = (  # (pattern, what replaces it)
+    (re.compile(r"xox[abposre]-[A-Za-z0-9-]+"), REDACTED),  # Slack bot/user/... tokens
+    (re.compile(r"xapp-[A-Za-z0-9-]+"), REDACTED),  # Slack app-level tokens
+    (re.compile(r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}"), REDACTED),  # Discord bot token
+    (re.compile(r"(?<=://)([^:/@\s]*):[^@/\s]+(?=@)"), rf"\1:{REDACTED}"),  # user:password@ (redis://:pw@host)
+    (re.compile(r"(?<=://)[^:/@\s]{12,}(?=@)"), REDACTED),  # a token as the URL's user (https://TOKEN@host)
+    (re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|sig)=)[^&#\s'\"]+"),
+     rf"\1{REDACTED}"),  # ?api_key=... in URLs
+    (re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=-]{8,}"), REDACTED),  # Authorization: Bearer ...
+    (re.compile(r"(?i)(?<=\bbot )[A-Za-z0-9._-]{40,}"), REDACTED),  # Authorization: Bot ... (Discord)
+    (re.compile(r"(?i)(?<=\bbasic )[A-Za-z0-9+/]{8,}={0,2}"), REDACTED),  # Authorization: Basic ...
 )
+# A field (extra=, or a key of a dict in one) named like this is a secret whatever its shape.
+SECRET_KEY = re.compile(r"(?i)^(authorization|proxy-authorization|x-api-key|api[_-]?key|token|access[_-]?token|"
+                        r"secret|client[_-]?secret|signing[_-]?secret|password|passwd|cookie|set-cookie)$")
 MIN_SECRET_LEN = 6  # shorter env values would redact ordinary words
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -48,9 +58,17 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        for pattern in SECRET_PATTERNS:
-            text = pattern.sub(lambda m: REDACTED if not m.groups() else f"{m.group(1)}:{REDACTED}", text)
+        for pattern, replacement in SECRET_PATTERNS:
+            text = pattern.sub(replacement, text)
         return text
+
+    def field(self, key: object, value):
+        """A named value: redacted by its shape, and whole when its name says it is a secret."""
+        shown = self.value(value)
+        if isinstance(key, str) and SECRET_KEY.match(key) and shown not in (None, "") \
+                and REDACTED not in str(shown):
+            return REDACTED
+        return shown
 
     def value(self, value):
         if isinstance(value, str):
@@ -60,7 +78,7 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return type(value)(self.value(v) for v in value)
         if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
+            return {k: self.field(k, v) for k, v in value.items()}
         return self(str(value))
 
 
@@ -83,7 +101,7 @@ class RedactingFilter(logging.Filter):
             record.args = None
         for key, value in list(vars(record).items()):
             if key not in _STANDARD and not key.startswith("_"):
-                setattr(record, key, self.redact.value(value))
+                setattr(record, key, self.redact.field(key, value))
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
         if record.exc_text:

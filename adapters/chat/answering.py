@@ -180,8 +180,8 @@ async def _show(event: AnswerEvent, showing: _Showing) -> bool:
             await reply.discard()
         elif showing.private is not None and event.code in PRIVATE_CODES and not reply.raw:
             await reply.discard()
-            await showing.private(markup.warning + event.render())
-        else:
-            await reply.replace(markup.warning + event.render())
+            await showing.private(markup.warning + markup.guard(event.render()))
+        else:  # a failure may quote the asker's words: the platform's rule applies to it as well
+            await reply.replace(markup.warning + markup.guard(event.render()))
         return True
     return False

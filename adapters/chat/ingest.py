@@ -54,10 +54,16 @@ def unsupported_text(names: list[str], markup: Markup) -> str:
     return f"{markup.warning}I can't read {shown}: I index {SUPPORTED} files ({ErrorCode.UNSUPPORTED_FILE.value})."
 
 
-def ingested_text(result: IngestResult, shown: str) -> str:
-    """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants."""
+def ingested_text(result: IngestResult, shown: str, markup: Markup | None = None) -> str:
+    """"Indexed `report.pdf`: 42 pages, 97 chunks. Ask away." and its variants. A file shared under
+    the name of somebody else's document here is its own document, under a numbered name, said so."""
     if result.duplicate:
         return f"{shown} is already indexed here (version {result.version}); nothing changed."
+    if result.shared_as and markup is not None:
+        named = shown_name(result.filename, markup)
+        shown = f"{shown} as {named}" + ("" if result.version > 1 else  # said when it was first named
+                                          " (a document somebody else shared here is already named "
+                                          f"{shown_name(result.shared_as, markup)}; theirs stays as it is)")
     pages = (f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else
              f"{result.sections} section{'s' if result.sections != 1 else ''}, " if result.sections else "")
     chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
@@ -114,16 +120,16 @@ async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversati
                             mime_type=file.mime_type.split(";")[0])
         result = await engine.ingest(upload, board)
         ticker.cancel()
-        await target.edit(handle, ingested_text(result, shown))
+        await target.edit(handle, ingested_text(result, shown, markup))
     except ParleyError as exc:
         log.info("file not indexed", extra={"file": file.name, "code": exc.code.value, "ref": exc.reference})
         if exc.silent or (exc.code is ErrorCode.RATE_LIMITED and private is not None):
             if handle is not None:  # the sharer's business alone
                 await target.delete(handle)
             if not exc.silent:
-                await private(f"{markup.warning}I didn't index {shown}: {exc.render()}")
-        else:
-            await _say(target, handle, f"{markup.warning}I couldn't index {shown}: {exc.render()}")
+                await private(f"{markup.warning}I didn't index {shown}: {markup.guard(exc.render())}")
+        else:  # the failure may quote the file's name: the platform's rule applies to it as well
+            await _say(target, handle, f"{markup.warning}I couldn't index {shown}: {markup.guard(exc.render())}")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
         error = ParleyError(ErrorCode.INTERNAL)
         log.error("file ingest failed", extra={"file": file.name, "ref": error.reference}, exc_info=exc)

@@ -3,6 +3,20 @@
 An answer's final text (the answer, a note when it was cut, the sources it used), status lines
 ("Thinking…", "Queued, 2 ahead…"), warnings and file names are written here once; a `Markup`
 says how a platform spells them: Slack mrkdwn, Discord Markdown, or plain console text.
+
+Safe echo. Most of what Parley posts it did not write: the model's answer, file and document
+names, people's names, excerpts, words quoted back from a command. Each platform has one escaping
+rule for such text, and it is applied twice over, by design:
+- where text is written (`render`, `literal`, `code`), so that it shows as it was written: the
+  renderer escapes everything it is given, and only Parley's own markup (the format strings
+  below, and links to http, https or mailto that `render` builds) stays markup;
+- where text leaves for the platform (`guard`, called by every target, reply and command answer
+  of an adapter), so that a reply that forgets the first cannot ping anyone: a new kind of reply
+  is safe by default. `guard` is idempotent and leaves Parley's own markup alone.
+The rules: SLACK (mrkdwn) escapes &, < and >, so no `<!here>`, `<!channel>`, `<!everyone>`,
+`<!subteam^…>`, `<@U…>` or `<#C…>` can be formed; DISCORD breaks @everyone, @here, <@id>, <@&id>
+and <#id> with a zero-width space (and every send also carries no allowed mentions); PLAIN (the
+terminal) has nothing to escape.
 """
 from __future__ import annotations
 
@@ -16,8 +30,16 @@ _EMPHASIS = re.compile(r"(\*\*|__|\*)(?=\S)(.+?)(?<=\S)\1")
 _FENCE_LINE = re.compile(r"^\s*(```|~~~).*$\n?", re.MULTILINE)
 
 
+LINK_SCHEMES = ("http://", "https://", "mailto:")  # the only links Parley makes; any other is shown as text
+
+
 def same(text: str) -> str:
     return text
+
+
+def linkable(url: str) -> bool:
+    """Whether `url` may become a link: http, https or mailto (not `!channel`, `javascript:`…)."""
+    return url.strip().lower().startswith(LINK_SCHEMES)
 
 
 def plain_text(markdown: str) -> str:
@@ -29,8 +51,11 @@ def plain_text(markdown: str) -> str:
 class Markup:
     """How one platform writes things. Format strings take the text as {} (and {i}, {where}…)."""
 
-    render: Callable[[str], str]  # Markdown (what the model and the commands write) -> platform text
+    # Markdown (what the model and the commands write) -> platform text; escapes all it is given
+    # but Markdown's own formatting, and links only to http, https and mailto
+    render: Callable[[str], str]
     literal: Callable[[str], str]  # text shown as it is, inside the platform's markup
+    guard: Callable[[str], str]  # the last pass over anything posted: nothing in it can mention anyone
     status: str  # a status line: "_{}_" in Slack
     note: str  # a small note under an answer
     warning: str  # the prefix of a failure reply
@@ -86,5 +111,5 @@ def queued_text(ahead: int, markup: Markup) -> str:
     return markup.status.format(f"Queued, {ahead} ahead…" if ahead else "Queued, next in line…")
 
 
-PLAIN = Markup(render=plain_text, literal=same, status="{}", note="({})", warning="", code=same,
+PLAIN = Markup(render=plain_text, literal=same, guard=same, status="{}", note="({})", warning="", code=same,
                sources_title="Sources:", source_line="  [{i}] {where}{excerpt}", page=" p.{}", excerpt_chars=300)

@@ -133,15 +133,18 @@ def said_of(post: ThreadPost) -> SaidMessage | None:
     return SaidMessage(message.user_name, message.text)
 
 
-def summary_text(summary: Summary, what: str) -> str:
-    """Markdown: the heading (what, how many messages, who spoke) and the points."""
-    speakers = list(summary.speakers[:6])
+def summary_text(summary: Summary, what: str, markup: Markup) -> str:
+    """The heading (what, how many messages, who spoke) and the points, in `markup`: the points
+    are the model's Markdown, rendered; the speakers' names are shown as written (a display name
+    is anybody's text: `<!here>` or a Markdown link in one stays text)."""
+    speakers = [markup.literal(s) for s in summary.speakers[:6]]
     who = ", ".join(speakers[:-1]) + f" and {speakers[-1]}" if len(speakers) > 1 else "".join(speakers)
     more = f" and {len(summary.speakers) - 6} more" if len(summary.speakers) > 6 else ""
-    head = f"**Summary of {what}** ({summary.messages} message{'s' if summary.messages != 1 else ''}"
+    plural = "s" if summary.messages != 1 else ""
+    head = markup.render(f"**Summary of {what}**") + f" ({summary.messages} message{plural}"
     head += f" from {who}{more})" if who else ")"
     points = summary.points or ("(the model wrote nothing usable; try again, or a shorter window)",)
-    return "\n".join([head, *(f"- {p}" for p in points)])
+    return "\n".join([head, markup.render("\n".join(f"- {p}" for p in points))])
 
 
 class SummaryBoard(Protocol):
@@ -191,7 +194,7 @@ async def post_summary(engine: Engine, where: Conversation, user: User, read: Re
                 f"Summarising {len(said)} messages in {total} parts: {done}/{total} done…"))
 
         summary = await engine.summarize(where, user, said, progress)
-        await board.finish(markup.render(summary_text(summary, what)))
+        await board.finish(summary_text(summary, what, markup))
         return summary
     except ParleyError as exc:
         head, found, usage = exc.user_message.partition("Usage:")

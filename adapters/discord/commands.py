@@ -1,5 +1,5 @@
 """Parley's application commands on Discord: /llm-stats, /llm-model [model], /llm-config [args],
-/llm-docs [action] [name], and /llm-new (a fresh start in a DM; the one command allowed in
+/llm-docs [action] [name], /llm-audit [args], and /llm-new (a fresh start in a DM; the one command allowed in
 DMs); /llm-summarize and the "Summarize" message menu are in adapters/discord/summaries.py.
 
 The commands themselves are adapters.chat.commands; here they are registered on discord.py's
@@ -22,7 +22,7 @@ from adapters.chat.commands import Wording, run_command
 from adapters.chat.conversations import FRESH_TEXT, NOT_IN_A_DM, DmConversations
 from adapters.chat.streaming import split_message
 from adapters.discord.documents import display_name
-from adapters.discord.text import DISCORD
+from adapters.discord.text import DISCORD, NO_MENTIONS, escape_mentions
 from engine.errors import ErrorCode, ParleyError
 from engine.types import Conversation, User
 
@@ -58,7 +58,7 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
     async def llm_stats(interaction: discord.Interaction) -> None:
         await run(interaction, "llm-stats", "")
 
-    @tree.command(name="llm-model", description="List Parley's models, or switch the live one (admins)")
+    @tree.command(name="llm-model", description="List Parley's models, or switch the live one (operators)")
     @app_commands.guild_only()
     @app_commands.describe(model="the model to switch to; leave empty to list them")
     async def llm_model(interaction: discord.Interaction, model: str | None = None) -> None:
@@ -82,6 +82,12 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
     async def llm_docs(interaction: discord.Interaction, action: str | None = None,
                        name: str | None = None) -> None:
         await run(interaction, "llm-docs", f"{action or 'list'} {name or ''}".strip())
+
+    @tree.command(name="llm-audit", description="What admins and operators did here, and refusals; or 👎 comments")
+    @app_commands.guild_only()
+    @app_commands.describe(args="empty: the newest 20; a number: that many; `feedback [N]`: the 👎 comments")
+    async def llm_audit(interaction: discord.Interaction, args: str | None = None) -> None:
+        await run(interaction, "llm-audit", args or "")
 
     @llm_docs.autocomplete("name")
     async def document_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -151,6 +157,6 @@ async def send(interaction: discord.Interaction, text: str) -> None:
     """An ephemeral reply, over several messages when long; a follow-up once answered."""
     for part in split_message(text, MESSAGE_LIMIT):
         if interaction.response.is_done():
-            await interaction.followup.send(part, ephemeral=True)
+            await interaction.followup.send(escape_mentions(part), ephemeral=True, allowed_mentions=NO_MENTIONS)
         else:
-            await interaction.response.send_message(part, ephemeral=True)
+            await interaction.response.send_message(escape_mentions(part), ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -1,11 +1,13 @@
 """Where Parley's Discord messages go: a channel, a thread or a DM (the chat layer's
-AnswerTarget), optionally as a reply to the message being answered."""
+AnswerTarget), optionally as a reply to the message being answered. Whatever is sent passes the
+DISCORD guard and carries no allowed mentions (adapters/discord/text.py)."""
 from __future__ import annotations
 
 import discord
 
 from adapters.chat.feedback import FeedbackTag
 from adapters.discord.feedback import feedback_view
+from adapters.discord.text import NO_MENTIONS, escape_mentions
 
 
 class DiscordTarget:
@@ -19,10 +21,12 @@ class DiscordTarget:
         reference = self.reference
         self.reference = None
         extra = {"view": feedback_view(feedback)} if feedback is not None else {}
-        return await self.channel.send(text, reference=reference, mention_author=False, suppress_embeds=True, **extra)
+        return await self.channel.send(escape_mentions(text), reference=reference, mention_author=False,
+                                       suppress_embeds=True, allowed_mentions=NO_MENTIONS, **extra)
 
     async def edit(self, handle: discord.Message, text: str, feedback: FeedbackTag | None = None) -> None:
-        await handle.edit(content=text, **({"view": feedback_view(feedback)} if feedback is not None else {}))
+        await handle.edit(content=escape_mentions(text), allowed_mentions=NO_MENTIONS,
+                          **({"view": feedback_view(feedback)} if feedback is not None else {}))
 
     async def delete(self, handle: discord.Message) -> None:
         await handle.delete()

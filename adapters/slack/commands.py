@@ -71,9 +71,9 @@ def _listener(name: str, engine: Engine, tasks: TaskSet, users: SlackUsers,
 
     async def run(body: dict, respond) -> None:
         where = scope(body)
-        user = await users.get(body.get("user_id", "")) if where is not None else User("")
+        user = await users.get(body.get("user_id", ""), where.workspace) if where is not None else User("")
         text = await run_command(name, engine, where, user, body.get("text") or "", SLACK, wording)
-        await respond(text=text, response_type="ephemeral")
+        await respond(text=SLACK.guard(text), response_type="ephemeral")
 
     async def on_command(ack, body: dict, respond) -> None:  # Bolt passes arguments by these names
         await ack()  # within Slack's 3 s; the answer follows through response_url

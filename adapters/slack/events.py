@@ -3,6 +3,7 @@ goes, who said it, and the thread a reply is posted into."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from engine.types import Conversation, User
 log = logging.getLogger(__name__)
 
 USER_CACHE_S = 600.0
+# How long a channel's visibility from conversations.info is trusted: a channel made private is
+# seen as such at most this long after (a message event's channel_type says it at once).
+CHANNEL_CACHE_S = 120.0
+# A message event's channel_type, as Conversation.visibility (engine/types.py)
+CHANNEL_TYPES = {"channel": "public", "group": "private", "im": "dm", "mpim": "group_dm"}
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # the rest are edits, joins, bot posts…
 
 
@@ -51,11 +57,13 @@ def message_origin(event: dict, team: str) -> Origin | None:
         return None
     is_dm = event.get("channel_type") == "im" or (not event.get("channel_type") and channel.startswith("D"))
     thread_ts = event.get("thread_ts")
+    # app_mention events carry no channel_type: SlackChannels asks when it matters (an ingest)
+    visibility = "dm" if is_dm else CHANNEL_TYPES.get(event.get("channel_type") or "", "unknown")
     if is_dm:
-        return Origin(Conversation("slack", team, channel, thread_ts or "dm"), channel, thread_ts, user_id, ts,
-                      is_dm=True, in_thread=thread_ts is not None)
-    return Origin(Conversation("slack", team, channel, thread_ts or ts), channel, thread_ts or ts, user_id, ts,
-                  in_thread=thread_ts is not None)
+        return Origin(Conversation("slack", team, channel, thread_ts or "dm", visibility=visibility), channel,
+                      thread_ts, user_id, ts, is_dm=True, in_thread=thread_ts is not None)
+    return Origin(Conversation("slack", team, channel, thread_ts or ts, visibility=visibility), channel,
+                  thread_ts or ts, user_id, ts, in_thread=thread_ts is not None)
 
 
 def share_origin(team: str, channel: str, file: dict, file_id: str, user_id: str) -> Origin:
@@ -65,7 +73,7 @@ def share_origin(team: str, channel: str, file: dict, file_id: str, user_id: str
                       or [{}]))
     ts = share.get("ts") or ""
     if channel.startswith("D"):
-        return Origin(Conversation("slack", team, channel, share.get("thread_ts") or "dm"), channel,
+        return Origin(Conversation("slack", team, channel, share.get("thread_ts") or "dm", visibility="dm"), channel,
                       share.get("thread_ts"), user_id, ts, is_dm=True)
     thread_ts = share.get("thread_ts") or ts or None
     return Origin(Conversation("slack", team, channel, thread_ts or file_id), channel, thread_ts, user_id, ts)
@@ -126,3 +134,43 @@ class SlackUsers:
             return User(id=user_id)
         self._cache[user_id] = (now, user)
         return user
+
+def visibility_of(info: dict) -> str:
+    """A conversations.info channel object's visibility (Conversation.visibility)."""
+    if info.get("is_im"):
+        return "dm"
+    if info.get("is_mpim"):
+        return "group_dm"
+    if info.get("is_private") or info.get("is_group"):
+        return "private"
+    return "public" if info.get("is_channel") else "unknown"
+
+
+class SlackChannels:
+    """Who can read a Slack conversation: what a message event's channel_type said, else
+    conversations.info (needs channels:read, groups:read, im:read, mpim:read), cached a while.
+    "unknown" when Slack does not say: a document shared there then serves only that channel."""
+
+    def __init__(self, client: AsyncWebClient):
+        self.client = client
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def visibility(self, channel: str) -> str:
+        now = time.monotonic()
+        cached = self._cache.get(channel)
+        if cached and now - cached[0] < CHANNEL_CACHE_S:
+            return cached[1]
+        try:
+            visibility = visibility_of((await self.client.conversations_info(channel=channel))["channel"])
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
+            log.warning("conversations.info failed; the channel's visibility is unknown", extra={
+                "channel": channel, "error": getattr(getattr(exc, "response", None), "data", {}) or type(exc).__name__})
+            return "unknown"
+        self._cache[channel] = (now, visibility)
+        return visibility
+
+    async def known(self, where: Conversation, channel: str) -> Conversation:
+        """`where` with its visibility, asked of Slack when the event did not say it."""
+        if where.visibility != "unknown":
+            return where
+        return dataclasses.replace(where, visibility=await self.visibility(channel))

@@ -3,13 +3,21 @@ back to plain text, and the SLACK style the chat layer renders answers and sourc
 
 Slack's mrkdwn is not Markdown: *bold*, _italic_, ~strike~, <url|label> links, no headings, and
 &, <, > must be escaped everywhere (they start Slack's control sequences, so an unescaped
-`<!channel>` written by the model would ping a whole channel).
+`<!channel>` written by the model would ping a whole channel). The one rule for mrkdwn (see
+adapters/chat/markup.py): others' text has &, < and > escaped; the only `<…>` Parley sends are
+links to http, https or mailto (`[x](!channel)` is shown as text, never `<!channel|x>`); `guard`
+escapes every other < and > of whatever is posted.
+
+Native streaming sends Markdown (SLACK_MARKDOWN), where Slack escapes nothing for us and text may
+only grow: `defuse` puts an invisible word joiner inside each `<!here`, `<!channel`,
+`<!everyone`, `<!subteam`, `<@…`, `<#…` and before a link target that is not http, https or
+mailto, looking only behind it, so the text of a prefix stays a prefix of the text of the whole.
 """
 from __future__ import annotations
 
 import re
 
-from adapters.chat.markup import Markup
+from adapters.chat.markup import LINK_SCHEMES, Markup, linkable
 
 _FENCE_LINE = re.compile(r"^(\s*)(```|~~~)(.*)$")
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1")
@@ -31,7 +39,29 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_OWN_LINK = re.compile(r"<(?:https?://|mailto:)[^<>|\s]+(?:\|[^<>]*)?>", re.IGNORECASE)
+
+
+def _angles(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def guard(text: str) -> str:
+    """mrkdwn as it may go to Slack: every < and > that is not part of a link to http, https or
+    mailto becomes an entity, so no mention, broadcast or other control sequence is left.
+    Idempotent, and text the renderer wrote passes unchanged (its < and > are escaped already)."""
+    out: list[str] = []
+    at = 0
+    for m in _OWN_LINK.finditer(text):
+        out += [_angles(text[at:m.start()]), m.group()]
+        at = m.end()
+    out.append(_angles(text[at:]))
+    return "".join(out)
+
+
 def _link(url: str, label: str) -> str:
+    if not linkable(url):  # `[x](!channel)` would be <!channel|x>: other schemes are shown as text
+        return escape(label if label == url else f"{label} ({url})")
     url = url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
     label = escape(label.replace("|", "¦"))
     return f"<{url}|{label}>" if label else f"<{url}>"
@@ -118,19 +148,66 @@ def mentions(text: str, user_id: str) -> bool:
     return bool(user_id) and re.search(rf"<@{re.escape(user_id)}(?:\|[^>]*)?>", text) is not None
 
 
-def markdown_text(markdown: str) -> str:
-    """Model-written Markdown as Slack's native streaming takes it (markdown_text): as it is.
-    Slack renders it as standard Markdown, where mrkdwn's control sequences (`<!channel>`,
-    `<@U…>`, `<url|label>`) are literal text: nothing written there can ping anyone. The
-    identity keeps the text of a prefix a prefix of the text of the whole, as streaming needs."""
-    return markdown
+JOINER = "\u2060"  # WORD JOINER: invisible, and no Slack control sequence survives one inside it
+# `<!here`, `<!channel`, `<!everyone`, `<!subteam` (matched up to the last letter, which must be
+# there already: the joiner goes before it), `<@x`, `<#x`, the < possibly written as an entity.
+_MD_SPECIAL = re.compile(r"(?i)(?:<|&lt;|&#0*60;|&#x0*3c;)"
+                         r"(?:!(?:her(?=e)|channe(?=l)|everyon(?=e)|subtea(?=m))|[@#](?=[a-z0-9]))")
+_DESTINATION = re.compile(r"\]\([ \t]*")
 
 
-SLACK = Markup(render=markdown_to_mrkdwn, literal=escape, status="_{}_", note="_({})_", warning=":warning: ",
+def _target_cut(line: str, start: int) -> int | None:
+    """Where the link target starting at `start` first leaves every allowed scheme (None: never,
+    as far as it goes); decided by the characters up to there only."""
+    j = start
+    while j < len(line) and not line[j].isspace() and line[j] != ")":
+        if line[j] == JOINER:
+            return None  # defused already
+        so_far = line[start:j + 1].lower()
+        if so_far.startswith(LINK_SCHEMES):
+            return None
+        if not any(s.startswith(so_far) for s in LINK_SCHEMES):
+            return j
+        j += 1
+    return None
+
+
+def _defuse_targets(line: str) -> str:
+    out: list[str] = []
+    at = 0
+    for m in _DESTINATION.finditer(line):
+        cut = _target_cut(line, m.end()) if m.end() >= at else None
+        if cut is not None:
+            out += [line[at:cut], JOINER]
+            at = cut
+    out.append(line[at:])
+    return "".join(out)
+
+
+def defuse(markdown: str) -> str:
+    """Markdown as Slack's native streaming takes it (markdown_text): as written, but for a word
+    joiner inside anything that could mention or link elsewhere than http(s)/mailto. Looks only
+    behind each character, so the text of a prefix is a prefix of the text of the whole (text is
+    only ever appended to a stream); idempotent."""
+    text = _MD_SPECIAL.sub(lambda m: m.group() + JOINER, markdown)
+    out: list[str] = []
+    in_code = False
+    for line in text.split("\n"):
+        if _FENCE_LINE.match(line):
+            in_code = not in_code
+            out.append(line)
+        else:  # in a code block a link is text already
+            out.append(line if in_code else _defuse_targets(line))
+    return "\n".join(out)
+
+
+SLACK = Markup(render=markdown_to_mrkdwn, literal=escape, guard=guard, status="_{}_", note="_({})_",
+               warning=":warning: ",
                code=lambda text: f"`{escape(text)}`", sources_title="*Sources*",
                source_line="{i}. {where}{excerpt}", page=" p.{}", excerpt_chars=160)
 
 # Native streaming (chat.startStream / appendStream / stopStream) takes Markdown and Slack renders it.
-SLACK_MARKDOWN = Markup(render=markdown_text, literal=markdown_text, status="_{}_", note="_({})_", warning=":warning: ",
+SLACK_MARKDOWN = Markup(render=defuse, literal=defuse, guard=defuse, status="_{}_", note="_({})_",
+                        warning=":warning: ",
                         code=lambda text: f"`{text.replace('`', chr(39))}`", sources_title="**Sources**",
                         source_line="{i}. {where}{excerpt}", page=" p.{}", excerpt_chars=160)

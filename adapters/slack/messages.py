@@ -159,15 +159,17 @@ class SlackMessages:
         elif action.do is Do.NUDGE:
             await tell_privately(self.client, origin, NUDGE_TEXT)
         elif action.do is Do.SUMMARISE_THREAD:
-            await self.summaries.thread(origin.where, await self.users.get(origin.user_id), origin.ts)
+            user = await self.users.get(origin.user_id, origin.where.workspace)
+            await self.summaries.thread(origin.where, user, origin.ts)
         else:
-            await self.summaries.channel_in_thread(origin.where, await self.users.get(origin.user_id), origin.ts)
+            user = await self.users.get(origin.user_id, origin.where.workspace)
+            await self.summaries.channel_in_thread(origin.where, user, origin.ts)
 
     async def respond(self, origin: Origin, question: str | None, claims: list[tuple[dict, Claim]],
                       action: Action) -> None:
         """Index the documents this delivery claimed, then answer `question` (None: no answer)."""
         async with self.locks.lock(origin.where.session_key):
-            user = await self.users.get(origin.user_id)
+            user = await self.users.get(origin.user_id, origin.where.workspace)
             if action.hold_thread and origin.reply_thread_ts is not None:
                 await self.memory.mark(origin.where.session_key, origin.where.workspace, origin.channel)
             for file, claim in claims:

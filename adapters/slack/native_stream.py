@@ -29,7 +29,7 @@ from adapters.chat.feedback import FeedbackTag
 from adapters.chat.markup import Markup
 from adapters.chat.streaming import FENCE, StreamingReply, split_message
 from adapters.slack.feedback import feedback_blocks
-from adapters.slack.markup import SLACK_MARKDOWN
+from adapters.slack.markup import SLACK_MARKDOWN, guard
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ class NativeStreamingReply:
         if now - self._last_flush < self.interval_s or now < self._backoff_until or not self.raw.strip():
             return
         self._last_flush = now
-        if self.native is None and not await self._decide(self.raw):
+        if self.native is None and not await self._decide(SLACK_MARKDOWN.render(self.raw)):
             return
         try:
-            await self._stream(self.raw.strip(), final=False)
+            await self._stream(SLACK_MARKDOWN.render(self.raw.strip()), final=False)
         except SlackApiError as exc:  # an interim append is best effort: skip a beat
             retry_after = exc.response.headers.get("Retry-After") if exc.response is not None else None
             self._backoff_until = self.clock() + float(retry_after or self.interval_s * 2)
@@ -158,7 +158,7 @@ class NativeStreamingReply:
         if self.fallback is not None:
             await self.fallback.finish(final_text, feedback=feedback)
             return
-        await self._stream(final_text, final=True, feedback=feedback)
+        await self._stream(SLACK_MARKDOWN.guard(final_text), final=True, feedback=feedback)
 
     async def replace(self, text: str) -> None:
         """Show `text` alone (a failure): streams are stopped, the first edited, the rest deleted."""
@@ -166,6 +166,7 @@ class NativeStreamingReply:
             await self.fallback.replace(text)
             return
         await self._stop_all()
+        text = guard(text)  # a failure, in mrkdwn (`text`)
         if not self.streams:
             resp = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text)
             self.streams.append(resp["ts"])
@@ -269,7 +270,7 @@ class NativeStreamingReply:
         self.sent[i] = text
         self.stopped = i + 1
         if repair:
-            await self.client.chat_update(channel=self.channel, ts=self.streams[i], text=text, blocks=blocks)
+            await self.client.chat_update(channel=self.channel, ts=self.streams[i], text=guard(text), blocks=blocks)
 
     async def _start(self, text: str) -> None:
         resp = await self.client.chat_startStream(

@@ -98,7 +98,8 @@ class SlackReplies:
                     "Open me from a channel to ask about its documents.")
         else:
             text = await run_command("llm-docs", self.engine, viewed, user, "", SLACK, self.wording)
-        await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.reply_thread_ts, text=text)
+        await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.reply_thread_ts,
+                                           text=SLACK.guard(text))
 
     def budget(self, workspace: str) -> EditBudget:
         budget = self.budgets.get(workspace)

@@ -11,6 +11,7 @@ file_shared event only ever indexes a document, the message event deciding every
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ from adapters.chat.ingest import ingest_shared_file
 from adapters.chat.memory import ThreadMemory
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.slack.documents import SlackDocuments
-from adapters.slack.events import Origin, SlackThread, SlackUsers, share_origin, team_of, tell_privately
+from adapters.slack.events import (Origin, SlackChannels, SlackThread, SlackUsers, share_origin, team_of,
+                                   tell_privately)
 from adapters.slack.files import FileFetcher, slack_document
 from adapters.slack.markup import SLACK
 from engine.types import User
@@ -55,6 +57,7 @@ class SlackSharing:
         self.interval_s = interval_s
         self.allowed = allowed
         self._ingests: dict[str, asyncio.Future] = {}
+        self.channels = SlackChannels(client)
 
     def register(self, app: AsyncApp) -> None:
         app.event("file_shared")(self._on_file_shared)
@@ -90,6 +93,9 @@ class SlackSharing:
             await asyncio.wait([done], timeout=OTHER_INGEST_WAIT_S)
 
     async def ingest(self, file: dict, origin: Origin, user: User) -> None:
+        # Who can read the channel goes with the document: the workspace-wide scope reaches only
+        # public channels' documents (file_shared and app_mention events do not say: asked of Slack)
+        origin = dataclasses.replace(origin, where=await self.channels.known(origin.where, origin.channel))
         shared = self.documents.watch(self.fetcher.shared(file, self.client.files_info), file["id"], origin, user)
         await ingest_shared_file(self.engine, shared, origin.where, user,
                                  SlackThread(self.client, origin.channel, origin.reply_thread_ts), SLACK,
@@ -119,7 +125,7 @@ class SlackSharing:
             async with self.locks.lock(origin.where.session_key):
                 if origin.reply_thread_ts:
                     await self.memory.mark(origin.where.session_key, team, channel)
-                await self.ingest(file, origin, await self.users.get(user_id))
+                await self.ingest(file, origin, await self.users.get(user_id, team))
         except SlackApiError as exc:
             log.warning("files.info failed", extra={"file": file_id, "error": exc.response.get("error")})
         finally:

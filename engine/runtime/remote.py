@@ -5,6 +5,10 @@ the chat messages to `submit`, and iterates the handle's events (GenText deltas,
 GenFinished), streamed from POST {base_url}/chat/completions with stream=true. The server does
 its own batching and queueing. Only the standard OpenAI fields are sent (model, messages,
 max_tokens, temperature, top_p, seed): top_k and repetition_penalty have no place in that API.
+
+A base_url may carry credentials (`https://user:token@host/v1`, `?api_key=…`): they are sent, and
+never shown: describe() names the server as host[:port], and failure details (logged) carry the
+URL without user, password or query, and with any of those values scrubbed from the error text.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import logging
 import os
 import time
 from typing import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -71,7 +75,7 @@ class RemoteHandle:
                                   first_token_s=0.0, total_s=0.0))
         elif task.exception() is not None:  # something _run did not expect (a malformed chunk...)
             self._end(ParleyError(ErrorCode.GENERATION_FAILED, "The model server did not answer properly.",
-                                  detail=f"{self._backend.url}: {task.exception()!r}"))
+                                  detail=self._backend.scrub(f"{self._backend.url}: {task.exception()!r}")))
 
     def cancel(self) -> None:
         """Close the stream; the iterator ends with reason "cancelled"."""
@@ -99,7 +103,7 @@ class RemoteHandle:
         usage: dict = {}
         reason = "stop"
         try:
-            async with backend.session().post(backend.url, json=body, headers=backend.headers()) as resp:
+            async with backend.session().post(backend.endpoint, json=body, headers=backend.headers()) as resp:
                 if resp.status != 200:
                     raise backend.http_error(resp.status, await resp.text())
                 async for data in sse_data(resp.content):
@@ -128,7 +132,7 @@ class RemoteHandle:
         except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             # The engine logs the failure once, with this detail and the reference the user sees.
             self._end(ParleyError(ErrorCode.GENERATION_FAILED, "The model server did not answer properly.",
-                                  detail=f"{backend.url}: {exc!r}"))
+                                  detail=backend.scrub(f"{backend.url}: {exc!r}")))
             return
         self._end(GenFinished(
             reason=reason,
@@ -138,18 +142,41 @@ class RemoteHandle:
             total_s=time.perf_counter() - started))
 
 
+def redacted_url(url: str) -> str:
+    """`url` as it may be shown or logged: without user, password, query or fragment."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def server_name(url: str) -> str:
+    """The server of `url` as /llm-model, /llm-stats and the metrics name it: host[:port]."""
+    return urlsplit(url).netloc.rpartition("@")[2] or redacted_url(url)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The values in `url` that must never be shown: user, password, every query value."""
+    parts = urlsplit(url)
+    values = [parts.username, parts.password, *(v for _, v in parse_qsl(parts.query))]
+    found = {form for v in values if v and len(v) >= 3 for form in (v, unquote(v), quote(v, safe=""))}
+    return sorted(found, key=len, reverse=True)  # longest first: a secret containing another
+
+
 class RemoteBackend:
     """An openai_compatible model entry: base_url, api_model, optional api_key_env and tokenizer."""
 
     def __init__(self, config: ModelConfig):
         self.config = config
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        base = urlsplit(config.base_url)
+        # Where requests go (credentials included), and the same as it may be shown or logged.
+        self.endpoint = urlunsplit(base._replace(path=base.path.rstrip("/") + "/chat/completions", fragment=""))
+        self.url = redacted_url(self.endpoint)
         self._api_key = ""
         if config.api_key_env:
             self._api_key = os.environ.get(config.api_key_env, "")
             if not self._api_key:
                 raise ParleyError(ErrorCode.MODEL_LOAD_FAILED,
                                   f"model {config.name!r}: the environment variable {config.api_key_env} is not set")
+        self._secrets = [s for s in [*url_secrets(config.base_url), self._api_key] if s]
         self._tokenizer = self._load_tokenizer(config.tokenizer) if config.tokenizer else None
         self._session: aiohttp.ClientSession | None = None
         self._active: set[RemoteHandle] = set()
@@ -206,8 +233,14 @@ class RemoteBackend:
             await self._session.close()
             self._session = None
 
+    def scrub(self, text: str) -> str:
+        """`text` (an error's detail, for the log) without the URL's credentials or the API key."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text
+
     def describe(self) -> dict:
-        return {"device": urlsplit(self.config.base_url).netloc or self.config.base_url,
+        return {"device": server_name(self.config.base_url),
                 "dtype": "openai_compatible", "load_seconds": None, "parameters": None}
 
     def scheduler_snapshot(self) -> dict:
@@ -235,7 +268,7 @@ class RemoteBackend:
 
     def http_error(self, status: int, body: str) -> ParleyError:
         lowered = body.lower()
-        detail = f"{self.url}: HTTP {status}: {body[:500]}"
+        detail = self.scrub(f"{self.url}: HTTP {status}: {body[:500]}")
         if status == 400 and ("context" in lowered or "too long" in lowered or "maximum" in lowered):
             return ParleyError(ErrorCode.CONTEXT_TOO_LONG, detail=detail)
         if status in (429, 503):
