@@ -12,6 +12,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.markup import guard
 from engine.types import Conversation, User
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,13 @@ class Origin:
 
 
 def team_of(body: dict, event: dict | None = None) -> tuple[str, str]:
-    """The installing workspace (stable for one thread even in shared channels), and its org."""
-    team = body.get("team_id") or (event or {}).get("team") or ""
+    """The installing workspace (stable for one thread even in shared channels), and its org:
+    `team_id` of an Events API body or a slash command, `team.id` of a shortcut, a button press
+    or a form (interactivity payloads), else the event's `team`."""
+    team = body.get("team_id") or ""
+    if not team and isinstance(body.get("team"), dict):
+        team = body["team"].get("id") or ""
+    team = team or (event or {}).get("team") or ""
     enterprise = body.get("enterprise_id") or ""
     if isinstance(body.get("enterprise"), dict):
         enterprise = enterprise or body["enterprise"].get("id", "")
@@ -80,7 +86,8 @@ def share_origin(team: str, channel: str, file: dict, file_id: str, user_id: str
 
 
 class SlackThread:
-    """A MessageTarget posting into one channel (and thread) with the bot token."""
+    """A MessageTarget posting into one channel (and thread) with the bot token; what it sends
+    passes the mrkdwn guard (adapters/slack/markup.py), whoever wrote it."""
 
     def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str | None):
         self.client = client
@@ -88,12 +95,12 @@ class SlackThread:
         self.thread_ts = thread_ts
 
     async def post(self, text: str) -> str:
-        resp = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text,
+        resp = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=guard(text),
                                                   unfurl_links=False, unfurl_media=False)
         return resp["ts"]
 
     async def edit(self, handle: str, text: str) -> None:
-        await self.client.chat_update(channel=self.channel, ts=handle, text=text)
+        await self.client.chat_update(channel=self.channel, ts=handle, text=guard(text))
 
     async def delete(self, handle: str) -> None:
         await self.client.chat_delete(channel=self.channel, ts=handle)
@@ -103,37 +110,65 @@ async def tell_privately(client: AsyncWebClient, origin: Origin, text: str) -> N
     """Tell only the one who wrote `origin`'s message (ephemeral); where Slack refuses (e.g. Parley
     is not in the channel), say it in the thread."""
     try:
-        await client.chat_postEphemeral(channel=origin.channel, user=origin.user_id, text=text,
+        await client.chat_postEphemeral(channel=origin.channel, user=origin.user_id, text=guard(text),
                                         thread_ts=origin.reply_thread_ts)
     except SlackApiError:
         await SlackThread(client, origin.channel, origin.reply_thread_ts).post(text)
 
 
+@dataclass(frozen=True)
+class SlackPerson:
+    """What users.info says of someone (kept a few minutes)."""
+
+    name: str
+    home_team: str  # the workspace the account belongs to: another organisation's, for a Slack Connect guest
+    enterprise: str  # its Enterprise Grid org, if any
+    admin: bool  # an admin or owner of their home workspace
+    org_admin: bool  # an admin or owner of that org
+
+
+def person_of(info: dict) -> SlackPerson:
+    profile = info.get("profile") or {}
+    org = info.get("enterprise_user") or {}
+    return SlackPerson(name=profile.get("display_name") or profile.get("real_name") or info.get("name", ""),
+                       home_team=info.get("team_id") or "", enterprise=org.get("enterprise_id") or "",
+                       admin=bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner")),
+                       org_admin=bool(org.get("is_admin") or org.get("is_owner")))
+
+
 class SlackUsers:
-    """Slack users, with workspace admin/owner as platform_admin (cached a few minutes)."""
+    """Slack users, as Parley's User in one workspace (users.info, cached a few minutes)."""
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
-        self._cache: dict[str, tuple[float, User]] = {}
+        self._cache: dict[str, tuple[float, SlackPerson]] = {}
 
-    async def get(self, user_id: str) -> User:
+    async def get(self, user_id: str, team: str = "") -> User:
+        """`user_id` in workspace `team` (team_of's first): platform_admin when an admin or owner
+        of that workspace (or, where it is a Grid org, of the org). Slack's admin flags speak of the
+        account's own workspace, so a Slack Connect guest who administers their own organisation
+        is a member here; and without `team` nobody is an admin."""
+        person = await self.person(user_id)
+        if person is None:
+            return User(id=user_id)
+        admin = bool(team) and ((person.admin and team == person.home_team)
+                                or (person.org_admin and team == person.enterprise))
+        return User(id=user_id, name=person.name, platform_admin=admin)
+
+    async def person(self, user_id: str) -> SlackPerson | None:
         now = time.monotonic()
         cached = self._cache.get(user_id)
         if cached and now - cached[0] < USER_CACHE_S:
             return cached[1]
         try:
-            info = (await self.client.users_info(user=user_id))["user"]
-            profile = info.get("profile") or {}
-            user = User(id=user_id,
-                        name=profile.get("display_name") or profile.get("real_name") or info.get("name", ""),
-                        platform_admin=bool(info.get("is_admin") or info.get("is_owner")
-                                            or info.get("is_primary_owner")))
+            person = person_of((await self.client.users_info(user=user_id))["user"])
         except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
             log.warning("users.info failed; treating the user as a member", extra={
                 "user": user_id, "error": getattr(getattr(exc, "response", None), "data", {}) or type(exc).__name__})
-            return User(id=user_id)
-        self._cache[user_id] = (now, user)
-        return user
+            return None
+        self._cache[user_id] = (now, person)
+        return person
+
 
 def visibility_of(info: dict) -> str:
     """A conversations.info channel object's visibility (Conversation.visibility)."""
