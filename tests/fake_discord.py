@@ -199,6 +199,37 @@ class FakeDiscord:
         self.guilds[gid]["channels"].append(channel)
         return cid
 
+    async def add_private_channel(self, gid: int, name: str, members: list[int] = ()) -> int:
+        """A channel @everyone cannot view (its permission overwrites deny View Channel to the guild's
+        @everyone role and allow it to Parley and `members`); announced to a connected bot."""
+        view = str(1 << 10)
+        cid = self.add_channel(gid, name)
+        self.channels[cid]["permission_overwrites"] = [
+            {"id": str(gid), "type": 0, "allow": "0", "deny": view},
+            *({"id": str(uid), "type": 1, "allow": view, "deny": "0"} for uid in (self.bot_id, *members))]
+        if self.connected.is_set():
+            await self.dispatch("CHANNEL_CREATE", self.channels[cid])
+        return cid
+
+    async def add_thread(self, parent: int, name: str, owner: int, *, private: bool = True) -> int:
+        """A thread a person opened in `parent` (not on a message): private (type 12, only those
+        added can read it) or public (type 11); announced to a connected bot, which was added."""
+        tid = self.snowflake()
+        gid = self.channels[parent]["guild_id"]
+        thread = {
+            "id": str(tid), "type": 12 if private else 11, "guild_id": gid, "parent_id": str(parent),
+            "owner_id": str(owner), "name": name, "last_message_id": None, "message_count": 0,
+            "member_count": 2, "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0, "applied_tags": [],
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": _now_iso(),
+                                "locked": False, "invitable": False, "create_timestamp": _now_iso()},
+        }
+        self.channels[tid] = thread
+        self.guilds[int(gid)]["threads"].append(thread)
+        if self.connected.is_set():
+            member = {"id": str(tid), "user_id": str(self.bot_id), "join_timestamp": _now_iso(), "flags": 1}
+            await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True, "member": member})
+        return tid
+
     def channel_named(self, gid: int, name: str) -> int:
         return next(int(c["id"]) for c in self.guilds[gid]["channels"] if c["name"] == name)
 

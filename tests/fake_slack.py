@@ -91,6 +91,7 @@ class FakeSlack:
         self.prompts: list[dict] = []  # assistant.threads.setSuggestedPrompts
         self.views: dict[str, dict] = {}  # user -> the Home tab view published for them
         self.opened_views: list[dict] = []  # views.open (modals)
+        self.channel_kinds: dict[str, str] = {}  # channel -> "public" | "private" | "mpim" | "im" (add_channel)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -158,6 +159,11 @@ class FakeSlack:
         msg = Message(channel, ts, text, user, thread_ts, bot_id, [text], files=list(files or []), username=username)
         self.messages[(channel, ts)] = msg
         return msg
+
+    def add_channel(self, channel: str, kind: str = "public") -> None:
+        """What conversations.info says of `channel`: "public", "private", "mpim" or "im". Unnamed
+        channels are told by their id: D… a DM, G… a private channel, else a public one."""
+        self.channel_kinds[channel] = kind
 
     def rate_limit(self, method: str, retry_after: int = 1, times: int = 1) -> None:
         """The next `times` calls of `method` get HTTP 429 with Retry-After."""
@@ -469,6 +475,13 @@ class FakeSlack:
 
     def _m_users_info(self, p: dict) -> dict:
         return {"user": self.users[p.get("user")] if p.get("user") in self.users else _missing("user_not_found")}
+
+    def _m_conversations_info(self, p: dict) -> dict:
+        channel = p.get("channel") or _missing("channel_not_found")
+        kind = self.channel_kinds.get(channel) or {"D": "im", "G": "private"}.get(channel[:1], "public")
+        return {"channel": {"id": channel, "is_channel": kind in ("public", "private"), "is_group": False,
+                            "is_im": kind == "im", "is_mpim": kind == "mpim", "is_private": kind != "public",
+                            "is_archived": False, "is_ext_shared": False}}
 
     def _m_files_info(self, p: dict) -> dict:
         return {"file": self.files[p.get("file")] if p.get("file") in self.files else _missing("file_not_found")}

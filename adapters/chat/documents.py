@@ -1,9 +1,11 @@
 """Document commands and forgetting deleted files, written once for every platform.
 
 `/llm-docs` lists the documents a channel's questions can use (its own, and with the channel's
-`scope workspace` those of every channel of the workspace, marked); `/llm-docs forget NAME`
+`scope workspace` those of the workspace's public channels, marked); `/llm-docs forget NAME`
 removes one (its sharer or an admin: the engine decides); `/llm-docs cancel NAME` stops an
-ingest in progress (its sharer or an admin).
+ingest in progress (its sharer or an admin). A name is unique in a channel: a file shared under
+the name of somebody else's document became its own, numbered ("report (2).pdf"), and is
+listed with the name it was shared as.
 
 SharedDocuments remembers which shared file (and which message carrying it) became which
 document, so that deleting the file or the message forgets the document too. It remembers the
@@ -23,6 +25,7 @@ from adapters.chat.ingest import SharedFile
 from adapters.chat.wording import Wording
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.formats import SUPPORTED
+from engine.knowledge.names import clean_filename
 from engine.types import Conversation, DocumentInfo, User
 
 if TYPE_CHECKING:
@@ -72,7 +75,7 @@ async def llm_docs(engine: Engine, where: Conversation, user: User, args: str, w
     action, name = parse_docs_args(args)
     if action == "help":
         return "\n```\n" + DOCS_USAGE + "\n```"
-    scope = Conversation(where.platform, where.workspace, where.channel, "")
+    scope = dataclasses.replace(where, thread="")  # its visibility and a private thread's own documents kept
     if action == "forget":
         return await forget_command(engine, scope, user, name)
     if action == "cancel":
@@ -93,9 +96,10 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
         pages = f"{doc.pages} page{'s' if doc.pages != 1 else ''}, " if doc.pages else ""
         who = await _name_of(doc.uploader, wording)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
+        shared_as = f" as `{doc.shared_as.replace('`', '')}`" if doc.shared_as else ""
         line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{doc.chunks} chunks"
-                f" — shared by {who}, {when}")
-        if doc.channel and doc.channel != where.channel:
+                f" — shared by {who}{shared_as}, {when}")
+        if doc.channel and doc.channel not in (where.channel, where.documents_at):
             line += " — *workspace-wide, from another channel*"
         lines.append(line)
     lines.append("Forget one with `/llm-docs forget NAME` (whoever shared it, or an admin).")
@@ -113,17 +117,28 @@ async def _name_of(user_id: str, wording: Wording) -> str:
 
 
 async def forget_command(engine: Engine, where: Conversation, user: User, name: str) -> str:
-    shown = f"`{name.replace('`', '')}`"
+    shown = f"`{clean_filename(name).replace('`', '')}`"  # the name the document was looked up by
     try:
         removed = await engine.delete_document(where, name, user)
     except ParleyError as exc:
+        if exc.code is ErrorCode.DOCUMENT_NOT_FOUND:
+            return f"There is no document named {shown} here; nothing was removed. `/llm-docs` lists them."
         if exc.code is not ErrorCode.FORBIDDEN:
             raise
         log.info("document forget refused", extra={"user": user.id, "file": name, "scope": where.session_key})
         return (f"Sorry, only the person who shared {shown} or an admin can remove it. "
-                "Ask them, or an admin, to run `/llm-docs forget` for you.")
+                "Ask them, or an admin, to run `/llm-docs forget` for you."
+                + await _yours(engine, where, user, name))
     log.info("document forgotten", extra={"user": user.id, "file": name, "scope": where.session_key})
     return f"Forgot {shown} ({removed} chunks): questions here no longer use it."
+
+
+async def _yours(engine: Engine, where: Conversation, user: User, name: str) -> str:
+    """Where `user` shared a file of that name beside somebody else's: which name theirs has."""
+    name = clean_filename(name)
+    docs = await engine.list_documents(where, workspace_wide=False)
+    mine = next((d for d in docs if d.shared_as == name and d.uploader == user.id), None)
+    return f" The `{name.replace('`', '')}` you shared is `{mine.filename.replace('`', '')}`." if mine else ""
 
 
 async def cancel_command(engine: Engine, where: Conversation, user: User, name: str) -> str:
@@ -154,9 +169,7 @@ class SharedDocuments:
 
         async def recorded() -> bytes:
             data = await download()
-            from engine.knowledge.knowledge_base import clean_filename
-
-            ref = DocRef(where.platform, where.workspace, where.channel, clean_filename(file.name),
+            ref = DocRef(where.platform, where.workspace, where.documents_at, clean_filename(file.name),
                          hashlib.sha256(data).hexdigest(), user.id)
             for key in keys:
                 known = await self.records.get(key) or ()
@@ -180,12 +193,14 @@ class SharedDocuments:
 
     async def _forget(self, ref: DocRef) -> bool:
         docs = await self.engine.list_documents(ref.scope, workspace_wide=False)
-        doc = next((d for d in docs if d.filename == ref.filename), None)
-        if doc is None or doc.sha256 != ref.sha256 or doc.uploader != ref.sharer:
+        # Its own document: shared under that name, or numbered beside somebody else's of that name
+        doc = next((d for d in docs if ref.filename in (d.filename, d.shared_as) and d.uploader == ref.sharer
+                    and d.channel == ref.channel), None)
+        if doc is None or doc.sha256 != ref.sha256:
             return False  # gone already, or replaced since by another upload: that one stays
         # The platform told us the sharer's file (or its message) was deleted: Slack and Discord
         # let only the sharer or a moderator do that, so it is forgotten in the sharer's name.
-        removed = await self.engine.delete_document(ref.scope, ref.filename, User(ref.sharer))
+        removed = await self.engine.delete_document(ref.scope, doc.filename, User(ref.sharer))
         log.info("deleted file's document forgotten",
                  extra={"file": ref.filename, "scope": ref.scope.session_key, "chunks": removed})
         return True

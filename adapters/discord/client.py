@@ -42,6 +42,7 @@ from adapters.discord.commands import register_commands, register_fresh_start
 from adapters.discord.documents import DiscordDocuments
 from adapters.discord.feedback import DYNAMIC_ITEMS as FEEDBACK_ITEMS
 from adapters.discord.messages import DiscordMessages
+from adapters.discord.rooms import guild_conversation
 from adapters.discord.summaries import DiscordSummaries
 from engine.config import Config
 from engine.types import Conversation, User
@@ -176,7 +177,8 @@ class DiscordAdapter(discord.Client):
         parent = channel.parent_id if isinstance(channel, discord.Thread) else None
         record = await self.memory.thread(str(interaction.channel_id)) if interaction.channel_id else None
         channel_id = parent or (record.parent if record else interaction.channel_id)
-        return Conversation("discord", str(interaction.guild_id), str(channel_id or ""), "")
+        # with its visibility; a private thread keeps its own documents (adapters/discord/rooms.py)
+        return guild_conversation(str(interaction.guild_id), str(channel_id or ""), channel)
 
     # ---- messages ----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import KeyedLocks, TaskSet
 from adapters.discord.documents import DiscordDocuments
 from adapters.discord.history import reply_chain_reader, thread_reader
+from adapters.discord.rooms import is_private_thread, visibility_of
 from adapters.discord.summaries import DiscordSummaries
 from adapters.discord.target import DiscordTarget
 from adapters.discord.text import DISCORD, question_text, thread_name
@@ -50,9 +51,13 @@ class Place:
     channel_id: int  # the DM, thread or channel itself
     parent_id: int | None = None  # a thread's channel
     in_thread: bool = False
+    visibility: str = "unknown"  # who can read it (adapters/discord/rooms.py)
+    private_thread: bool = False  # its documents are its own, not its channel's
 
     def thread_conversation(self) -> Conversation:
-        return Conversation("discord", self.guild, str(self.parent_id or self.channel_id), str(self.channel_id))
+        return Conversation("discord", self.guild, str(self.parent_id or self.channel_id), str(self.channel_id),
+                            visibility=self.visibility,
+                            document_channel=str(self.channel_id) if self.private_thread else "")
 
 
 @dataclass(frozen=True)
@@ -165,16 +170,18 @@ class DiscordMessages:
         if isinstance(channel, discord.PartialMessageable):
             # Not in the cache: a thread of ours from before a restart, or somewhere we were mentioned.
             record = await self.memory.thread(str(channel.id))
-            if record is not None:
-                return Place(guild, channel.id, int(record.parent), True), record, True
+            if record is not None:  # a thread Parley opened on a message: a public thread of its channel
+                parent = self.client.get_channel(int(record.parent))
+                return Place(guild, channel.id, int(record.parent), True, visibility_of(parent)), record, True
             if not mentioned:  # looked up only when asked: unknown, it is taken for a thread not Parley's
                 return Place(guild, channel.id, None, True), None, False
             channel = await self.client.fetch_channel(channel.id)
         if isinstance(channel, discord.Thread):
             record = await self.memory.thread(str(channel.id))
             ours = record is not None or channel.owner_id == self.bot_id
-            return Place(guild, channel.id, channel.parent_id, True), record, ours
-        return Place(guild, channel.id), None, False
+            return Place(guild, channel.id, channel.parent_id, True, visibility_of(channel),
+                         is_private_thread(channel)), record, ours
+        return Place(guild, channel.id, visibility=visibility_of(channel)), None, False
 
     async def reply_all(self, where: Conversation) -> bool:
         """Whether the channel is set to answer every message (no settings: it is not)."""
@@ -244,7 +251,7 @@ class DiscordMessages:
         a channel message (named from the question; without one, a reply under the message)."""
         message_id = str(message.id)
         if facts.is_dm:
-            base = Conversation("discord", "dm", str(place.channel_id), str(place.channel_id))
+            base = Conversation("discord", "dm", str(place.channel_id), str(place.channel_id), visibility="dm")
             return Origin(await self.dms.current(base), DiscordTarget(message.channel), message_id)
         if place.in_thread:
             if action.hold_thread:  # keep it alive while people talk in it
@@ -258,10 +265,11 @@ class DiscordMessages:
             # No thread here (no permission, or a channel without threads): reply under the message.
             log.warning("could not open a thread; replying in the channel",
                         extra={"channel": channel, "status": exc.status, "error": exc.text[:200]})
-            return Origin(Conversation("discord", place.guild, channel, message_id),
+            return Origin(Conversation("discord", place.guild, channel, message_id, visibility=place.visibility),
                           DiscordTarget(message.channel, reference=message), message_id)
         await self.memory.mark(str(thread.id), place.guild, channel)
-        return Origin(Conversation("discord", place.guild, channel, str(thread.id)), DiscordTarget(thread), message_id)
+        return Origin(Conversation("discord", place.guild, channel, str(thread.id), visibility=place.visibility),
+                      DiscordTarget(thread), message_id)  # a public thread: its channel's readers
 
     async def earlier(self, message: discord.Message, place: Place, origin: Origin,
                       context: Context) -> tuple[ThreadMessage, ...]:

@@ -59,7 +59,7 @@ async def home_view(engine: Engine, where: Conversation, user: User) -> dict:
               _section(SLACK.render(usage))]
     if engine.knowledge is not None:  # documents are on
         try:
-            docs = await engine.workspace_documents(where)
+            docs = await engine.workspace_documents(where)  # public channels' only: never a private one's
             shared = where.workspace in engine.config.knowledge.workspace_scope
             blocks.append(_section(_documents_text(docs, names=admin or shared)))
         except ParleyError:
