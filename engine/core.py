@@ -2,7 +2,8 @@
 
 Adapters hand it who/where/what as dataclasses (engine.types) and get back a stream of events.
 The Engine opens the stores, wires the parts that do the work and keeps the lifecycle; each
-command is one delegation: the model lineup (engine/lineup.py), admission (admission.py),
+command is one delegation: the model lineup (engine/lineup.py), who may do what and its audit
+trail (authority.py, audit.py), admission (admission.py),
 answering (answering.py), documents (documents.py), summaries (summaries.py), channel settings
 (channel_commands.py), reports (report.py), fault recovery (runtime/recovery.py). Blocking work
 (model loading, tokenising, the session store, Chroma) runs off the event loop.
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
 from engine.access import AccessPolicy
 from engine.admission import Admission
+from engine.audit import AuditEntry, AuditLog, open_audit
+from engine.authority import Authority, Role
 from engine.answering import AnswerPipeline, Budgets
 from engine.channel_commands import ChannelCommands
 from engine.channels import ChannelSettings, ChannelSettingsStore, open_channel_settings
 from engine.config import Config
 from engine.documents import DocumentCommands
 from engine.errors import ErrorCode, ParleyError, reported
-from engine.feedback import FeedbackBook, open_feedback
+from engine.feedback import FeedbackBook, FeedbackComment, open_feedback
 from engine.lineup import ModelLineup
 from engine.redis_sessions import open_session_store
 from engine.report import Reports
@@ -81,7 +84,9 @@ class Engine:
         self.config = config
         self._state = "new"  # new -> ready -> stopping -> stopped
         self.stats_counters = EngineStats()
-        self.admission = Admission(config.admins, config.limits, self.stats_counters)
+        # Who is who and may do what (engine/authority.py): every command below that governs asks it.
+        self.authority = Authority(config.admins, config.operators, config.limits.exempt)
+        self.admission = Admission(self.authority, config.limits, self.stats_counters)
         # Who may use Parley where (config.access, DMs, `reply off`): every entry point asks it.
         self.access = AccessPolicy(config.access, is_admin=self.is_admin, settings=self.channel_settings)
         self.lineup = ModelLineup(config, model_loader, on_fault=self._on_fault)
@@ -89,6 +94,7 @@ class Engine:
         self.sessions: SessionStore | None = None
         self.channels: ChannelSettingsStore | None = None
         self.feedback: FeedbackBook | None = None  # 👍/👎 on answers
+        self.audit: AuditLog | None = None  # admins' and operators' acts, and refusals
         self.knowledge: KnowledgeBase | None = None  # when config.knowledge.enabled
         self.maintenance: Maintenance | None = None
         self.metrics: MetricsServer | None = None  # when config.metrics.enabled
@@ -107,6 +113,8 @@ class Engine:
         self.sessions = await asyncio.to_thread(open_session_store, config)  # sqlite or redis
         self.channels = await asyncio.to_thread(open_channel_settings, config)  # sqlite or redis
         self.feedback = await asyncio.to_thread(open_feedback, config)  # sqlite or redis
+        self.audit = await asyncio.to_thread(open_audit, config)  # sqlite or redis
+        self.authority.keep_audit(self.audit)
         # Chroma opens while the model loads; the embedder loads after the model (two threads
         # importing transformers at once break its lazy imports) and while the first answers run.
         await asyncio.gather(self._open_knowledge(), self.lineup.load_live())
@@ -130,16 +138,17 @@ class Engine:
     def _wire(self, sessions: SessionStore, channel_store: ChannelSettingsStore) -> _Parts:
         """Each part gets the collaborators it uses, never the Engine."""
         config = self.config
-        channels = ChannelCommands(channel_store, self.admission, lambda: self.lineup.live_model)
+        channels = ChannelCommands(channel_store, self.authority, lambda: self.lineup.live_model)
         answers = AnswerPipeline(
             sessions=sessions, settings=channels.settings, lineup=self.lineup, knowledge=self.knowledge,
             admission=self.admission, stats=self.stats_counters, state=self._read_state,
             budgets=Budgets(config.sessions.history_tokens, config.knowledge.context_tokens))
-        reports = Reports(stats=self.stats_counters, limits=config.limits, admission=self.admission,
+        reports = Reports(stats=self.stats_counters, limits=config.limits, authority=self.authority,
                           snapshot=self.snapshot, sessions=sessions, knowledge=self.knowledge,
                           feedback=self.feedback, channel_settings=channels.settings)
         return _Parts(answers=answers,
-                      documents=DocumentCommands(self.knowledge, self.admission, self.stats_counters),
+                      documents=DocumentCommands(self.knowledge, self.admission, self.stats_counters,
+                                                 authority=self.authority),
                       summaries=Summaries(lineup=self.lineup, settings=channels.settings,
                                           admission=self.admission, state=self._read_state),
                       channels=channels, reports=reports)
@@ -188,6 +197,8 @@ class Engine:
                 await asyncio.to_thread(store.close)
         if self.feedback is not None:
             await self.feedback.close()
+        if self.audit is not None:
+            await self.audit.close()
 
     def _on_fault(self, backend: Backend, reference: str) -> None:
         self.recovery.on_fault(backend, reference)  # the lineup is built before recovery, which uses it
@@ -254,17 +265,23 @@ class Engine:
         return self.lineup.live_model
 
     def is_admin(self, where: Conversation, user: User) -> bool:
-        """Platform admins (Slack admins/owners, Discord Manage Server) and the config allowlist."""
-        return self.admission.is_admin(where, user)
+        """Whether `user` governs `where`'s workspace: its admins, and operators (engine/authority.py)."""
+        return self.authority.role_of(where, user) >= Role.WORKSPACE_ADMIN
+
+    def allows(self, act: str, where: Conversation, user: User, owner: str | None = None) -> bool:
+        """Whether `user` may do `act` (a name of engine.authority.ACTS) here: for what to show."""
+        return self.authority.allows(act, where, user, owner)
 
     def list_models(self) -> list[ModelInfo]:
         return self.lineup.list_models()
 
     @reported("switch_model")
     async def switch_model(self, name: str, where: Conversation, user: User) -> ModelInfo:
-        """Load `name`, route new requests to it, let the old model finish its answers, free it."""
-        self.admission.require_admin(where, user, "Only admins can switch the model.")
-        await self.lineup.switch(name, by=user.id)
+        """Load `name`, route new requests to it, let the old model finish its answers, free it:
+        operators only (it answers every workspace). An unknown name is told first: names are no secret."""
+        self.lineup.check_name(name)
+        async with self.authority.acting("switch_model", where, user, target=name):
+            await self.lineup.switch(name, by=user.id)
         return self.lineup.info(name)
 
     # ---- channel settings and figures --------------------------------------------------------
@@ -280,7 +297,14 @@ class Engine:
 
     @reported("stats")
     async def stats(self, where: Conversation | None = None) -> StatsReport:
+        """Every figure of the process: for its own use (metrics, tests). Chat reaches the figures
+        through `report`, which asks who is asking."""
         return await self._ready_parts().reports.stats(where)
+
+    @reported("stats")
+    async def report(self, where: Conversation, user: User) -> StatsReport:
+        """/llm-stats: every figure for an operator, the workspace's for its admins, else `summary`."""
+        return await self._ready_parts().reports.report(where, user)
 
     @reported("stats")
     async def summary(self, where: Conversation, user: User) -> StatsReport:
@@ -318,3 +342,15 @@ class Engine:
                         progress: SummaryProgress | None = None) -> Summary:
         """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py)."""
         return await self._ready_parts().summaries.summarize(where, user, messages, progress)
+
+    # ---- oversight ---------------------------------------------------------------------------
+
+    @reported("view_audit")
+    async def audit_entries(self, where: Conversation, user: User, limit: int = 20) -> list[AuditEntry]:
+        """The newest audit entries: of `where`'s workspace for its admins, of every one for operators."""
+        return await self.authority.entries(where, user, limit)
+
+    @reported("view_audit")
+    async def feedback_comments(self, where: Conversation, user: User, limit: int = 20) -> list[FeedbackComment]:
+        """The newest 👎 comments: on `where`'s workspace's answers for its admins, every one for operators."""
+        return await self._ready_parts().reports.comments(where, user, limit)

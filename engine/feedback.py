@@ -51,6 +51,20 @@ class VoteResult:
 
 
 @dataclass(frozen=True)
+class FeedbackComment:
+    """What a 👎 presser said was wrong, with the answer it was about (read with /llm-audit feedback)."""
+
+    at: float
+    platform: str
+    workspace: str
+    channel: str
+    model: str
+    user_id: str
+    comment: str
+    answer_id: str
+
+
+@dataclass(frozen=True)
 class FeedbackCounts:
     """One model's votes over the last day and the last week."""
 
@@ -107,17 +121,39 @@ class FeedbackStore:
             self._votes[key] = {**vote, "comment": text.strip()[:MAX_COMMENT]}
         return True
 
-    def counts(self, now: float) -> list[FeedbackCounts]:
+    def counts(self, now: float, platform: str | None = None, workspace: str | None = None) -> list[FeedbackCounts]:
+        """Votes per model over the last day and week: on every answer, or on one workspace's."""
         by_model: dict[str, list[int]] = {}
-        for vote in list(self._votes.values()):
+        for key, vote in list(self._votes.items()):
             age = now - float(vote["at"])
-            if age > 7 * DAY_S:
+            if age > 7 * DAY_S or not self._within(key, platform, workspace):
                 continue
             n = by_model.setdefault(vote["model"], [0, 0, 0, 0])
             n[2 if vote["positive"] else 3] += 1
             if age <= DAY_S:
                 n[0 if vote["positive"] else 1] += 1
         return [FeedbackCounts(model, *n) for model, n in sorted(by_model.items())]
+
+    def _within(self, vote_key: str, platform: str | None, workspace: str | None) -> bool:
+        if platform is None:
+            return True
+        record = self.answer(vote_key.rsplit("|", 1)[0])
+        return record is not None and (record.platform, record.workspace) == (platform, workspace)
+
+    def comments(self, limit: int, platform: str | None = None, workspace: str | None = None) -> list[FeedbackComment]:
+        """The newest `limit` comments, newest first: on every answer, or on one workspace's."""
+        found = []
+        for key, vote in list(self._votes.items()):
+            if not vote.get("comment"):
+                continue
+            answer_id, _, user = key.rpartition("|")
+            record = self.answer(answer_id)
+            if record is None or (platform is not None and (record.platform, record.workspace) != (platform, workspace)):
+                continue
+            found.append(FeedbackComment(at=float(vote["at"]), platform=record.platform, workspace=record.workspace,
+                                         channel=record.channel, model=record.model, user_id=user,
+                                         comment=vote["comment"], answer_id=answer_id))
+        return sorted(found, key=lambda c: c.at, reverse=True)[:limit]
 
     def totals(self) -> dict[tuple[str, str], int]:
         """(model, "up" | "down") -> votes counted since the start of records (for Prometheus)."""
@@ -158,8 +194,12 @@ class FeedbackBook:
     async def comment(self, answer_id: str, user: str, text: str) -> bool:
         return await asyncio.to_thread(self.store.comment, answer_id, user, text)
 
-    async def counts(self) -> list[FeedbackCounts]:
-        return await asyncio.to_thread(self.store.counts, time.time())
+    async def counts(self, platform: str | None = None, workspace: str | None = None) -> list[FeedbackCounts]:
+        return await asyncio.to_thread(self.store.counts, time.time(), platform, workspace)
+
+    async def comments(self, limit: int, platform: str | None = None,
+                       workspace: str | None = None) -> list[FeedbackComment]:
+        return await asyncio.to_thread(self.store.comments, limit, platform, workspace)
 
     async def totals(self) -> dict[tuple[str, str], int]:
         return await asyncio.to_thread(self.store.totals)

@@ -75,13 +75,18 @@ class ModelLineup:
                 return self._live
         return self._extra[name]
 
-    async def switch(self, name: str, *, by: str = "") -> None:
-        """Make `name` the live model: load it (the old one keeps answering meanwhile), route new
-        requests to it, and let the old one finish its answers before it is freed."""
+    def check_name(self, name: str) -> ModelConfig:
+        """The configured model `name`; MODEL_UNKNOWN, naming the models, when there is none."""
         cfg = self._config.model(name)
         if cfg is None:
             names = ", ".join(m.name for m in self._config.models)
             raise ParleyError(ErrorCode.MODEL_UNKNOWN, f"There is no model named {name!r}. Models: {names}.")
+        return cfg
+
+    async def switch(self, name: str, *, by: str = "") -> None:
+        """Make `name` the live model: load it (the old one keeps answering meanwhile), route new
+        requests to it, and let the old one finish its answers before it is freed."""
+        cfg = self.check_name(name)
         async with self._lock:
             if self.live_model == name:
                 return

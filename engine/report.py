@@ -1,7 +1,9 @@
 """Renders the engine's figures as the few readable lines of /llm-stats.
 
-`Reports` is handed where the figures live (the counters, the engine's snapshot, the stores);
-the full report is for admins, the short summary for anyone.
+`Reports` is handed where the figures live (the counters, the engine's snapshot, the stores).
+Who sees what is engine/authority.py's: every figure of the process (model, memory, queue,
+errors across every workspace) for operators, the workspace's own figures for its admins, a
+short summary of their own for anyone. It also reads the 👎 comments for /llm-audit feedback.
 """
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from engine.admission import Admission
+from engine.authority import Authority
 from engine.channels import ChannelSettings
 from engine.config import LimitsConfig
-from engine.feedback import FeedbackBook, FeedbackCounts
+from engine.feedback import FeedbackBook, FeedbackComment, FeedbackCounts
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
 from engine.types import Conversation, EngineSnapshot, StatsReport, User
@@ -131,15 +133,16 @@ def _documents_line(knowledge: dict) -> str:
 
 
 class Reports:
-    """/llm-stats: the full figures (`stats`) and what anyone may see (`summary`)."""
+    """/llm-stats: the full figures (`stats`), a workspace's (`workspace`), what anyone may see
+    (`summary`), and `report`, which picks by the asker's role."""
 
-    def __init__(self, *, stats: EngineStats, limits: LimitsConfig, admission: Admission,
+    def __init__(self, *, stats: EngineStats, limits: LimitsConfig, authority: Authority,
                  snapshot: Callable[[], EngineSnapshot], sessions: SessionStore,
                  knowledge: KnowledgeBase | None, feedback: FeedbackBook | None,
                  channel_settings: Callable[[Conversation], Awaitable[ChannelSettings]]):
         self._stats = stats
         self._limits = limits
-        self._admission = admission
+        self._authority = authority
         self._snapshot = snapshot
         self._sessions = sessions
         self._knowledge = knowledge
@@ -150,9 +153,9 @@ class Reports:
         """"*You today* 3 questions, 1,204 tokens; 7 of 10 questions left this minute"."""
         usage = self._stats.user_usage(f"{where.platform}/{where.workspace}/{user.id}")
         limits = self._limits
-        exempt = self._admission.exempt(where, user)
+        exempt = self._authority.exempt(where, user)
         left = max(0, limits.user_per_minute - usage.last_minute)
-        headroom = "no rate limit for you (admin)" if exempt else \
+        headroom = f"no rate limit for you ({self._authority.role_of(where, user).label.replace('_', ' ')})" if exempt else \
             f"{left} of {limits.user_per_minute} questions left this minute"
         line = f"*You today* {usage.questions} questions, {usage.tokens:,} tokens; {headroom}"
         return line, {"questions": usage.questions, "tokens": usage.tokens,
@@ -168,6 +171,45 @@ class Reports:
                  line, "_The full figures are for admins._"]
         return StatsReport(lines=tuple(lines), values={"usage": usage, "queued": sched.get("queued", 0),
                                                        "model": snap.model_name})
+
+    async def report(self, where: Conversation, user: User) -> StatsReport:
+        """/llm-stats as `user` may see it here: an operator every figure, a workspace admin the
+        workspace's, anyone else the short summary."""
+        if self._authority.allows("view_process_stats", where, user):
+            return await self.stats(where)
+        if self._authority.allows("view_workspace_stats", where, user):
+            return await self.workspace(where, user)
+        return await self.summary(where, user)
+
+    async def workspace(self, where: Conversation, user: User) -> StatsReport:
+        """A workspace admin's figures: the live model, the workspace's questions today, its
+        documents, this channel's settings, its feedback; nothing of other workspaces or the machine."""
+        await self._authority.require("view_workspace_stats", where, user)
+        snap = self._snapshot()
+        people, questions, tokens = self._stats.workspace_usage(f"{where.platform}/{where.workspace}")
+        lines = [f"*Model* {snap.model_name or 'none loaded'} (live)",
+                 f"*This workspace today* {questions} questions from {people} people, {tokens:,} tokens",
+                 self.usage_line(where, user)[0]]
+        documents = await self._knowledge.list_documents(where, workspace_wide=True) if self._knowledge else []
+        if self._knowledge is not None:
+            lines.append(f"*Documents* {len(documents)} readable across the workspace")
+        if where.channel:
+            lines.append("*This channel* " + "; ".join((await self._channel_settings(where)).render()))
+        feedback = await self._feedback.counts(where.platform, where.workspace) if self._feedback else []
+        lines.extend(feedback_lines(feedback))
+        lines.append("_Memory, the queue and errors across every workspace are for Parley's operators._")
+        return StatsReport(lines=tuple(lines), values={"model": snap.model_name, "questions": questions,
+                                                       "people": people, "tokens": tokens,
+                                                       "documents": len(documents), "feedback": feedback})
+
+    async def comments(self, where: Conversation, user: User, limit: int) -> list[FeedbackComment]:
+        """The newest 👎 comments: on this workspace's answers for its admins, on every one for operators."""
+        await self._authority.require("view_audit", where, user, target="feedback")
+        if self._feedback is None:
+            return []
+        if self._authority.allows("view_all_audit", where, user):
+            return await self._feedback.comments(limit)
+        return await self._feedback.comments(limit, where.platform, where.workspace)
 
     async def _feedback_counts(self) -> tuple[list[FeedbackCounts], dict]:
         if self._feedback is None:

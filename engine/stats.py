@@ -113,6 +113,14 @@ class EngineStats:
             return UserUsage(usage.day, usage.questions, usage.tokens,
                              deque(t for t in usage.recent if at - t < 60))
 
+    def workspace_usage(self, workspace: str, at: float | None = None) -> tuple[int, int, int]:
+        """Today's (people, questions, tokens) in `workspace` ("platform/workspace"), for its admins."""
+        at = time.time() if at is None else at
+        day = _day(at)
+        with self._lock:
+            today = [u for key, u in self.usage.items() if key.rpartition("/")[0] == workspace and u.day == day]
+        return len(today), sum(u.questions for u in today), sum(u.tokens for u in today)
+
     def _usage_of(self, user: str, at: float) -> UserUsage:
         day = _day(at)
         usage = self.usage.get(user)
