@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -131,8 +131,12 @@ class FakeSlack:
 
     # ---- state set-up ------------------------------------------------------------------------
 
-    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False) -> None:
-        self.users[user_id] = {"id": user_id, "team_id": self.team_id, "name": name.lower(), "is_admin": admin,
+    def add_user(self, user_id: str, name: str, *, admin: bool = False, owner: bool = False,
+                 team: str | None = None) -> None:
+        """A person; `team`: their home workspace when another one's (a Slack Connect guest, whose
+        is_admin / is_owner speak of that workspace)."""
+        self.users[user_id] = {"id": user_id, "team_id": team or self.team_id, "name": name.lower(),
+                               "is_admin": admin,
                                "is_owner": owner, "is_primary_owner": False, "is_bot": False,
                                "profile": {"display_name": name, "real_name": name}}
 
@@ -140,7 +144,7 @@ class FakeSlack:
                  thread_ts: str | None = None, file_id: str | None = None) -> dict:
         file_id = file_id or f"F{len(self.files) + 1:04d}"
         share = {"ts": ts, **({"thread_ts": thread_ts} if thread_ts else {})}
-        url = f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{name}"
+        url = f"{self.base_url}/files-pri/{self.team_id}-{file_id}/{quote(name, safe='')}"  # any name
         self.files[file_id] = {
             "id": file_id, "name": name, "title": name, "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1],
             "size": len(data), "user": user, "mode": "hosted", "is_external": False,
