@@ -18,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
@@ -244,7 +245,7 @@ class FakeDiscord:
         aid = self.snowflake()
         path = f"{channel_id}/{aid}/{filename}"
         self.files[path] = data
-        url = f"{self.base_url}/cdn/attachments/{path}?ex=0&is=0&hm=0"
+        url = f"{self.base_url}/cdn/attachments/{channel_id}/{aid}/{quote(filename, safe='')}?ex=0&is=0&hm=0"
         return {"id": str(aid), "filename": filename, "size": len(data), "url": url, "proxy_url": url,
                 "content_type": content_type, "flags": 0}
 
