@@ -83,6 +83,7 @@ class Refused:
 
 Decision = Union[Allowed, Refused]
 ALLOWED = Allowed()
+Admit = Callable[[Conversation, User], Awaitable[Decision]]  # AccessPolicy.admit, for a listener
 
 
 @dataclass(frozen=True)

@@ -492,6 +492,7 @@ class FakeDiscord:
                 "url": self.gateway_url, "shards": 1,
                 "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})),
             (r"/applications/(\d+)/commands", "PUT", self._sync_commands),
+            (r"/users/@me/channels", "POST", self._open_dm),
             (r"/channels/(\d+)", "GET", self._get_channel),
             (r"/channels/(\d+)/messages", "POST", self._create_message),
             (r"/channels/(\d+)/messages", "GET", self._channel_history),
@@ -524,6 +525,15 @@ class FakeDiscord:
             command.setdefault("default_member_permissions", None)
             self.commands.append(command)
         return _json(self.commands)
+
+    def _open_dm(self, body) -> web.Response:
+        """The bot opens (or finds) its DM with a user, to write to them."""
+        uid = int((body or {}).get("recipient_id") or 0)
+        if uid not in self.users:
+            return self._error(400, "Invalid Recipient(s)", 50033)
+        found = next((cid for cid, c in self.channels.items()
+                      if c["type"] == 1 and c["recipients"][0]["id"] == str(uid)), None)
+        return _json(self.channels[found if found is not None else self.add_dm(uid)])
 
     def _get_channel(self, body, cid: str) -> web.Response:
         channel = self.channels.get(int(cid))

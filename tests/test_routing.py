@@ -4,6 +4,7 @@ Slack, discord.py and the fake Discord, the console), that the adapters gather t
 what the router says, nothing of their own."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 
@@ -109,6 +110,37 @@ CASES = [
      facts(text="What is the budget?", mentioned=True, files=(PDF, PNG), **DISCORD), Do.ANSWER,
      {"ingest": (PDF,), "explain": (PNG,)}),
     ("a document sent to Parley in a DM", facts(is_dm=True, files=(PDF,)), Do.INGEST, {"hold_thread": False}),
+    # A channel switched off (`/llm-config reply off`, or denied in config.access): nothing, to nobody
+    ("a mention in a channel switched off", facts(text="What is 2 + 2?", mentioned=True, switched_off=True),
+     Do.IGNORE, {}),
+    ("a message in Parley's thread of a channel switched off",
+     facts(text="And 3 + 3?", in_thread=True, our_thread=True, switched_off=True), Do.IGNORE, {}),
+    ("'@Parley summarize' in a channel switched off", facts(text="summarize", mentioned=True, switched_off=True),
+     Do.IGNORE, {}),
+    ("a document shared in passing in a Slack channel switched off",
+     facts(files=(PDF,), switched_off=True, **SLACK), Do.IGNORE, {}),
+    ("a mention with a screenshot in a channel switched off",
+     facts(mentioned=True, files=(PNG,), switched_off=True), Do.IGNORE, {}),
+    ("a plain message in a reply-all channel switched off", facts(text="Hi", reply_all=True, switched_off=True),
+     Do.IGNORE, {}),
+    ("someone turned away, in a channel switched off: still nothing",
+     facts(text="Hi", mentioned=True, switched_off=True, turned_away="not you"), Do.IGNORE, {}),
+    # Someone the access lists turn away, or a DM where DMs are off: told privately, when they asked
+    ("a mention by someone turned away", facts(text="What is 2 + 2?", mentioned=True, turned_away="not you"),
+     Do.TURN_AWAY, {"note": "not you", "ingest": (), "explain": ()}),
+    ("a DM where DMs are off", facts(text="Hi", is_dm=True, turned_away="DMs are off"), Do.TURN_AWAY,
+     {"note": "DMs are off"}),
+    ("'new' in a DM where DMs are off", facts(text="new", is_dm=True, turned_away="DMs are off"), Do.TURN_AWAY, {}),
+    ("a document sent in a DM where DMs are off", facts(is_dm=True, files=(PDF,), turned_away="DMs are off"),
+     Do.TURN_AWAY, {"ingest": ()}),
+    ("a message by someone turned away in Parley's thread, no mention",
+     facts(text="And 3 + 3?", in_thread=True, our_thread=True, turned_away="not you"), Do.IGNORE, {}),
+    ("a document shared in passing in Slack by someone turned away",
+     facts(files=(PDF,), turned_away="not you", **SLACK), Do.IGNORE, {}),
+    ("a plain message in a reply-all channel by someone turned away",
+     facts(text="Hi", reply_all=True, turned_away="not you"), Do.IGNORE, {}),
+    ("a bot named as turned away is still a bot", facts(text="hi", mentioned=True, from_bot=True, turned_away="x"),
+     Do.IGNORE, {}),
 ]
 
 
@@ -140,6 +172,15 @@ def test_what_holds_whatever_the_facts():
             action = route(given)
             if given.from_bot or not given.served:
                 assert action == Action(action.do, action.why) and action.do is Do.IGNORE
+            # A channel switched off (a DM is none), or a sender turned away: nothing read, explained
+            # or answered; at most the sender is told why, and only when they addressed Parley.
+            for off, away in ((True, ""), (False, "not you"), (True, "not you")):
+                if not away and given.is_dm:
+                    continue
+                barred = route(dataclasses.replace(given, switched_off=off, turned_away=away))
+                assert not barred.ingest and not barred.explain and barred.do in (Do.IGNORE, Do.TURN_AWAY), given
+                quiet = off and not given.is_dm
+                assert barred.do is Do.IGNORE or (not quiet and (given.mentioned or given.is_dm)), given
             assert not action.explain or given.mentioned or given.is_dm, given
             assert set(action.ingest) <= set(given.documents) and set(action.explain) <= set(given.refused)
             assert action.do is not Do.ANSWER or text, given
