@@ -3,6 +3,8 @@ a message is for Parley: the facts the router needs (adapters.chat.routing) are 
 message, Parley's thread memory and the channel's settings, and its action is carried out: an
 answer (in a thread opened on a channel message, else where it was said), a summary
 (adapters/discord/summaries.py), a fresh start in a DM, the attachments indexed, a note, or nothing.
+Who may use Parley here (config.access, DMs, a channel switched off) is the engine's access
+policy, read into the facts; someone it turns away is told in a DM, never in the channel.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from adapters.discord.history import reply_chain_reader, thread_reader
 from adapters.discord.rooms import is_private_thread, visibility_of
 from adapters.discord.summaries import DiscordSummaries
 from adapters.discord.target import DiscordTarget
-from adapters.discord.text import DISCORD, question_text, thread_name
+from adapters.discord.text import DISCORD, NO_MENTIONS, question_text, thread_name
 from engine.errors import ErrorCode, ParleyError
 from engine.types import ChatRequest, Conversation, ThreadMessage, User
 
@@ -92,7 +94,7 @@ class DiscordMessages:
         self.soft_limit = soft_limit
         self.budget = budget
         self.started_at = time.time()  # threads idle since before this may have missed messages
-        self._reply_modes: dict[str, tuple[float, bool]] = {}  # channel -> (checked at, reply all)
+        self._reply_modes: dict[str, tuple[float, str]] = {}  # channel -> (checked at, reply mode)
 
     @property
     def bot_id(self) -> int:
@@ -147,15 +149,19 @@ class DiscordMessages:
             place = Place("dm", channel.id)
             is_dm = isinstance(channel, discord.DMChannel) or getattr(channel, "type", None) == discord.ChannelType.private
             served = is_dm and (from_bot or await self._dm_allowed(author.id))
-            return replace(common, is_dm=is_dm, served=served), place
+            decision = self.engine.access.decide(Conversation("discord", "dm", str(channel.id), ""),
+                                                 self.user_of(author))  # config.access: DMs on or off
+            return replace(common, is_dm=is_dm, served=served).under(decision), place
         served = self.guild_allowed(message.guild.id)
         if from_bot or not served:
             return replace(common, served=served), Place(str(message.guild.id), channel.id)
         place, record, ours = await self.locate(message, mentioned)
         missed = ours and (record is None or record.at < self.started_at)
-        reply_all = await self.reply_all(Conversation("discord", place.guild, str(place.parent_id or place.channel_id), ""))
+        where = Conversation("discord", place.guild, str(place.parent_id or place.channel_id), "")
+        reply = await self.reply_mode(where)
+        decision = self.engine.access.decide(where, self.user_of(author), reply=reply)  # config.access, reply off
         return replace(common, in_thread=place.in_thread, our_thread=ours, missed_in_thread=missed,
-                     reply_all=reply_all), place
+                       reply_all=reply == "all").under(decision), place
 
     async def _dm_allowed(self, user_id: int) -> bool:
         allowed = await self.dm_allowed(user_id)
@@ -183,26 +189,25 @@ class DiscordMessages:
                          is_private_thread(channel)), record, ours
         return Place(guild, channel.id, visibility=visibility_of(channel)), None, False
 
-    async def reply_all(self, where: Conversation) -> bool:
-        """Whether the channel is set to answer every message (no settings: it is not)."""
+    async def reply_mode(self, where: Conversation) -> str:
+        """The channel's `reply` setting: mentions, all or off ("" when the settings are unavailable)."""
         now = time.monotonic()
         cached = self._reply_modes.get(where.channel)
         if cached and now - cached[0] < REPLY_MODE_CACHE_S:
             return cached[1]
-        try:
-            reply_all = (await self.engine.channel_settings(where)).reply == "all"
-        except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
-            log.warning("channel settings unavailable", extra={"channel": where.channel}, exc_info=True)
-            return False
+        mode = await self.engine.access.reply_mode(where)
         if len(self._reply_modes) > MAX_REPLY_MODES:
             self._reply_modes.clear()
-        self._reply_modes[where.channel] = (now, reply_all)
-        return reply_all
+        self._reply_modes[where.channel] = (now, mode)
+        return mode
 
     # ---- the action --------------------------------------------------------------------------
 
     async def carry_out(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> None:
         user = self.user_of(message.author)
+        if action.do is Do.TURN_AWAY:
+            await self.turn_away(message, place, user, action.note)
+            return
         # Said in a thread or a DM: there. At a channel's top level: under the message, unless a
         # thread is opened on it below (an answer, documents to index).
         here = DiscordTarget(message.channel, reference=None if place.in_thread or facts.is_dm else message)
@@ -215,7 +220,7 @@ class DiscordMessages:
         if action.do is Do.FRESH_START:
             await self.dms.fresh(Conversation("discord", "dm", str(place.channel_id), str(place.channel_id)),
                                  str(message.id))  # the old conversation stays until it expires
-            await message.channel.send(FRESH_TEXT)
+            await message.channel.send(FRESH_TEXT, allowed_mentions=NO_MENTIONS)
         elif action.do is Do.NUDGE:
             await here.post(NUDGE_TEXT)
         elif action.do is Do.SUMMARISE_THREAD:
@@ -225,6 +230,16 @@ class DiscordMessages:
         elif action.do is Do.SUMMARISE_CHANNEL:
             where = Conversation("discord", place.guild, str(place.channel_id), str(message.id))
             await self.summaries.channel_reply(message, where, user)
+
+    async def turn_away(self, message: discord.Message, place: Place, user: User, note: str) -> None:
+        """Tell someone the access policy turns away, once per cool-down, in their DM (a DM is theirs
+        alone; a channel never hears it). Closed DMs: nothing is said."""
+        if not self.engine.access.first_notice(Conversation("discord", place.guild, "", ""), user.id):
+            return
+        try:
+            await (message.channel if place.guild == "dm" else message.author).send(note)
+        except discord.HTTPException as exc:
+            log.info("access note not delivered", extra={"user": user.id, "status": exc.status})
 
     async def respond(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action,
                       user: User, note: str) -> None:
@@ -243,7 +258,8 @@ class DiscordMessages:
                 request = ChatRequest(where=origin.where, user=user, text=facts.text, message_id=origin.message_id,
                                       earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
-                                       limit=self.limit, soft_limit=self.soft_limit, budget=self.budget)
+                                       limit=self.limit, soft_limit=self.soft_limit, budget=self.budget,
+                                       render=DISCORD.render)
                 await stream_answer(self.engine, request, reply, DISCORD, feedback=True)
 
     async def origin(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> Origin:

@@ -24,7 +24,7 @@ from adapters.chat.context import ThreadPost
 from adapters.chat.summaries import SummaryWindow, TargetBoard, empty_text, parse_window, post_summary
 from adapters.discord.history import CONVERSATION_TYPES, post_of, thread_reader
 from adapters.discord.target import DiscordTarget
-from adapters.discord.text import DISCORD
+from adapters.discord.text import DISCORD, NO_MENTIONS, escape_mentions
 from engine.errors import ParleyError
 from engine.types import Conversation, User
 
@@ -59,10 +59,12 @@ class InteractionBoard:
         self.interaction = interaction
 
     async def progress(self, text: str) -> None:
-        await self.interaction.edit_original_response(content=text[:MESSAGE_LIMIT])
+        await self.interaction.edit_original_response(content=escape_mentions(text)[:MESSAGE_LIMIT],
+                                                      allowed_mentions=NO_MENTIONS)
 
     async def finish(self, text: str) -> None:
-        await self.interaction.edit_original_response(content=text[:MESSAGE_LIMIT])
+        await self.interaction.edit_original_response(content=escape_mentions(text)[:MESSAGE_LIMIT],
+                                                      allowed_mentions=NO_MENTIONS)
 
 
 Scope = Callable[[discord.Interaction], Awaitable[Conversation | None]]  # a command's channel; None: not served
@@ -102,16 +104,19 @@ class DiscordSummaries:
         await interaction.response.defer(ephemeral=True, thinking=True)
         where = await self.scope(interaction)
         if where is None:
-            await interaction.edit_original_response(content="Parley is not enabled for this server.")
+            await interaction.edit_original_response(content="Parley is not enabled for this server.",
+                                                  allowed_mentions=NO_MENTIONS)
             return
         try:
             window = parse_window(args)
         except ParleyError as exc:
             head, _, usage = exc.user_message.partition("Usage:")
             text = f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```"
-            await interaction.edit_original_response(content=text)
+            await interaction.edit_original_response(content=escape_mentions(text), allowed_mentions=NO_MENTIONS)
             return
         user = self.user_of(interaction.user, interaction.permissions)
+        if not await self.admitted(interaction, where, user):
+            return
         read = window_reader(interaction.channel, window, self.bot_id)
         await post_summary(self.engine, where, user, read, InteractionBoard(interaction), DISCORD,
                            window.label, empty_text(window.label))
@@ -124,13 +129,25 @@ class DiscordSummaries:
         if where is None or thread is None:
             await interaction.edit_original_response(
                 content="Parley is not enabled for this server." if where is None else
-                "That message is not in a thread. `/llm-summarize` summarises this channel's recent messages.")
+                "That message is not in a thread. `/llm-summarize` summarises this channel's recent messages.",
+                allowed_mentions=NO_MENTIONS)
             return
         user = self.user_of(interaction.user, interaction.permissions)
-        await interaction.edit_original_response(content=f"Summarising {thread.mention}…")
+        if not await self.admitted(interaction, where, user):
+            return
+        await interaction.edit_original_response(content=f"Summarising {thread.mention}…",
+                                                  allowed_mentions=NO_MENTIONS)
         in_thread = Conversation("discord", where.workspace, str(thread.parent_id or where.channel), str(thread.id))
         await self.thread(thread, in_thread, user, None)
-        await interaction.edit_original_response(content=f"Posted the summary in {thread.mention}.")
+        await interaction.edit_original_response(content=f"Posted the summary in {thread.mention}.",
+                                                  allowed_mentions=NO_MENTIONS)
+
+    async def admitted(self, interaction: discord.Interaction, where: Conversation, user: User) -> bool:
+        """Whether `user` may have a summary here (engine/access.py); if not, they alone are told why."""
+        decision = await self.engine.access.admit(where, user, command=True)
+        if not decision.allowed:
+            await interaction.edit_original_response(content=decision.reason, allowed_mentions=NO_MENTIONS)
+        return decision.allowed
 
     async def _thread_of(self, message: discord.Message) -> discord.Thread | None:
         if isinstance(message.channel, discord.Thread):

@@ -9,8 +9,13 @@
   (adapters/slack/replies.py) and the documents of the channel being viewed (`scope`).
 
 Which documents a panel answer may use is the channel Slack says the user is viewing (the
-context comes in Slack-signed events, and a user can only view a channel they may read); a DM or
-no context at all means no channel's documents, only the panel thread's own.
+context comes in Slack-signed events, and a user can only view a channel they may read), with
+that channel's scope (workspace-wide: the public channels' documents too, never another private
+channel's); a DM or no context at all means no channel's documents, only the panel thread's own.
+
+The panel is a DM: someone the access lists turn away, or anyone where DMs are off
+(engine/access.py), is told so instead of the greeting, and their messages get the same note
+(adapters/slack/messages.py).
 """
 from __future__ import annotations
 
@@ -24,9 +29,12 @@ from slack_bolt.context.assistant.thread_context_store.async_store import AsyncA
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 
 from adapters.chat.memory import ThreadMemory
-from engine.types import Conversation
+from adapters.slack.events import team_of
+from adapters.slack.markup import defuse, slack_to_plain
+from engine.types import Conversation, User
 
 if TYPE_CHECKING:
+    from engine.access import Admit
     from engine.config import Config
 
 log = logging.getLogger(__name__)
@@ -91,22 +99,31 @@ def suggested_prompts(config: Config) -> list[dict[str, str]]:
 
 
 def thread_title(text: str) -> str:
-    """A panel thread's title from its first message: one line, cut at a word."""
-    line = " ".join(text.split())
-    if len(line) <= TITLE_CHARS:
-        return line
-    return line[: line.rfind(" ", 0, TITLE_CHARS - 1) if " " in line[:TITLE_CHARS] else TITLE_CHARS - 1] + "…"
+    """A panel thread's title from its first message (Slack's text): its words on one line, cut
+    at a word, mentions as @name, and nothing left in it that could mention anyone."""
+    line = " ".join(slack_to_plain(text).split())
+    if len(line) > TITLE_CHARS:
+        line = line[: line.rfind(" ", 0, TITLE_CHARS - 1) if " " in line[:TITLE_CHARS] else TITLE_CHARS - 1] + "…"
+    return defuse(line)
 
 
 def build_assistant(config: Config, contexts: PanelContexts, memory: ThreadMemory,
-                    on_message: Callable[[dict, dict, object], Awaitable[None]]) -> AsyncAssistant:
-    """The panel's listeners; `on_message` is the adapter's own message listener (DMs)."""
+                    on_message: Callable[[dict, dict, object], Awaitable[None]],
+                    admit: Admit) -> AsyncAssistant:
+    """The panel's listeners; `on_message` is the adapter's own message listener (DMs), `admit`
+    the engine's access policy (engine/access.py)."""
     assistant = AsyncAssistant(thread_context_store=contexts, logger=log)
 
     @assistant.thread_started
-    async def started(event: dict, say, set_suggested_prompts) -> None:
+    async def started(body: dict, event: dict, say, set_suggested_prompts) -> None:
         thread = event.get("assistant_thread") or {}
-        await contexts.save(channel_id=thread.get("channel_id", ""), thread_ts=thread.get("thread_ts", ""),
+        channel = thread.get("channel_id", "")
+        panel = Conversation("slack", team_of(body, event)[0], channel, thread.get("thread_ts", ""))
+        decision = await admit(panel, User(thread.get("user_id", "")))
+        if not decision.allowed:
+            await say(decision.reason)  # no greeting, no prompts: Parley is not theirs here
+            return
+        await contexts.save(channel_id=channel, thread_ts=thread.get("thread_ts", ""),
                             context=thread.get("context") or {})
         await say(config.slack.assistant.greeting)
         prompts = suggested_prompts(config)

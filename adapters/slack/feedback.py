@@ -19,7 +19,8 @@ from adapters.chat.feedback import (COMMENT_THANKS, FeedbackTag, answer_id_of, r
 from adapters.chat.streaming import split_message
 from adapters.chat.tasks import TaskSet
 from adapters.slack.events import SlackThread, SlackUsers, team_of
-from engine.types import User
+from adapters.slack.markup import guard
+from engine.types import Conversation, User
 
 if TYPE_CHECKING:
     from engine.core import Engine
@@ -56,6 +57,7 @@ class FeedbackThread(SlackThread):
     async def post(self, text: str, feedback: FeedbackTag | None = None) -> str:
         if feedback is None:
             return await super().post(text)
+        text = guard(text)  # as SlackThread.post does: nothing posted can mention anyone
         resp = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=text,
                                                   blocks=message_blocks(text, feedback.answer_id),
                                                   unfurl_links=False, unfurl_media=False)
@@ -65,6 +67,7 @@ class FeedbackThread(SlackThread):
         if feedback is None:
             await super().edit(handle, text)
         else:
+            text = guard(text)
             await self.client.chat_update(channel=self.channel, ts=handle, text=text,
                                           blocks=message_blocks(text, feedback.answer_id))
 
@@ -105,12 +108,17 @@ def register_feedback(app: AsyncApp, engine: Engine, users: SlackUsers, tasks: T
     async def on_form(ack, body: dict, view: dict) -> None:
         text = (((view.get("state") or {}).get("values") or {}).get("comment") or {}).get("text", {}).get("value")
         user_id = (body.get("user") or {}).get("id", "")
-        kept = await record_comment(engine, answer_id_of(view.get("private_metadata", "")), User(user_id), text or "")
-        log.info("feedback comment", extra={"user": user_id, "kept": kept})
-        await ack(response_action="update", view={  # a sqlite write: well within Slack's 3 s
-            "type": "modal", "title": {"type": "plain_text", "text": "Thank you"},
+        decision = await engine.access.admit(Conversation("slack", team_of(body)[0], "", ""), User(user_id),
+                                             command=True)
+        if decision.allowed:  # a sqlite write: well within Slack's 3 s
+            kept = await record_comment(engine, answer_id_of(view.get("private_metadata", "")), User(user_id),
+                                        text or "")
+            log.info("feedback comment", extra={"user": user_id, "kept": kept})
+        await ack(response_action="update", view={
+            "type": "modal", "title": {"type": "plain_text", "text": "Thank you" if decision.allowed else "Parley"},
             "close": {"type": "plain_text", "text": "Close"},
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": COMMENT_THANKS}}]})
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn",
+                                                    "text": COMMENT_THANKS if decision.allowed else decision.reason}}]})
 
     app.action(FEEDBACK_ACTION)(on_press)
     app.action(COMMENT_ACTION)(on_offer)
@@ -120,15 +128,21 @@ def register_feedback(app: AsyncApp, engine: Engine, users: SlackUsers, tasks: T
 async def _pressed(engine: Engine, users: SlackUsers, client: Any, body: dict) -> None:
     action = (body.get("actions") or [{}])[0]
     value = action.get("value", "")
-    user = await users.get((body.get("user") or {}).get("id", ""))
-    outcome = await record_press(engine, answer_id_of(value), user, positive=value.startswith("up:"))
+    user = await users.get((body.get("user") or {}).get("id", ""), team_of(body)[0])
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
     thread_ts = (body.get("message") or {}).get("thread_ts") or (body.get("container") or {}).get("thread_ts")
     if not channel:
         return
-    blocks = _comment_offer(outcome.text, answer_id_of(value) or "") if outcome.offer_comment else None
+    decision = await engine.access.admit(Conversation("slack", team_of(body)[0], channel, ""), user, command=True)
+    if decision.allowed:
+        outcome = await record_press(engine, answer_id_of(value), user, positive=value.startswith("up:"))
+        text = outcome.text
+        blocks = _comment_offer(outcome.text, answer_id_of(value) or "") if outcome.offer_comment else None
+    else:  # not counted; the presser alone is told why
+        text = decision.reason
+        blocks = None
     try:
-        await client.chat_postEphemeral(channel=channel, user=user.id, text=outcome.text, thread_ts=thread_ts,
+        await client.chat_postEphemeral(channel=channel, user=user.id, text=text, thread_ts=thread_ts,
                                         blocks=blocks)
     except SlackApiError as exc:
         log.warning("feedback thank-you not delivered", extra={"error": exc.response.get("error")})

@@ -4,7 +4,8 @@ What Parley is and how to reach it, the live model, the user's own usage today (
 tokens, rate-limit headroom), the documents in the workspace, and for admins the figures of
 /llm-stats. Document names are shown where they are meant to be seen workspace-wide (the
 workspace is in knowledge.workspace_scope) or to admins; anyone else sees how many there are,
-since a private channel's file names are not theirs to read.
+since a private channel's file names are not theirs to read. Someone the access lists turn away
+(engine/access.py) sees only that Parley is not available to them.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ async def home_view(engine: Engine, where: Conversation, user: User) -> dict:
         except ParleyError:
             blocks.append(_section("*Documents* unavailable right now."))
     if admin:
-        report = await engine.stats(None)
+        report = await engine.report(where, user)  # an operator's every figure, else the workspace's
         blocks += [{"type": "divider"}, _section("*For admins* (as in /llm-stats)"),
                    _section(SLACK.render(report.render()))]
     blocks.append({"type": "context", "elements": [
@@ -84,9 +85,17 @@ def register_home(app: AsyncApp, engine: Engine, users: SlackUsers, tasks: TaskS
     app.event("app_home_opened")(on_home_opened)
 
 
+def refused_view(reason: str) -> dict:
+    """The Home tab of someone the access lists turn away (engine/access.py): only that."""
+    return {"type": "home", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "Parley"}},
+                                       _section(reason)]}
+
+
 async def _publish(engine: Engine, users: SlackUsers, client, team: str, user_id: str) -> None:
-    user = await users.get(user_id)
-    view = await home_view(engine, Conversation("slack", team, "", ""), user)
+    user = await users.get(user_id, team)
+    where = Conversation("slack", team, "", "")
+    decision = await engine.access.admit(where, user, command=True)
+    view = await home_view(engine, where, user) if decision.allowed else refused_view(decision.reason)
     try:
         await client.views_publish(user_id=user_id, view=view)
     except SlackApiError as exc:

@@ -2,7 +2,8 @@
 message is for Parley: the facts the router needs (adapters.chat.routing) are gathered from the
 event, Parley's thread memory and the channel's settings, and its action is carried out: an
 answer (adapters/slack/replies.py), a summary (adapters/slack/summaries.py), a fresh start, the
-documents indexed (adapters/slack/sharing.py), a private note, or nothing.
+documents indexed (adapters/slack/sharing.py), a private note, or nothing. Who may use Parley
+here (config.access, DMs, a channel switched off) is the engine's access policy, read into the facts.
 
 Slack may deliver one message twice (as app_mention and as message, or retried to another
 process): whatever Parley says about a message is claimed first (`answer:` key), so it is said once.
@@ -13,6 +14,8 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from slack_sdk.errors import SlackApiError
 
 from adapters.chat.context import read_earlier
 from adapters.chat.conversations import FRESH_TEXT, DmConversations
@@ -108,24 +111,21 @@ class SlackMessages:
         if facts.from_bot or not facts.served:
             return Incoming(origin, facts, files)
         record = await self.memory.thread(origin.where.session_key) if origin.in_thread else None
+        reply = "" if origin.is_dm else await self.engine.access.reply_mode(origin.where)  # a DM is no channel
         facts = dataclasses.replace(
             facts, our_thread=record is not None, missed_in_thread=record is not None and record.at < self.started_at,
-            reply_all=not origin.is_dm and await self.reply_all(origin))  # a DM is no channel
-        return Incoming(origin, facts, files)
-
-    async def reply_all(self, origin: Origin) -> bool:
-        """Whether the channel is set to answer every message (no settings: it is not)."""
-        try:
-            settings = await self.engine.channel_settings(origin.where)
-        except Exception:  # noqa: BLE001 - no settings, no unsolicited answer
-            log.warning("channel settings unavailable", extra={"channel": origin.channel}, exc_info=True)
-            return False
-        return settings.reply == "all"
+            reply_all=reply == "all")
+        decision = self.engine.access.decide(origin.where, User(origin.user_id), reply=reply)  # config.access
+        return Incoming(origin, facts.under(decision), files)
 
     # ---- the action --------------------------------------------------------------------------
 
     async def carry_out(self, incoming: Incoming, action: Action) -> None:
         origin = incoming.origin
+        if action.do is Do.TURN_AWAY:
+            if await self.claim_answer(origin) and self.engine.access.first_notice(origin.where, origin.user_id):
+                await self.whisper(origin, action.note)
+            return
         if action.explain and await self.memory.claim(f"ignored:{origin.channel}:{origin.ts}"):
             names = [f.name for f in action.explain]  # once, though two events came
             await tell_privately(self.client, origin, unsupported_text(names, SLACK))
@@ -141,6 +141,19 @@ class SlackMessages:
         claims = [(incoming.files[f.key], await self.sharing.claim(origin.channel, f.key)) for f in action.ingest]
         if answer or any(owner for _, (owner, _) in claims):
             await self.respond(origin, incoming.facts.text if answer else None, claims, action)
+
+    async def whisper(self, origin: Origin, text: str) -> None:
+        """Tell the sender alone (ephemeral); where Slack refuses, say nothing in a channel (a DM is
+        theirs alone: said there)."""
+        try:
+            await self.client.chat_postEphemeral(channel=origin.channel, user=origin.user_id, text=text,
+                                                 thread_ts=origin.reply_thread_ts)
+        except SlackApiError as exc:
+            if origin.is_dm:
+                await SlackThread(self.client, origin.channel, origin.reply_thread_ts).post(text)
+            else:
+                log.info("access note not delivered", extra={"channel": origin.channel,
+                                                             "error": exc.response.get("error")})
 
     async def claim_answer(self, origin: Origin) -> bool:
         if await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
@@ -178,6 +191,9 @@ class SlackMessages:
                 await self.answer(origin, user, question, action.context)
 
     async def answer(self, origin: Origin, user: User, text: str, context: Context) -> None:
+        # Who can read the channel (a mention does not say; cached): documents shared here before
+        # visibility was recorded learn it on this use (KnowledgeBase), and so reach what they should
+        origin = dataclasses.replace(origin, where=await self.sharing.channels.known(origin.where, origin.channel))
         earlier = ()
         # A thread Parley joins midway is read first: what people said there is the question's context.
         # So is one of Parley's that was idle while Parley was down: the messages it missed join in.

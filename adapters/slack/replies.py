@@ -145,7 +145,8 @@ def attach_ai_surface(app: AsyncApp, engine: Engine, config: Config, memory: Thr
     panel (whose messages go to `on_message`, the adapter's message listener), the feedback buttons
     and form, the Home tab; returns the panels' contexts (which channel each panel is viewing)."""
     panels = panel_contexts(config)
-    app.assistant(build_assistant(config, panels, memory, on_message))
+    app.assistant(build_assistant(config, panels, memory, on_message,  # access read at each panel: engine.access
+                                  lambda where, user: engine.access.admit(where, user)))
     register_feedback(app, engine, users, tasks, allowed)
     register_home(app, engine, users, tasks, allowed)
     return panels

@@ -122,6 +122,8 @@ class SlackSharing:
                 log.info("file not a document: ignored", extra={"file": file_id, "type": file.get("filetype")})
                 return
             origin = share_origin(team, channel, file, file_id, user_id)
+            if not (await self.engine.access.admit(origin.where, User(user_id))).allowed:
+                return  # a channel switched off or denied, a person or DMs turned away (engine/access.py)
             async with self.locks.lock(origin.where.session_key):
                 if origin.reply_thread_ts:
                     await self.memory.mark(origin.where.session_key, team, channel)

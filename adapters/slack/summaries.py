@@ -45,10 +45,10 @@ class RespondBoard:
     async def progress(self, text: str) -> None:
         if not self.told:  # one "working on it" line; a response_url is not for a stream of edits
             self.told = True
-            await self.respond(text=text, response_type="ephemeral")
+            await self.respond(text=SLACK.guard(text), response_type="ephemeral")
 
     async def finish(self, text: str) -> None:
-        await self.respond(text=text, response_type="ephemeral")
+        await self.respond(text=SLACK.guard(text), response_type="ephemeral")
 
 
 class SlackSummaries:
@@ -82,10 +82,13 @@ class SlackSummaries:
             window = parse_window(body.get("text") or "")
         except ParleyError as exc:
             head, _, usage = exc.user_message.partition("Usage:")
-            await respond(text=f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```", response_type="ephemeral")
+            await respond(text=SLACK.guard(f"{head.strip()}\n```\nUsage:{usage.rstrip()}\n```"),  # quotes the input
+                          response_type="ephemeral")
             return
-        user = await self.users.get(body.get("user_id", ""))
+        user = await self.users.get(body.get("user_id", ""), team)
         where = Conversation("slack", team, channel, "")
+        if not await self.admitted(where, user, respond):
+            return
         read = self.history.channel_since(channel, window.oldest, window.limit, self.bot_user_id())
         await post_summary(self.engine, where, user, _friendly(read), RespondBoard(respond), SLACK,
                            window.label, empty_text(window.label))
@@ -104,14 +107,24 @@ class SlackSummaries:
         channel = (body.get("channel") or {}).get("id", "")
         message = body.get("message") or {}
         thread_ts = message.get("thread_ts") or message.get("ts") or ""
-        user = await self.users.get((body.get("user") or {}).get("id", ""))
+        user = await self.users.get((body.get("user") or {}).get("id", ""), team)
+        where = Conversation("slack", team, channel, thread_ts)
+        if not await self.admitted(where, user, respond):
+            return
         try:
-            await self.thread(Conversation("slack", team, channel, thread_ts), user, LATEST)
+            await self.thread(where, user, LATEST)
         except SlackApiError as exc:  # not in that channel: say so to the one who asked
             log.info("could not summarise a thread",
                      extra={"channel": channel, "error": exc.response.get("error")})
             await respond(text=":warning: I can't post in that channel: invite me with `/invite @Parley` first.",
                           response_type="ephemeral")
+
+    async def admitted(self, where: Conversation, user: User, respond) -> bool:
+        """Whether `user` may have a summary here (engine/access.py); if not, they alone are told why."""
+        decision = await self.engine.access.admit(where, user, command=True)
+        if not decision.allowed:
+            await respond(text=decision.reason, response_type="ephemeral")
+        return decision.allowed
 
     # ---- a thread, or a channel, in a thread -------------------------------------------------
 
