@@ -1,8 +1,12 @@
 """Document commands: ingest and its cancelling, listing and forgetting documents.
 
 They act on the knowledge base (None when documents are turned off), ask admission before an
-ingest and about admins, and count ingests in the stats. Engine's methods of the same names
-report their failures.
+ingest and the authority (engine/authority.py) before a forget or a cancel, and count ingests in
+the stats. Engine's methods of the same names report their failures.
+
+A forget or a cancel finds its target once (the name as clean_filename makes it, in this
+channel) and the authority judges that very record or job: its owner (who shared it) or a
+workspace admin may.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from engine.admission import Admission
+from engine.authority import Authority
 from engine.errors import ErrorCode, ParleyError
 from engine.stats import EngineStats
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestResult, ProgressCallback, User
@@ -23,10 +28,12 @@ log = logging.getLogger(__name__)
 class DocumentCommands:
     """The documents of a channel or workspace, as the chat commands see them."""
 
-    def __init__(self, knowledge: KnowledgeBase | None, admission: Admission, stats: EngineStats):
+    def __init__(self, knowledge: KnowledgeBase | None, admission: Admission, stats: EngineStats, *,
+                 authority: Authority):
         self._knowledge = knowledge
         self._admission = admission
         self._stats = stats
+        self._authority = authority
 
     def _require_knowledge(self) -> KnowledgeBase:
         if self._knowledge is None:
@@ -49,10 +56,9 @@ class DocumentCommands:
         job = self._require_knowledge().active_ingest(where, name)
         if job is None:
             return False
-        if job.uploader != user.id:
-            self._admission.require_admin(where, user, "Only the person who shared it or an admin can cancel that.")
-        job.cancelled_by = user.id
-        job.cancelled.set()
+        async with self._authority.acting("cancel_ingest", where, user, owner=job.uploader, target=job.filename):
+            job.cancelled_by = user.id
+            job.cancelled.set()
         log.info("ingest cancelled", extra={"file": job.filename, "scope": where.session_key, "by": user.id})
         return True
 
@@ -73,6 +79,6 @@ class DocumentCommands:
         record = await knowledge.find_document(where, name)
         if record is None:
             raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, "There is no document of that name here.")
-        if record.uploader != user.id:
-            self._admission.require_admin(where, user, "Only the uploader or an admin can remove that document.")
-        return await knowledge.forget(record)
+        async with self._authority.acting("forget_document", where, user, owner=record.uploader,
+                                          target=record.filename):
+            return await knowledge.forget(record)

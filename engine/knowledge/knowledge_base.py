@@ -51,7 +51,7 @@ class KnowledgeBase:
         self._searches = 0
         self._search_ms_total = 0.0
         self.lexical = LexicalIndex()
-        self._live_cache: dict[Scope, tuple[float, dict[str, int]]] = {}
+        self._live_cache: dict[tuple[Scope, str], tuple[float, dict[str, int]]] = {}
         self._loader: threading.Thread | None = None
         # Whether the engine is generating now: an ingest then leaves it its cores.
         self.generation_busy: Callable[[], bool] = lambda: False
@@ -154,7 +154,7 @@ class KnowledgeBase:
         """doc_id -> live version of the documents in scope. Read from the registry at most every
         LIVE_TTL_S per scope (a registry read costs ~20 ms at 130 documents); this process's own
         writes clear it at once, another process's show within LIVE_TTL_S."""
-        key = Scope.of(where, workspace_wide)
+        key = (Scope.of(where, workspace_wide), where.visibility)  # a visibility said anew is settled at once
         now = time.monotonic()
         with self._stats_lock:
             cached = self._live_cache.get(key)
