@@ -123,9 +123,11 @@ class Rules:
 
 
 def is_direct(where: Conversation) -> bool:
-    """A one-to-one conversation with Parley, by the platforms' conventions (engine.types):
-    Discord's DMs are in workspace "dm", Slack's DM channel ids start with D."""
-    return where.workspace == "dm" or (where.platform == "slack" and where.channel.startswith("D"))
+    """A one-to-one conversation with Parley: as the platform said (visibility "dm"), or by the
+    platforms' conventions (engine.types): Discord's DMs are in workspace "dm", Slack's DM channel
+    ids start with D."""
+    return (where.visibility == "dm" or where.workspace == "dm"
+            or (where.platform == "slack" and where.channel.startswith("D")))
 
 
 class AccessPolicy:

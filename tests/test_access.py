@@ -10,7 +10,7 @@ import pytest
 from conftest import make_config
 from engine.access import ALLOWED, NOTES, AccessPolicy, Barrier, Refused
 from engine.config import ConfigError
-from engine.types import Conversation, User
+from engine.types import Conversation, FileUpload, User
 from fake_discord import FakeDiscord
 from test_discord import MANAGE_GUILD, discord_factory, until  # noqa: F401 - the fixture is used by name
 from test_slack import ADA, CHANNEL, GRACE, LIN, slack_factory  # noqa: F401 - the fixture is used by name
@@ -245,7 +245,10 @@ def _dms_to(h, who: str) -> list[str]:
 
 async def test_discord_a_denied_role_is_told_in_a_dm_once_and_refused_its_menu(discord_factory):
     fake, guild, contractors = await _team_with_contractors()
-    h = await discord_factory(fake=fake, access={"discord": {str(guild): {"deny_roles": [str(contractors)]}}})
+    h = await discord_factory(fake=fake, knowledge=True,
+                              access={"discord": {str(guild): {"deny_roles": [str(contractors)]}}})
+    general = Conversation("discord", str(guild), str(h.general), "1", visibility="public")
+    await h.engine.ingest(FileUpload(general, User(str(h.people["lin"])), "notes.txt", b"The offsite is in May."))
     _, thread = await h.mention("Plan the offsite with me.", who="lin")
     for question in ("What is 2 + 2?", "Hello??"):
         await h.say(h.general, "ada", question, mention=True)
@@ -254,6 +257,10 @@ async def test_discord_a_denied_role_is_told_in_a_dm_once_and_refused_its_menu(d
     assert _dms_to(h, "ada") == [NOT_YOU], "one note, in Ada's DM"
 
     assert await h.slash("ada", "llm-docs") == [NOT_YOU]
+    for who, seen in (("ada", []), ("lin", ["notes.txt"])):  # the name autocompletes for a member served
+        typing = await h.fake.slash(h.guild, h.general, h.people[who], "llm-docs", {"name": "no"}, focused="name")
+        await until(lambda: typing.replies, what="the autocomplete answer")
+        assert [c["value"] for c in typing.replies[0]["choices"]] == seen, who
     picked = h.fake.bot_messages(thread)[-1]
     menu = await h.fake.message_menu(h.guild, thread, h.people["ada"], "Summarize", picked.id)
     await until(lambda: any(NOT_YOU in (r["content"] or "") for r in menu.replies), what="the menu's refusal")

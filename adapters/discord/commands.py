@@ -91,7 +91,7 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
 
     @llm_docs.autocomplete("name")
     async def document_names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return await document_choices(engine, await scope(interaction), current)
+        return await document_choices(engine, await scope(interaction), user_of(interaction), current)
 
     @tree.error
     async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -102,10 +102,11 @@ def register_commands(tree: app_commands.CommandTree, engine: Engine, scope: Sco
         await send(interaction, f"{DISCORD.warning}{failure.render()}")
 
 
-async def document_choices(engine: Engine, where: Conversation | None, current: str
+async def document_choices(engine: Engine, where: Conversation | None, user: User, current: str
                            ) -> list[app_commands.Choice[str]]:
-    """The channel's documents whose names contain `current` (Discord shows at most 25)."""
-    if where is None:
+    """The channel's documents whose names contain `current` (Discord shows at most 25); none for
+    someone Parley does not serve here (engine/access.py)."""
+    if where is None or not (await engine.access.admit(where, user, command=True)).allowed:
         return []
     try:
         docs = await engine.list_documents(where, workspace_wide=False)
