@@ -237,7 +237,8 @@ class DiscordMessages:
         if not self.engine.access.first_notice(Conversation("discord", place.guild, "", ""), user.id):
             return
         try:
-            await (message.channel if place.guild == "dm" else message.author).send(note)
+            where = message.channel if place.guild == "dm" else message.author
+            await where.send(note, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.info("access note not delivered", extra={"user": user.id, "status": exc.status})
 
