@@ -237,8 +237,8 @@ class DiscordMessages:
         if not self.engine.access.first_notice(Conversation("discord", place.guild, "", ""), user.id):
             return
         try:
-            where = message.channel if place.guild == "dm" else message.author
-            await where.send(note, allowed_mentions=NO_MENTIONS)
+            inbox = message.channel if place.guild == "dm" else message.author
+            await inbox.send(note, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.info("access note not delivered", extra={"user": user.id, "status": exc.status})
 
