@@ -197,7 +197,7 @@ class Reports:
             lines.append("*This channel* " + "; ".join((await self._channel_settings(where)).render()))
         feedback = await self._feedback.counts(where.platform, where.workspace) if self._feedback else []
         lines.extend(feedback_lines(feedback))
-        lines.append("_Memory, the queue and errors across every workspace are for Parley's operators._")
+        lines.append("_The figures of the whole process, every workspace's, are for Parley's operators._")
         return StatsReport(lines=tuple(lines), values={"model": snap.model_name, "questions": questions,
                                                        "people": people, "tokens": tokens,
                                                        "documents": len(documents), "feedback": feedback})

@@ -88,7 +88,7 @@ async def discord_factory(tmp_path, engine_factory):
     started: list[Harness] = []
 
     async def build(*, knowledge: bool = False, engine=None, data_dir=None, discord: dict | None = None,
-                    fake: FakeDiscord | None = None, **overrides) -> Harness:
+                    fake: FakeDiscord | None = None, operator_names: tuple[str, ...] = (), **overrides) -> Harness:
         if fake is None:
             fake = await FakeDiscord().start()
             guild = fake.add_guild("Team", owner="Olive")
@@ -100,6 +100,8 @@ async def discord_factory(tmp_path, engine_factory):
             fake.people = people
         else:
             guild = next(iter(fake.guilds))
+        if operator_names:  # people of the fake named as Parley's operators (engine/authority.py)
+            overrides["operators"] = {"discord": [str(fake.people[name]) for name in operator_names]}
         config = make_config(data_dir or tmp_path / "data",
                              discord={"stream_interval_s": 0.2, **(discord or {})},
                              knowledge={"enabled": knowledge},
@@ -141,7 +143,7 @@ async def test_login_prints_the_invite_url_and_syncs_commands(discord_factory, c
           f"&permissions=309237713920"  # view channels, send, send in threads, create public threads, history
     assert url in out
     assert h.fake.identify["intents"] == INTENTS, "guilds, guild messages, DMs and message content only"
-    assert {c["name"] for c in h.fake.commands} == {"llm-stats", "llm-model", "llm-config", "llm-docs",
+    assert {c["name"] for c in h.fake.commands} == {"llm-stats", "llm-model", "llm-config", "llm-docs", "llm-audit",
                                                     "llm-summarize", "llm-new", "Summarize"}
     assert next(c for c in h.fake.commands if c["name"] == "Summarize")["type"] == 3, "a message menu"
     model = next(c for c in h.fake.commands if c["name"] == "llm-model")
@@ -256,12 +258,14 @@ async def test_a_busy_bot_shows_the_queue_position(discord_factory):
 
 
 async def test_llm_model_is_for_admins_and_commands_are_ephemeral(discord_factory):
-    h = await discord_factory()
+    # The live model is the operators' (docs/security.md): Grace (Manage Server) and Lin are operators
+    # here too. Manage Server alone is refused: tests/test_authority.py.
+    h = await discord_factory(operator_names=("grace", "lin"))
     [listing] = await h.slash("ada", "llm-model")
     assert "● `smollm2-135m` **live**" in listing and "○ `smollm2-135m-b`" in listing
 
     [refused] = await h.slash("ada", "llm-model", {"model": "smollm2-135m-b"})
-    assert "only server admins" in refused
+    assert "Only Parley's operators" in refused
     assert h.engine.live_model == "smollm2-135m", "a member cannot switch the model"
 
     switched = await h.slash("grace", "llm-model", {"model": "smollm2-135m-b"}, permissions=MANAGE_GUILD)

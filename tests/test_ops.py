@@ -106,7 +106,8 @@ async def test_flood_from_one_user_gets_one_reply_while_another_is_served(engine
 
 
 async def test_admins_are_exempt(engine_factory, tmp_path):
-    engine = await engine_factory(ops_config(tmp_path / "data", limits={"user_per_minute": 1}))
+    # Workspace admins are exempt when the config says so (by default only operators: test_authority.py).
+    engine = await engine_factory(ops_config(tmp_path / "data", limits={"user_per_minute": 1, "admins_exempt": True}))
     results = [await collect(engine, ask("Say yes.", f"a{i}", user=BOSS)) for i in range(3)]
     assert all(isinstance(final, AnswerDone) for _, final, _ in results)
 
@@ -200,7 +201,7 @@ async def test_forced_generation_failure_gives_code_and_reference(engine_factory
 
 
 async def test_command_failures_have_codes_and_one_log_line(engine_factory, tmp_path, caplog):
-    engine = await engine_factory(ops_config(tmp_path / "data"))
+    engine = await engine_factory(ops_config(tmp_path / "data", operators={"slack": [BOSS.id]}))  # models: operators'
     caplog.set_level(logging.INFO)
     failures = []
     for call in (lambda: engine.switch_model("gpt-9", where(), BOSS),

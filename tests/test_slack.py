@@ -217,12 +217,14 @@ async def test_bad_signatures_are_rejected(slack_factory):
 
 
 async def test_llm_model_refused_for_non_admin_and_works_for_admins(slack_factory):
-    h = await slack_factory()
+    # The live model is the operators' (docs/security.md): Grace and Lin are operators here too.
+    # A workspace admin who is none is refused: tests/test_authority.py.
+    h = await slack_factory(operators={"slack": [GRACE, LIN]})
     listing = await h.command("/llm-model", "", user=ADA)
     assert len(listing) == 1 and "● `smollm2-135m` *live*" in listing[0] and "○ `smollm2-135m-b`" in listing[0]
 
     refused = await h.command("/llm-model", "smollm2-135m-b", user=ADA)
-    assert len(refused) == 1 and "only workspace admins" in refused[0]
+    assert len(refused) == 1 and "Only Parley's operators" in refused[0]
     assert h.engine.live_model == "smollm2-135m"
 
     switched = await h.command("/llm-model", "smollm2-135m-b", user=GRACE)  # a Slack workspace admin
@@ -399,7 +401,8 @@ def test_the_manifest_declares_what_the_adapter_handles():
     for name in ("manifest.yaml", "manifest-http.yaml"):
         manifest = yaml.safe_load((ROOT / "slack" / name).read_text())
         commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-        assert commands == {"/llm-stats", "/llm-model", "/llm-config", "/llm-docs", "/llm-summarize", "/llm-new"}
+        assert commands == {"/llm-stats", "/llm-model", "/llm-config", "/llm-docs", "/llm-audit", "/llm-summarize",
+                            "/llm-new"}
         assert [(s["type"], s["callback_id"]) for s in manifest["features"]["shortcuts"]] == \
             [("message", "summarize_thread")] and manifest["settings"]["interactivity"]["is_enabled"]
         scopes = set(manifest["oauth_config"]["scopes"]["bot"])

@@ -101,7 +101,8 @@ async def test_the_documents_prompt_lists_the_viewed_channels_documents_without_
 
 
 async def test_the_home_tab_shows_the_live_model_and_admin_figures_only_to_admins(slack_factory):
-    h = await slack_factory()
+    # Every figure is the operators' (Grace is one here); a workspace admin's: tests/test_authority.py.
+    h = await slack_factory(operators={"slack": [GRACE]})
     await ask(h, "D0ADA", None, "Hi! What is 2 + 2?")  # some usage of Ada's today
     for user in (ADA, GRACE):
         assert await h.send(h.fake.home_opened(user=user)) == 200
