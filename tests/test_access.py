@@ -209,6 +209,10 @@ async def test_slack_dms_off_refuse_dms_the_panel_and_commands_in_dms(slack_fact
     assert await h.send(body) == 200
     await h.settle()
     assert [r["text"] for r in h.fake.responses_for(key)] == [NO_DMS], "a command in a DM obeys it too"
+    body, key = h.fake.command("/llm-new", "", user=ADA, channel=dm)
+    assert await h.send(body) == 200
+    await h.settle()
+    assert [r["text"] for r in h.fake.responses_for(key)] == [NO_DMS], "no fresh start where DMs are off"
 
     started = h.fake.assistant_thread_started(user=ADA)
     assert await h.send(started) == 200
@@ -285,3 +289,6 @@ async def test_discord_reply_off_and_dms_off(discord_factory):
     await h.say(dm, "lin", "Hi! What is 2 + 2?")
     await h.say(dm, "lin", "Hello?")
     assert [m.text for m in h.fake.bot_messages(dm)] == [NO_DMS], "one note in the DM, no answer"
+    fresh = await h.fake.slash_dm(dm, h.people["lin"], "llm-new")
+    await until(lambda: fresh.texts, what="the reply to /llm-new")
+    assert fresh.texts == [NO_DMS]

@@ -88,7 +88,8 @@ class DiscordAdapter(discord.Client):
         self.dms = DmConversations(open_records(config, "discord", "dms"))  # /llm-new, "new" in a DM
         self.summaries = DiscordSummaries(engine, self, self.user_of, self._command_scope)
         self.summaries.register(self.tree)
-        register_fresh_start(self.tree, self.dms, self.dm_access.allowed)
+        register_fresh_start(self.tree, self.dms, self.dm_access.allowed,
+                             lambda where, user: engine.access.admit(where, user, command=True))
         self.messages = DiscordMessages(
             engine, config, self, self.memory, self.tasks, dms=self.dms, dm_allowed=self.dm_access.allowed,
             documents=self.documents, summaries=self.summaries, user_of=self.user_of,

@@ -27,6 +27,7 @@ from engine.errors import ErrorCode, ParleyError
 from engine.types import Conversation, User
 
 if TYPE_CHECKING:
+    from engine.access import Admit
     from engine.core import Engine
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,9 @@ async def document_choices(engine: Engine, where: Conversation | None, user: Use
 
 
 def register_fresh_start(tree: app_commands.CommandTree, dms: DmConversations,
-                         allowed: Callable[[int], Awaitable[bool]]) -> None:
-    """`/llm-new`: in a DM, a new conversation (the old one stays in the store until it expires)."""
+                         allowed: Callable[[int], Awaitable[bool]], admit: Admit) -> None:
+    """`/llm-new`: in a DM, a new conversation (the old one stays in the store until it expires);
+    `admit`: whether Parley serves that person there (engine/access.py: DMs may be off)."""
 
     @tree.command(name="llm-new", description="Start a fresh conversation with Parley in this DM")
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
@@ -127,6 +129,9 @@ def register_fresh_start(tree: app_commands.CommandTree, dms: DmConversations,
             text = NOT_IN_A_DM
         elif not await allowed(interaction.user.id):
             text = WORDING.not_served
+        elif not (decision := await admit(Conversation("discord", "dm", str(interaction.channel_id), ""),
+                                          User(str(interaction.user.id)))).allowed:
+            text = decision.reason
         else:
             cid = str(interaction.channel_id)
             await dms.fresh(Conversation("discord", "dm", cid, cid), str(interaction.id))

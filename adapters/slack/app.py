@@ -118,7 +118,8 @@ class SlackAdapter:
         self.app.event("message")(self.on_message)
         self.sharing.register(self.app)
         register_commands(self.app, self.engine, self.tasks, self.users, self._command_scope)
-        register_fresh_start(self.app, self.tasks, self.dms, self._command_scope)
+        register_fresh_start(self.app, self.tasks, self.dms, self._command_scope,
+                             lambda where, user: self.engine.access.admit(where, user, command=True))
         self.documents.register(self.app)
         self.summaries.register(self.app)
         # The assistant panel, feedback, Home tab; then how answers show, and what each message gets.

@@ -23,6 +23,7 @@ from adapters.slack.markup import SLACK
 from engine.types import Conversation, User
 
 if TYPE_CHECKING:
+    from engine.access import Admit
     from engine.core import Engine
 
 WORDING = Wording(admins="workspace admins", model_usage="/llm-model NAME",
@@ -37,8 +38,9 @@ def register_commands(app: AsyncApp, engine: Engine, tasks: TaskSet, users: Slac
 
 
 def register_fresh_start(app: AsyncApp, tasks: TaskSet, dms: DmConversations,
-                         scope: Callable[[dict], Conversation | None]) -> None:
-    """`/llm-new`: in a DM, a new conversation (the old one stays in the store until it expires)."""
+                         scope: Callable[[dict], Conversation | None], admit: Admit) -> None:
+    """`/llm-new`: in a DM, a new conversation (the old one stays in the store until it expires);
+    `admit`: whether Parley serves that person there (engine/access.py: DMs may be off)."""
 
     async def run(body: dict, respond) -> None:
         where = scope(body)
@@ -46,6 +48,8 @@ def register_fresh_start(app: AsyncApp, tasks: TaskSet, dms: DmConversations,
             text = WORDING.not_served
         elif not is_dm(body):
             text = NOT_IN_A_DM
+        elif not (decision := await admit(where, User(body.get("user_id", "")))).allowed:
+            text = decision.reason
         else:
             await dms.fresh(dataclasses.replace(where, thread="dm"), f"{time.time():.6f}")
             text = FRESH_TEXT
