@@ -24,7 +24,7 @@ from engine.knowledge.citations import to_sources
 from engine.knowledge.retrieval import Retrieval, retrieve, topic_of
 from engine.lineup import ModelLineup
 from engine.prompting import plan_prompt
-from engine.sessions import SessionStore, Turn, missed_turns
+from engine.sessions import NOTHING_FOLDED, SessionStore, Turn, missed_turns
 from engine.stats import EngineStats
 from engine.types import AnswerDone, AnswerEvent, ChatRequest, Conversation, Queued, Reading, Source, TextDelta
 
@@ -200,7 +200,8 @@ class AnswerPipeline:
                 system_prompt=settings["prompt"], history=history, message=text,
                 count_tokens=backend.count_tokens, history_budget=self._budgets.history_tokens,
                 context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
-                context_block=found.block, speaker=request.user.name, speaker_id=request.user.id)
+                context_block=found.block, speaker=request.user.name, speaker_id=request.user.id,
+                earlier=session.folded if session else NOTHING_FOLDED)
             return p, backend.encode_chat(p.messages)
 
         plan_, prompt = await asyncio.to_thread(plan)

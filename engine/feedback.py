@@ -5,7 +5,8 @@ Platform-free: an adapter registers each finished answer under an id it puts on 
 and the presser. One person has one vote per answer: pressing the same button again (or Slack
 redelivering the same press) changes nothing; pressing the other one replaces the vote. Kept where
 the other state is (data_dir/feedback.sqlite, or Redis with `sessions.backend: redis`) for
-RETAIN_DAYS; the totals behind the Prometheus counters only ever grow.
+RETAIN_DAYS; the totals behind the Prometheus counters only ever grow. The counts of the last day
+and week come from a tally kept as votes change (engine/vote_tally.py), not from reading every vote.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
+
+from engine.vote_tally import MemoryTally, TalliedVote, VoteTally
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -80,14 +83,36 @@ class FeedbackCounts:
 
 
 class FeedbackStore:
-    """Answers, votes and running totals in three mappings (SqliteDict tables or Redis keys).
+    """Answers, votes and running totals in three mappings (SqliteDict tables or Redis keys), and
+    the tally the counts come from (in memory unless given: filled from the stored votes here).
     Blocking: FeedbackBook calls it from a worker thread."""
 
-    def __init__(self, answers: MutableMapping, votes: MutableMapping, totals: MutableMapping):
+    def __init__(self, answers: MutableMapping, votes: MutableMapping, totals: MutableMapping,
+                 tally: VoteTally | None = None):
         self._answers = answers
         self._votes = votes
         self._totals = totals
         self._lock = threading.Lock()
+        self._tally = tally if tally is not None else MemoryTally()
+        self._tally.load(self._stored_votes, self._stored_totals)
+
+    def _stored_votes(self) -> list[TalliedVote]:
+        """Every stored vote as the tally counts it (an old vote's workspace is its answer's)."""
+        out = []
+        for key, vote in list(self._votes.items()):
+            scope = vote.get("scope")
+            if scope is None:
+                record = self.answer(key.rsplit("|", 1)[0])
+                scope = f"{record.platform}/{record.workspace}" if record else ""
+            out.append(TalliedVote(key, scope, vote["model"], bool(vote["positive"]), float(vote["at"])))
+        return out
+
+    def _stored_totals(self) -> list[tuple[tuple[str, str], int]]:
+        out = []
+        for key, n in list(self._totals.items()):
+            model, rating = key.rsplit("|", 1)
+            out.append(((model, rating), int(n)))
+        return out
 
     def register(self, record: AnswerRecord) -> None:
         self._answers[record.answer_id] = asdict(record)
@@ -105,8 +130,13 @@ class FeedbackStore:
             earlier = self._votes.get(key)
             if earlier is not None and earlier["positive"] == positive:
                 return VoteResult(True, False, positive, record.model)  # the same press again
-            self._votes[key] = {"positive": positive, "at": at, "model": record.model,
+            scope = f"{record.platform}/{record.workspace}"
+            self._votes[key] = {"positive": positive, "at": at, "model": record.model, "scope": scope,
                                 "comment": earlier.get("comment", "") if earlier else ""}
+            if earlier is not None:
+                self._tally.remove(TalliedVote(key, scope, earlier["model"], bool(earlier["positive"]),
+                                               float(earlier["at"])))
+            self._tally.add(TalliedVote(key, scope, record.model, positive, at))
             total = f"{record.model}|{'up' if positive else 'down'}"
             self._totals[total] = int(self._totals.get(total, 0)) + 1
         return VoteResult(True, True, positive, record.model)
@@ -122,23 +152,11 @@ class FeedbackStore:
         return True
 
     def counts(self, now: float, platform: str | None = None, workspace: str | None = None) -> list[FeedbackCounts]:
-        """Votes per model over the last day and week: on every answer, or on one workspace's."""
-        by_model: dict[str, list[int]] = {}
-        for key, vote in list(self._votes.items()):
-            age = now - float(vote["at"])
-            if age > 7 * DAY_S or not self._within(key, platform, workspace):
-                continue
-            n = by_model.setdefault(vote["model"], [0, 0, 0, 0])
-            n[2 if vote["positive"] else 3] += 1
-            if age <= DAY_S:
-                n[0 if vote["positive"] else 1] += 1
-        return [FeedbackCounts(model, *n) for model, n in sorted(by_model.items())]
-
-    def _within(self, vote_key: str, platform: str | None, workspace: str | None) -> bool:
-        if platform is None:
-            return True
-        record = self.answer(vote_key.rsplit("|", 1)[0])
-        return record is not None and (record.platform, record.workspace) == (platform, workspace)
+        """Votes per model over the last day and week: on every answer, or on one workspace's
+        (from the tally: no vote is read). Models without a vote in the week are left out."""
+        scope = None if platform is None else f"{platform}/{workspace}"
+        by_model = self._tally.counts(now - DAY_S, now - 7 * DAY_S, scope)
+        return [FeedbackCounts(model, *n) for model, n in sorted(by_model.items()) if any(n)]
 
     def comments(self, limit: int, platform: str | None = None, workspace: str | None = None) -> list[FeedbackComment]:
         """The newest `limit` comments, newest first: on every answer, or on one workspace's."""
@@ -156,8 +174,9 @@ class FeedbackStore:
         return sorted(found, key=lambda c: c.at, reverse=True)[:limit]
 
     def totals(self) -> dict[tuple[str, str], int]:
-        """(model, "up" | "down") -> votes counted since the start of records (for Prometheus)."""
-        return {tuple(key.rsplit("|", 1)): int(n) for key, n in list(self._totals.items())}
+        """(model, "up" | "down") -> votes counted since the start of records (for Prometheus; from
+        the tally, which the stored totals filled)."""
+        return self._tally.totals()
 
     def prune(self, now: float) -> int:
         horizon = now - RETAIN_DAYS * DAY_S
@@ -167,10 +186,11 @@ class FeedbackStore:
         old_votes = [k for k, v in list(self._votes.items()) if float(v["at"]) < horizon]
         for key in old_votes:
             del self._votes[key]
+        self._tally.prune(horizon)
         return len(stale) + len(old_votes)
 
     def close(self) -> None:
-        for mapping in (self._answers, self._votes, self._totals):
+        for mapping in (self._answers, self._votes, self._totals, self._tally):
             close = getattr(mapping, "close", None)
             if close is not None:
                 close()
@@ -210,12 +230,13 @@ class FeedbackBook:
 
 def open_feedback(config: Config) -> FeedbackBook:
     """Where config.sessions.backend keeps state (blocking: call it in a worker thread)."""
-    from engine.redis_sessions import open_state_mapping
+    from engine.redis_sessions import open_state_mapping, open_state_tally
 
     ttl = RETAIN_DAYS * DAY_S  # Redis forgets old answers and votes by itself; SQLite is pruned below
     store = FeedbackStore(open_state_mapping(config, "feedback.sqlite", "answers", "feedback:answer:", ttl),
                           open_state_mapping(config, "feedback.sqlite", "votes", "feedback:vote:", ttl),
-                          open_state_mapping(config, "feedback.sqlite", "totals", "feedback:total:"))
+                          open_state_mapping(config, "feedback.sqlite", "totals", "feedback:total:"),
+                          open_state_tally(config, "feedback:tally:", ttl))
     if config.sessions.backend != "redis":
         pruned = store.prune(time.time())
         if pruned:

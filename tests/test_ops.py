@@ -329,7 +329,7 @@ async def test_maintenance_expires_idle_sessions_and_checks_knowledge(engine_fac
     engine = await engine_factory(config)
     old = time.time() - 2 * 3600
     stale = Session(key="slack/W1/C1/old", turns=(Turn("user", "hi", "U1", old),), created_at=old, updated_at=old)
-    await asyncio.to_thread(engine.sessions._sessions.__setitem__, stale.key, stale)
+    await asyncio.to_thread(engine.sessions.put, stale)
     await asyncio.to_thread(engine.sessions.append, "slack/W1/C1/new", Turn("user", "hi", "U1", time.time()))
 
     # The loop keeps serving while the jobs run on their own.

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from engine.redis_sessions import RedisMapping
+from engine.redis_sessions import RedisSessions
 from engine.sessions import SessionStore
 from fake_slack import FakeSlack
 from ops_servers import free_port, redis_server
@@ -113,7 +113,7 @@ async def test_two_bots_share_one_slack_app_through_redis(tmp_path):
             # and continues it with the history A wrote.
             assert await fake.post_to_app(b.url, fake.message("What is my name?", user=ADA, thread_ts=ts)) == 200
             await fake.wait_for(answered(fake, ts, 2), 120, "B's answer in A's thread")
-            sessions = SessionStore(RedisMapping.from_url(redis_url, "parley:session:"))
+            sessions = SessionStore(RedisSessions.from_url(redis_url, "parley:session:"))
             turns = sessions.get(f"slack/{fake.team_id}/{CHANNEL}/{ts}").turns
             sessions.close()
             assert [t.text for t in turns[::2]] == ["My name is Ada. Say hello to me.", "What is my name?"]
