@@ -210,10 +210,12 @@ class Authority:
             if audited:
                 await self.record(act, where, user, role, target, "failed", exc.reference)
             raise
-        except Exception:
+        except Exception as exc:  # unexpected: INTERNAL here, so the entry, the log and the reply share a reference
+            error = ParleyError(ErrorCode.INTERNAL)
+            log.error("act failed", extra={"act": act, "ref": error.reference}, exc_info=exc)
             if audited:
-                await self.record(act, where, user, role, target, "failed", "")
-            raise
+                await self.record(act, where, user, role, target, "failed", error.reference)
+            raise error from exc
         if audited:
             await self.record(act, where, user, role, target, "done", "")
 
