@@ -1,5 +1,5 @@
 """Parley's slash commands in Slack: /llm-stats, /llm-model [NAME], /llm-config [...],
-/llm-docs [forget|cancel NAME], and /llm-new (a fresh start in a DM); /llm-summarize is in
+/llm-docs [forget|cancel NAME], /llm-audit [feedback] [N], and /llm-new (a fresh start in a DM); /llm-summarize is in
 adapters/slack/summaries.py.
 
 The commands themselves are adapters.chat.commands; here each is acknowledged at once (Slack
