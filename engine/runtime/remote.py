@@ -177,6 +177,9 @@ class RemoteBackend:
                 raise ParleyError(ErrorCode.MODEL_LOAD_FAILED,
                                   f"model {config.name!r}: the environment variable {config.api_key_env} is not set")
         self._secrets = [s for s in [*url_secrets(config.base_url), self._api_key] if s]
+        if self._api_key and (base.username or base.password):  # aiohttp cannot send both
+            raise ParleyError(ErrorCode.MODEL_LOAD_FAILED, f"model {config.name!r}: its base_url has a user and "
+                              f"password and {config.api_key_env} is set too; keep one of them")
         self._tokenizer = self._load_tokenizer(config.tokenizer) if config.tokenizer else None
         self._session: aiohttp.ClientSession | None = None
         self._active: set[RemoteHandle] = set()
