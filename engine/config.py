@@ -115,6 +115,21 @@ class KnowledgeConfig:
     embed_dtype: str = field(default="auto", metadata=choice("auto", "float32", "bfloat16", "float16"))
     embed_batch_size: int = field(default=32, metadata=positive())
     embed_threads: int = field(default=0, metadata=at_least(0))  # CPU threads for embedding; 0 = a quarter of the cores
+    # Reading an uploaded file (engine/knowledge/bounds.py, sandbox.py): in a worker process with
+    # these limits; a file past one fails alone with FILE_TOO_COMPLEX (or FILE_TOO_LARGE for pages).
+    parse_sandbox: bool = True  # false: read in the bot's own process (no memory, CPU or time limit)
+    parse_workers: int = field(default=2, metadata=positive())  # worker processes reading at once
+    parse_memory_mb: int = field(default=1024, metadata=at_least(128))  # a worker's address space
+    parse_cpu_seconds: float = field(default=120.0, metadata=positive())  # CPU time per file
+    parse_timeout_seconds: float = field(default=300.0, metadata=positive())  # wall-clock time per file
+    parse_page_seconds: float = field(default=15.0, metadata=positive())  # wall-clock time per PDF page
+    parse_max_pages: int = field(default=2000, metadata=positive())  # PDF pages
+    parse_zip_max_entries: int = field(default=5000, metadata=positive())  # parts of a DOCX
+    parse_zip_max_mb: float = field(default=256.0, metadata=positive())  # a DOCX's expanded size
+    parse_zip_max_ratio: float = field(default=100.0, metadata=at_least(1.0))  # a part's compression ratio
+    parse_text_ratio: float = field(default=4.0, metadata=at_least(1.0))  # text per byte of TXT/CSV/HTML/EML
+    parse_html_max_depth: int = field(default=256, metadata=at_least(16))  # nesting of HTML elements
+    parse_html_max_nodes: int = field(default=200_000, metadata=positive())  # HTML elements
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
 
 

@@ -29,6 +29,7 @@ class ErrorCode(str, enum.Enum):
     FILE_ENCRYPTED = "FILE_ENCRYPTED"
     FILE_NO_TEXT = "FILE_NO_TEXT"
     FILE_BAD_ENCODING = "FILE_BAD_ENCODING"
+    FILE_TOO_COMPLEX = "FILE_TOO_COMPLEX"  # past a reading limit: memory, time, nesting, a zip bomb
     DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
     INVALID_REQUEST = "INVALID_REQUEST"
     SHUTTING_DOWN = "SHUTTING_DOWN"
@@ -55,6 +56,8 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.FILE_ENCRYPTED: "That PDF is encrypted; please share an unencrypted copy.",
     ErrorCode.FILE_NO_TEXT: "That file has no text layer (a scan?); I can only read text.",
     ErrorCode.FILE_BAD_ENCODING: "That text file is not UTF-8.",
+    ErrorCode.FILE_TOO_COMPLEX: "That file takes more memory or time to read than I allow; "
+                                "save it as a simpler or smaller file and share it again.",
     ErrorCode.DOCUMENT_NOT_FOUND: "There is no document by that name here.",
     ErrorCode.INVALID_REQUEST: "That request is not valid.",
     ErrorCode.SHUTTING_DOWN: "I'm restarting; please ask again in a minute.",

@@ -5,12 +5,17 @@ and toc, Sphinx's related and sphinxsidebar, <nav>, role="navigation"…); where
 main content (<main>, role="main", Sphinx's div.body) only that is read. Text inside inline tags
 (<code>, <a>, <em>) stays in its sentence; a heading, a paragraph, a list or definition item,
 a <pre> sample and a table each become one block, which the splitter keeps whole when it fits.
+
+Bounded: a document with more elements than `max_nodes` (counted in the markup, before a tree is
+built: BeautifulSoup's tree takes many times the markup's size) or nested deeper than
+`max_depth` is refused with FILE_TOO_COMPLEX.
 """
 from __future__ import annotations
 
 import re
 import warnings
 
+from engine.knowledge.bounds import too_complex
 from engine.knowledge.records import Block
 
 _DROP = {"script", "style", "noscript", "template", "svg", "iframe", "nav", "aside", "form", "button",
@@ -23,6 +28,14 @@ _BLOCKS = {"p", "div", "section", "article", "main", "body", "html", "ul", "ol",
            "figcaption", "address", "center", "details", "summary", "dt", "dd", "caption", "hr", "fieldset",
            "legend", "dir", "menu", "td", "th", "tr", "tbody", "thead", "tfoot"}
 _SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"<[A-Za-z]")
+_TAG_BYTES = re.compile(rb"<[A-Za-z]")
+MAX_DEPTH = 256
+MAX_NODES = 200_000
+
+
+class _TooDeep(Exception):
+    pass
 
 
 def _soup(markup: bytes | str):
@@ -33,14 +46,21 @@ def _soup(markup: bytes | str):
         return BeautifulSoup(markup, "lxml")
 
 
-def html_blocks(markup: bytes | str) -> list[Block]:
+def html_blocks(markup: bytes | str, *, filename: str = "The HTML", max_depth: int = MAX_DEPTH,
+                max_nodes: int = MAX_NODES) -> list[Block]:
     """The blocks of an HTML document's main content, in reading order."""
+    tags = len((_TAG_BYTES if isinstance(markup, bytes) else _TAG).findall(markup))
+    if tags > max_nodes:
+        raise too_complex(filename, f"has {tags:,} HTML elements (at most {max_nodes:,})")
     soup = _soup(markup)
     title = _SPACE.sub(" ", soup.title.get_text()).strip() if soup.title else ""
     root = (soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("div", class_="body")
             or soup.body or soup)
     blocks: list[Block] = []
-    _walk(root, blocks, [])
+    try:
+        _walk(root, blocks, [], max_depth)
+    except _TooDeep:
+        raise too_complex(filename, f"nests its HTML more than {max_depth} elements deep") from None
     if title and not any(b.kind == "heading" and title.lower() in b.text.lower() for b in blocks[:3]):
         blocks.insert(0, Block(title, kind="heading", level=1))
     return blocks
@@ -63,9 +83,12 @@ def _is_navigation(tag) -> bool:
     return any(_NAV_NAMES.match(str(n).lower()) for n in names if n)
 
 
-def _walk(node, out: list[Block], inline: list[str]) -> None:
+def _walk(node, out: list[Block], inline: list[str], depth: int) -> None:
+    """`depth`: how many more levels of elements may be entered."""
     from bs4 import Comment, NavigableString, Tag
 
+    if depth <= 0:
+        raise _TooDeep
     for child in node.children:
         if isinstance(child, Comment):
             continue
@@ -92,13 +115,13 @@ def _walk(node, out: list[Block], inline: list[str]) -> None:
             _table(child, out)
         elif name == "dl":
             _flush(inline, out)
-            _definitions(child, out)
+            _definitions(child, out, depth - 1)
         elif name in _BLOCKS:
             _flush(inline, out)
-            _walk(child, out, inline)
+            _walk(child, out, inline, depth - 1)
             _flush(inline, out)
         else:  # inline: its text joins the sentence around it, with the spacing the source has
-            _walk(child, out, inline)
+            _walk(child, out, inline, depth - 1)
 
 
 def _flush(inline: list[str], out: list[Block]) -> None:
@@ -129,7 +152,7 @@ def _table(table, out: list[Block]) -> None:
         out.append(Block("\n".join(rows), kind="table"))
 
 
-def _definitions(dl, out: list[Block]) -> None:
+def _definitions(dl, out: list[Block], depth: int) -> None:
     """Each term with its definition, as one block."""
     term = ""
     for child in dl.find_all(["dt", "dd"], recursive=False):
@@ -139,7 +162,7 @@ def _definitions(dl, out: list[Block]) -> None:
             term = _text(child)
             continue
         inner: list[Block] = []
-        _walk(child, inner, [])
+        _walk(child, inner, [], depth - 1)
         body = "\n".join(b.text for b in inner) or _text(child)
         text = f"{term}: {body}" if term else body
         term = ""

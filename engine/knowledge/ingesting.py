@@ -16,8 +16,10 @@ import numpy as np
 from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge import loaders
+from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.embedder import Embedder
 from engine.knowledge.records import ChunkDraft, LoadedDocument
+from engine.knowledge.sandbox import read_document
 from engine.knowledge.splitting import split_pages
 from engine.knowledge.vector_store import Scope
 from engine.types import Conversation
@@ -100,8 +102,11 @@ def prepare(config: KnowledgeConfig, embedder: Embedder, name: str, data: bytes,
             job: IngestJob, busy: Callable[[], bool]) -> Prepared:
     """Read, split and embed a file (on a worker thread); raises ParleyError for what a user
     can fix, CANCELLED when the job is cancelled."""
-    kind = loaders.sniff(name, data)
-    document = loaders.load(kind, name, data, on_page=lambda done, total: emit("reading", done, total, "pages"))
+    limits = ParseLimits.from_config(config)
+    kind = loaders.sniff(name, data, limits)
+    # read in a parse worker process, within the limits (sandbox.py); a cancel stops it at once
+    document = read_document(kind, name, data, limits, check=job.check,
+                             on_page=lambda done, total: emit("reading", done, total, "pages"))
     job.check()
     chunk_tokens = min(config.chunk_tokens, embedder.max_tokens - 2)  # [CLS] and [SEP]
     overlap = min(config.chunk_overlap_tokens, chunk_tokens // 2)

@@ -10,31 +10,37 @@ unstructured is not used (and not installed): its partitioners classify text wit
 data they download on first use, which a self-hosted, offline install cannot do, and the formats
 it would add (PPTX, XLSX, ODT, EPUB, RTF) are refused by name instead.
 
-Every failure a user can cause becomes a ParleyError whose message names the file.
+Every failure a user can cause becomes a ParleyError whose message names the file. What one file
+may cost is bounded (bounds.py: zip containers judged before reading, text formats' text by
+their size, PDF pages, HTML nesting); the ingest runs these loaders in a parse worker process
+(sandbox.py), where memory, CPU time and wall-clock time are bounded too.
 """
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import os
 import re
-import zipfile
 from email import policy
 from email.parser import BytesParser
 from typing import Callable
 
 from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.bounds import ParseLimits, check_text, zip_names
 from engine.knowledge.formats import SUPPORTED, TEXT_EXTENSIONS
 from engine.knowledge.html import html_blocks, html_to_text
 from engine.knowledge.records import Block, LoadedDocument, PageText
-from engine.knowledge.text import decode, text_blocks
+from engine.knowledge.text import csv_blocks, decode, text_blocks
 
 __all__ = ["html_to_text", "load", "sniff"]
 
 log = logging.getLogger(__name__)
 
 PageCallback = Callable[[int, int], None]  # (pages read, total pages)
+Loader = Callable[[str, bytes, PageCallback, ParseLimits], list[PageText]]
+DEFAULT_LIMITS = ParseLimits()
+# Not a damaged file: a limit reached (the parse worker answers a memory blow-up, and is replaced).
+_PASSED_ON = (ParleyError, MemoryError, RecursionError)
 
 # Binary formats we recognise by their first bytes, to refuse them by name.
 _MAGIC = [
@@ -55,19 +61,16 @@ def _error(code: ErrorCode, message: str) -> ParleyError:
     return ParleyError(code, message)
 
 
-def sniff(filename: str, data: bytes) -> str:
+def sniff(filename: str, data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> str:
     """The loader kind for these bytes; raises UNSUPPORTED_FILE (or FILE_UNREADABLE for a file
-    whose extension promises a PDF/DOCX that its content is not)."""
+    whose extension promises a PDF/DOCX that its content is not, FILE_TOO_COMPLEX for a zip
+    container past the limits: its directory is read, nothing expanded)."""
     ext = os.path.splitext(filename)[1].lower()
     head = data[:1024]
     if b"%PDF-" in head:
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                names = set(z.namelist())
-        except (zipfile.BadZipFile, OSError, ValueError):
-            raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} looks like a damaged zip/Office file.")
+        names = zip_names(filename, data, limits)
         if "word/document.xml" in names:
             return "docx"
         kind = ("an Excel workbook" if "xl/workbook.xml" in names else
@@ -96,12 +99,14 @@ def sniff(filename: str, data: bytes) -> str:
     raise _error(ErrorCode.UNSUPPORTED_FILE, f"{filename}: {ext} files are not supported; I can read {SUPPORTED} files.")
 
 
-def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = None) -> LoadedDocument:
+def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = None,
+         limits: ParseLimits = DEFAULT_LIMITS) -> LoadedDocument:
     """Extract the text of a sniffed file. Raises ParleyError for unreadable, encrypted, empty,
-    text-less or wrongly encoded input. Pages kept out of retrieval (contents, blank) are counted
-    in page_count but not returned."""
-    loader = _LOADERS[kind]
-    pages = loader(filename, data, on_page or (lambda done, total: None))
+    text-less or wrongly encoded input, and for input past `limits`. Pages kept out of retrieval
+    (contents, blank) are counted in page_count but not returned."""
+    loader = LOADERS[kind]
+    pages = loader(filename, data, on_page or (lambda done, total: None), limits)
+    check_text(filename, kind, len(data), pages, limits)
     if not any(p.text.strip() for p in pages):
         raise _error(ErrorCode.FILE_EMPTY, f"{filename} has no text in it.")
     kept = tuple(p for p in pages if p.text.strip())
@@ -111,16 +116,17 @@ def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = N
 
 # ---- the loaders -----------------------------------------------------------------------------
 
-def _load_pdf(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_pdf(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     from engine.knowledge.pdf import load_pdf
 
-    return load_pdf(filename, data, on_page)
+    return load_pdf(filename, data, on_page, max_pages=limits.max_pages, page_seconds=limits.page_seconds)
 
 
-def _load_docx(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_docx(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     import docx
     from docx.table import Table
 
+    zip_names(filename, data, limits)  # python-docx reads each part whole: never a bomb's
     blocks: list[Block] = []
     try:
         document = docx.Document(io.BytesIO(data))
@@ -137,6 +143,8 @@ def _load_docx(filename: str, data: bytes, on_page: PageCallback) -> list[PageTe
                 level = re.match(r"(?:Heading|Title)\s*(\d?)", style)
                 blocks.append(Block(" ".join(item.text.split()), kind="heading", level=int(level.group(1) or 1))
                               if level else Block(item.text.strip()))
+    except _PASSED_ON:
+        raise
     except Exception as exc:  # noqa: BLE001 - zipfile, lxml and python-docx raise their own types on bad input
         log.info("docx unreadable", extra={"file": filename, "error": repr(exc)})
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a Word document; it may be corrupt.")
@@ -148,46 +156,35 @@ def _page(blocks: list[Block]) -> PageText:
     return PageText(page=None, text="\n\n".join(b.text for b in blocks), blocks=tuple(blocks))
 
 
-def _load_html(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_html(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     markup: bytes | str = data
     if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
         markup = decode(filename, data)
-    blocks = html_blocks(markup)
+    blocks = html_blocks(markup, filename=filename, max_depth=limits.html_max_depth,
+                         max_nodes=limits.html_max_nodes)
     on_page(1, 1)
     return [_page(blocks)]
 
 
-def _load_text(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_text(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     blocks = text_blocks(decode(filename, data).replace("\x00", ""), markdown=False)
     on_page(1, 1)
     return [_page(blocks)]
 
 
-def _load_markdown(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_markdown(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     blocks = text_blocks(decode(filename, data).replace("\x00", ""), markdown=True)
     on_page(1, 1)
     return [_page(blocks)]
 
 
-def _load_csv(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
-    text = decode(filename, data)
-    try:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except (csv.Error, ValueError) as exc:
-        log.info("csv unreadable", extra={"file": filename, "error": repr(exc)})
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as CSV: {exc}")
+def _load_csv(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
+    blocks = csv_blocks(filename, decode(filename, data), limits.text_budget(len(data)))
     on_page(1, 1)
-    # Each row reads "column: value" per line, one block per row: kept whole, several to a chunk.
-    blocks = []
-    for row in rows:
-        fields = [f"{(k or '').strip()}: {(v if isinstance(v, str) else ', '.join(v or [])).strip()}"
-                  for k, v in row.items()]
-        if any(f.split(": ", 1)[1] for f in fields):
-            blocks.append(Block("\n".join(fields), kind="table"))
     return [_page(blocks)]
 
 
-def _load_eml(filename: str, data: bytes, on_page: PageCallback) -> list[PageText]:
+def _load_eml(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     try:
         message = BytesParser(policy=policy.default).parsebytes(data)
         header = [f"{name}: {message[name]}" for name in ("Subject", "From", "To", "Cc", "Date") if message[name]]
@@ -197,8 +194,14 @@ def _load_eml(filename: str, data: bytes, on_page: PageCallback) -> list[PageTex
             content = body_part.get_content()
             if isinstance(content, bytes):
                 content = content.decode("utf-8", errors="replace")
-            body = html_blocks(content) if body_part.get_content_subtype() == "html" else text_blocks(content)
+            if body_part.get_content_subtype() == "html":
+                body = html_blocks(content, filename=filename, max_depth=limits.html_max_depth,
+                                   max_nodes=limits.html_max_nodes)
+            else:
+                body = text_blocks(content)
         attachments = [part.get_filename() for part in message.iter_attachments() if part.get_filename()]
+    except _PASSED_ON:
+        raise
     except LookupError as exc:  # an unknown charset name
         raise _error(ErrorCode.FILE_BAD_ENCODING, f"{filename} uses a text encoding I don't know ({exc}).")
     except Exception as exc:  # noqa: BLE001 - the email package raises assorted errors on defects
@@ -213,7 +216,7 @@ def _load_eml(filename: str, data: bytes, on_page: PageCallback) -> list[PageTex
     return [_page(blocks)]
 
 
-_LOADERS: dict[str, Callable[[str, bytes, PageCallback], list[PageText]]] = {
+LOADERS: dict[str, Loader] = {
     "pdf": _load_pdf, "docx": _load_docx, "html": _load_html, "markdown": _load_markdown,
     "text": _load_text, "csv": _load_csv, "eml": _load_eml,
 }

@@ -10,6 +10,10 @@ running headers and footers (an edge line repeated on many pages, or carrying th
 number) are removed; the printed page number is found (/PageLabels, else the number printed
 in the header or footer); contents and index pages, and nearly blank ones, are kept out of the
 chunks (their lines repeat section titles word for word and win searches they should not).
+
+Bounded: a PDF of more than `max_pages` pages is refused before any page is read, and a page
+that took longer than `page_seconds` fails the file (the parse worker's parent kills a page
+that never ends: engine/knowledge/sandbox.py).
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ import logging
 import re
 import statistics
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.bounds import too_complex
 from engine.knowledge.records import Block, PageText
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,8 @@ class RawPage:
     label: str = ""
 
 
-def load_pdf(filename: str, data: bytes, on_page) -> list[PageText]:
+def load_pdf(filename: str, data: bytes, on_page, *, max_pages: int = 2000,
+             page_seconds: float = 15.0) -> list[PageText]:
     """Pages of a PDF as blocks; pages kept out of retrieval come back with no text."""
     import pypdfium2 as pdfium
 
@@ -71,7 +78,11 @@ def load_pdf(filename: str, data: bytes, on_page) -> list[PageText]:
             log.info("pdf unreadable", extra={"file": filename, "error": repr(exc)})
             raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as a PDF; it may be corrupt.")
         try:
-            raw = _read_pages(document, filename, on_page)
+            if len(document) > max_pages:
+                raise ParleyError(ErrorCode.FILE_TOO_LARGE,
+                                  f"{filename} has {len(document):,} pages; I read at most {max_pages:,}. "
+                                  "Please split it into smaller files.")
+            raw = _read_pages(document, filename, on_page, page_seconds)
         finally:
             document.close()
     if not raw:
@@ -88,16 +99,21 @@ def load_pdf(filename: str, data: bytes, on_page) -> list[PageText]:
     return pages
 
 
-def _read_pages(document, filename: str, on_page) -> list[RawPage]:
+def _read_pages(document, filename: str, on_page, page_seconds: float) -> list[RawPage]:
     total = len(document)
     pages: list[RawPage] = []
     for index in range(total):
+        started = time.monotonic()
         page = RawPage(index=index, label=(document.get_page_label(index) or "").strip())
         try:
             textpage = document[index].get_textpage()
             page.lines = page_lines(textpage)
+        except (MemoryError, RecursionError):
+            raise
         except Exception as exc:  # noqa: BLE001 - a damaged page stream: keep the other pages
             log.info("pdf page unreadable", extra={"file": filename, "page": index + 1, "error": repr(exc)})
+        if time.monotonic() - started > page_seconds:
+            raise too_complex(filename, f"took over {page_seconds:g} seconds to read its page {index + 1}")
         pages.append(page)
         on_page(index + 1, total)
     return pages

@@ -8,14 +8,24 @@ Blocks: paragraphs are separated by blank lines; their wrapped lines are joined 
 reads whole) except where a list item starts. Markdown headings (#, underlined) and fenced code
 are kept as such; in plain text a lone short line without a full stop, numbered ("2.1. General
 rules") or in capitals, is a heading.
+
+CSV: one block per row (a table block: kept whole, several rows to a chunk); see csv_blocks.
 """
 from __future__ import annotations
 
 import codecs
+import csv
+import io
+import itertools
+import logging
 import re
+from typing import Iterator
 
 from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.bounds import too_complex
 from engine.knowledge.records import Block
+
+log = logging.getLogger(__name__)
 
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]\s|\(?\d{1,3}[.)]\s|\(?[a-zA-Z][.)]\s)")
@@ -24,6 +34,7 @@ _NUMBERED = re.compile(r"^(?:\d{1,3}\.)+\d{0,3}\s+\S|^(?:article|section|chapter
 _RULE = re.compile(r"^\s*([-_=*~#])\1{3,}\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+CSV_SAMPLE_ROWS = 64  # rows that decide how a CSV's rows are written
 
 
 def decode(filename: str, data: bytes) -> str:
@@ -134,3 +145,61 @@ def unwrap(lines: list[str]) -> str:
         else:
             out.append(text)
     return "\n".join(out)
+
+
+# ---- CSV -------------------------------------------------------------------------------------
+
+def csv_blocks(filename: str, text: str, budget: int) -> list[Block]:
+    """A CSV's rows as blocks, at most `budget` characters in all (FILE_TOO_COMPLEX beyond).
+
+    A row reads "column: value", a line per non-empty cell, so a question's words meet the column
+    they belong to. Where that repeats the column names more than the values say (2,000 columns
+    of 40-character names over one-digit values: 40 times the file), the rows read
+    "value | value | ..." instead and the names stand once: as the first block, and as the section
+    heading that every chunk carries (cut to 120 characters by the splitter). The first rows decide;
+    the file is read a row at a time (its cells are never all held at once).
+    """
+    rows = _csv_rows(filename, text)
+    header = [name.strip() for name in next(rows, [])]
+    sample = [row for _, row in zip(range(CSV_SAMPLE_ROWS), rows)]
+    named = sum(len(_named_row(header, row)) for row in sample)
+    compact = sum(len(_compact_row(row)) for row in sample)
+    by_name = named <= 2 * compact or len(header) <= 1
+    blocks: list[Block] = []
+    if not by_name:
+        names = " | ".join(header)
+        blocks += [Block(names, kind="heading", level=1), Block(names, kind="table")]
+    used = sum(len(b.text) + 2 for b in blocks)
+    for row in itertools.chain(sample, rows):
+        line = _named_row(header, row) if by_name else _compact_row(row)
+        if not line:
+            continue
+        used += len(line) + 2
+        if used > budget:
+            raise too_complex(filename, f"reads as more than {budget:,} characters of rows")
+        blocks.append(Block(line, kind="table"))
+    return blocks
+
+
+def _csv_rows(filename: str, text: str) -> Iterator[list[str]]:
+    try:
+        yield from csv.reader(io.StringIO(text, newline=""))
+    except (csv.Error, ValueError) as exc:
+        log.info("csv unreadable", extra={"file": filename, "error": repr(exc)})
+        raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{filename} could not be read as CSV: {exc}")
+
+
+def _named_row(header: list[str], row: list[str]) -> str:
+    """ "column: value" per non-empty cell; cells past the header under no name, as one."""
+    lines = [f"{name}: {value.strip()}" for name, value in zip(header, row) if value.strip()]
+    extra = ", ".join(value.strip() for value in row[len(header):] if value.strip())
+    if extra:
+        lines.append(f": {extra}")
+    return "\n".join(lines)
+
+
+def _compact_row(row: list[str]) -> str:
+    cells = [value.strip() for value in row]
+    while cells and not cells[-1]:
+        cells.pop()
+    return " | ".join(cells)
