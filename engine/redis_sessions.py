@@ -30,7 +30,7 @@ from engine.vote_tally import RedisTally
 log = logging.getLogger(__name__)
 
 BATCH = 200  # keys fetched per MGET while iterating
-FOLD_TRIES = 5  # a fold retried when another process wrote to the thread meanwhile
+FOLD_TRIES = 5  # a fold (or a conversion) retried when another process wrote to the thread meanwhile
 
 # KEYS: header, turns, index. ARGV: key, now, ttl (0 = none), settings JSON, "set" | "keep", turns...
 # Returns the turns stored, or -1 when the header is in the old layout (convert it first).
@@ -130,10 +130,13 @@ class RedisSessions:
 
     def _write(self, key: str, turns: Sequence[Turn], settings: str, mode: str, now: float) -> int:
         args = [key, repr(now), self._ttl, settings, mode, *(t.to_json() for t in turns)]
-        stored = self._append_script(keys=self._keys_of(key), args=args)
-        if stored < 0:
-            self._convert(key)
+        for _ in range(FOLD_TRIES):
             stored = self._append_script(keys=self._keys_of(key), args=args)
+            if stored >= 0:
+                break
+            self._convert(key)
+        else:
+            raise RuntimeError(f"session {key!r} is still in the old layout after {FOLD_TRIES} conversions")
         if stored > self.max_turns:
             self._fold(key)
         return min(stored, self.max_turns)
@@ -149,6 +152,8 @@ class RedisSessions:
                 if _text(pipe.type(head)) != "string":
                     return  # converted (or deleted) meanwhile
                 session = self._read_old(key)
+                if session is None:
+                    return
                 pipe.multi()
                 pipe.delete(head)
                 self._queue_put(pipe, session)

@@ -60,3 +60,37 @@ def test_config_picks_the_store(redis_url, tmp_path, monkeypatch):
     sqlite = open_session_store(make_config(tmp_path / "data2"))
     assert not isinstance(sqlite.backend, RedisSessions)
     sqlite.close()
+
+
+def test_appends_from_several_processes_lose_nothing_and_stay_bounded(redis_url, tmp_path, monkeypatch):
+    """Four bot processes answering in one thread at once: every turn is either stored or folded,
+    exactly once, each answer next to its question, and the thread stays within max_turns."""
+    import threading
+
+    monkeypatch.setenv("PARLEY_TEST_REDIS", redis_url)
+    config = make_config(tmp_path / "data", sessions={"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS",
+                                                      "redis_prefix": "p3:", "max_turns": 50})
+    stores = [open_session_store(config) for _ in range(4)]
+    assert all(store.max_turns == 50 for store in stores)
+    key = "slack/T1/C1/busy"
+
+    def answer(n: int, store: SessionStore) -> None:
+        for i in range(40):
+            store.append(key, Turn("user", f"w{n} q{i}", f"U{n}", time.time()),
+                         Turn("assistant", f"w{n} a{i}", "", time.time()))
+
+    threads = [threading.Thread(target=answer, args=(n, store)) for n, store in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    session = stores[0].get(key)
+    assert len(session.turns) == 50 and session.folded.turns + len(session.turns) == 4 * 80
+    assert session.folded.questions == 4 * 40 - 25
+    texts = [t.text for t in session.turns]
+    assert all(q.replace(" q", " a") == a for q, a in zip(texts[::2], texts[1::2]))
+    for n in range(4):
+        mine = [int(t.split("q")[1]) for t in texts[::2] if t.startswith(f"w{n} ")]
+        assert mine == sorted(mine), "each process's turns in the order it wrote them"
+    for store in stores:
+        store.close()
