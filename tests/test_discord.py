@@ -258,9 +258,9 @@ async def test_a_busy_bot_shows_the_queue_position(discord_factory):
 
 
 async def test_llm_model_is_for_admins_and_commands_are_ephemeral(discord_factory):
-    # The live model is the operators' (docs/security.md): Grace (Manage Server) and Lin are operators
-    # here too. Manage Server alone is refused: tests/test_authority.py.
-    h = await discord_factory(operator_names=("grace", "lin"))
+    # The live model is the operators' (docs/security.md): Grace (Manage Server), Lin and Olive are
+    # operators here too. Manage Server alone is refused: tests/test_authority.py.
+    h = await discord_factory(operator_names=("grace", "lin", "olive"))
     [listing] = await h.slash("ada", "llm-model")
     assert "● `smollm2-135m` **live**" in listing and "○ `smollm2-135m-b`" in listing
 
