@@ -127,4 +127,6 @@ def check_text(filename: str, kind: str, size: int, pages: Iterable[PageText], l
 
 
 def _mb(size: int) -> str:
+    if size >= 2**30:
+        return f"{size / 2**30:,.1f} GB"
     return f"{size / 2**20:,.1f} MB" if size >= 2**20 else f"{size / 1024:,.0f} KB"

@@ -166,12 +166,13 @@ class _Reading:
     limits: ParseLimits
     started: float = dataclasses.field(default_factory=time.monotonic)
     last_page: float = dataclasses.field(default_factory=time.monotonic)
+    paged: bool = False  # a page was reported: the per-page budget runs from there, whatever the kind
 
     def overdue(self, now: float) -> str:
         """What limit the worker is past, or ""."""
         if now - self.started > self.limits.timeout_seconds:
             return f"took more than {self.limits.timeout_seconds:g} seconds to read"
-        if self.kind == "pdf" and now - self.last_page > self.limits.page_seconds:
+        if (self.kind == "pdf" or self.paged) and now - self.last_page > self.limits.page_seconds:
             return f"took more than {self.limits.page_seconds:g} seconds to read one page"
         if self.worker.resident_mb() > self.limits.memory_mb:
             return f"needed more than {self.limits.memory_mb:,} MB of memory to read"
@@ -230,6 +231,7 @@ class ParseSandbox:
             kind = message.get("t")
             if kind == "page":
                 reading.last_page = now
+                reading.paged = True
                 on_page(count(message, "done"), count(message, "total"))
             elif kind == "done":
                 worker.files += 1
