@@ -126,21 +126,22 @@ async def bench_search(config: KnowledgeConfig, embedder: Embedder, chunks: int,
         started = time.perf_counter()
         n = 0
         while kb.stats()["chunks"] < chunks:
-            where = Conversation("slack", WORKSPACE, channels[n % len(channels)], "1")
+            # public channels: their documents are what the workspace-wide scope reaches
+            where = Conversation("slack", WORKSPACE, channels[n % len(channels)], "1", visibility="public")
             want = min(60, chunks - kb.stats()["chunks"])  # paragraphs; about one chunk each
             await kb.ingest(FileUpload(where=where, user=USER, filename=f"doc-{n:04d}.txt",
                                        data=synthetic_document(rng, max(1, want))))
             n += 1
         fill_s = time.perf_counter() - started
         stored = kb.stats()["chunks"]
-        here = Conversation("slack", WORKSPACE, channels[0], "1")
+        here = Conversation("slack", WORKSPACE, channels[0], "1", visibility="public")
         for q in QUESTIONS[:3]:  # warm-up: caches, first-query allocations
             kb.search_sync(here, q, None, False)
         timings: dict[str, list[float]] = {"channel": [], "workspace": [], "excerpts": []}
         for i in range(queries):
             question = QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" ({i})")
             for scope, wide in (("channel", False), ("workspace", True)):
-                where = Conversation("slack", WORKSPACE, channels[i % len(channels)], "1")
+                where = Conversation("slack", WORKSPACE, channels[i % len(channels)], "1", visibility="public")
                 t = time.perf_counter()
                 found = kb.search_sync(where, question, None, wide)
                 timings[scope].append((time.perf_counter() - t) * 1000)

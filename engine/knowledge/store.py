@@ -180,7 +180,7 @@ class ChromaStore:
         """The `n` nearest chunks in a scope, best first: each part's nearest, merged (a chunk of
         the conversation's own public channel is in two parts)."""
         found: dict[str, Hit] = {}
-        for key, value in scope.parts():
+        for key, value in scope.parts(chunks=True):
             for hit in self._nearest(vector, {key: value}, n):
                 found.setdefault(hit.id, hit)
         return sorted(found.values(), key=lambda h: h.cosine, reverse=True)[:n]

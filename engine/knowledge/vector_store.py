@@ -32,11 +32,15 @@ class Scope:
     channel: str  # the channel whose documents files shared in the conversation become
     workspace_wide: bool = False
     parent: str = ""  # a private thread's channel, when `channel` is the thread
+    # The conversation is a public channel: its own documents are public ones (KnowledgeBase
+    # settles them before it searches), so a workspace-wide chunk search finds them in one part.
+    own_public: bool = False
 
     @classmethod
     def of(cls, where: Conversation, workspace_wide: bool = False) -> "Scope":
         own = where.documents_at
-        return cls(where.platform, where.workspace, own, workspace_wide, where.channel if own != where.channel else "")
+        return cls(where.platform, where.workspace, own, workspace_wide, where.channel if own != where.channel else "",
+                   own_public=where.visibility == "public" and own == where.channel)
 
     @classmethod
     def own(cls, where: Conversation) -> "Scope":
@@ -63,9 +67,11 @@ class Scope:
         return {"scope": self.channel_key, "wscope": self.workspace_key,
                 "pscope": self.workspace_key if visibility == "public" else ""}
 
-    def parts(self) -> list[tuple[str, str]]:
-        """The scope as one-key equalities whose union it is: (key, value)."""
-        parts = [("scope", self.channel_key)]
+    def parts(self, *, chunks: bool = False) -> list[tuple[str, str]]:
+        """The scope as one-key equalities whose union it is: (key, value). For `chunks` (a
+        nearest-neighbour search, a query per part) a public channel's own part is left out of a
+        workspace-wide scope, whose public part holds its documents; the registry reads them all."""
+        parts = [] if chunks and self.workspace_wide and self.own_public else [("scope", self.channel_key)]
         if self.parent:
             parts.append(("scope", _SEP.join((self.platform, self.workspace, self.parent))))
         if self.workspace_wide:
