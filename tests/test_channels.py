@@ -1,6 +1,8 @@
 """Channel settings: set by admins, viewed by all, persisted, applied per channel, kept per thread."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from conftest import collect
@@ -9,13 +11,14 @@ from engine.types import AnswerDone, ChatRequest, Conversation, User
 
 ADMIN = User(id="A1", name="admin", platform_admin=True)
 MEMBER = User(id="U1", name="member")
-SUPPORT = Conversation("slack", "T1", "C-support", "1.0")
-LEGAL = Conversation("slack", "T1", "C-legal", "2.0")
-OTHER_WORKSPACE = Conversation("slack", "T2", "C-support", "3.0")
+# Public channels: the workspace scope reaches public channels' documents only (docs/security.md).
+SUPPORT = Conversation("slack", "T1", "C-support", "1.0", visibility="public")
+LEGAL = Conversation("slack", "T1", "C-legal", "2.0", visibility="public")
+OTHER_WORKSPACE = Conversation("slack", "T2", "C-support", "3.0", visibility="public")
 
 
 def in_thread(where: Conversation, thread: str) -> Conversation:
-    return Conversation(where.platform, where.workspace, where.channel, thread)
+    return dataclasses.replace(where, thread=thread)
 
 
 def spy_prompts(engine) -> list[list[dict]]:
