@@ -110,6 +110,11 @@ class KnowledgeConfig:
     order: str = field(default="evidence", metadata=choice("evidence", "fused"))  # how kept passages are ordered
     hybrid: bool = True  # BM25 fused with the embedding search (false: the embedding alone)
     max_ingest_minutes: float = field(default=10.0, metadata=positive())  # embedding work one document may take
+    # Ingests as bounded jobs (engine/knowledge/ingest_queue.py): how many index at once, in all and
+    # of one person; how many more may wait their turn (past that: QUEUE_FULL).
+    max_concurrent_ingests: int = field(default=2, metadata=positive())
+    max_ingests_per_user: int = field(default=1, metadata=positive())
+    max_queued_ingests: int = field(default=20, metadata=at_least(0))
     context_tokens: int = field(default=700, metadata=at_least(64))  # prompt budget for retrieved passages
     workspace_scope: list[str] = field(default_factory=list)  # workspaces whose questions see all their channels
     embed_dtype: str = field(default="auto", metadata=choice("auto", "float32", "bfloat16", "float16"))

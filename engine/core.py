@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, Sequence
 
 from engine.access import AccessPolicy
 from engine.admission import Admission
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 20.0  # at stop, how long answers that just ended get to save themselves
+INGEST_STOP_TIMEOUT_S = 20.0  # at stop, how long cancelled ingests get to undo their writes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Engine:
         self.maintenance: Maintenance | None = None
         self.metrics: MetricsServer | None = None  # when config.metrics.enabled
         self._parts: _Parts | None = None
-        self._in_flight = 0  # answer() iterators still open
+        self._in_flight = 0  # answers and summaries still running (stop() drains them)
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -175,21 +176,45 @@ class Engine:
         if self._state in ("stopping", "stopped"):
             return  # bot.py stops the engine on a signal, and again on its way out
         self._state = "stopping"
+        # Ingests are cancelled whatever `cancel` says (a large one takes minutes): each running one
+        # undoes its writes, each tells its sharer; they end while the answers drain.
+        ingests = asyncio.create_task(self._stop_ingests())
         await self.recovery.close()
         if self.maintenance is not None:
             await self.maintenance.stop()
         await self.lineup.shutdown(cancel=cancel)
-        # Answers that just ended (cancelled ones too) still save their text: let them, then close.
+        # Answers and summaries that just ended (cancelled ones too) still save or show their text:
+        # let them, then close.
         try:
             await asyncio.wait_for(self._drained.wait(), DRAIN_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.warning("answers still open at stop", extra={"count": self._in_flight})
+        await ingests
         if self.metrics is not None:
             await self.metrics.stop()
         await self.admission.close()
         await self._close_stores()
         self._state = "stopped"
         log.info("engine stopped")
+
+    async def _stop_ingests(self) -> None:
+        if self.knowledge is not None:
+            left = await self.knowledge.stop_ingests(INGEST_STOP_TIMEOUT_S)
+            if left:
+                log.warning("ingests still running at stop", extra={"count": left})
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Count work in flight (an answer, a summary): stop() waits for it, and an ingest leaves
+        the cores to generation while there is any."""
+        self._in_flight += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._drained.set()
 
     async def _close_stores(self) -> None:
         for store in (self.knowledge, self.sessions, self.channels):
@@ -242,16 +267,10 @@ class Engine:
         if self._parts is None:
             yield self.failure(ParleyError(ErrorCode.MODEL_NOT_READY), request)
             return
-        self._in_flight += 1  # stop() waits for open answers to save themselves
-        self._drained.clear()
-        try:
+        with self._working():  # stop() waits for open answers to save themselves
             async with contextlib.aclosing(self._parts.answers.run(request)) as events:
                 async for event in events:
                     yield event
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._drained.set()
 
     def failure(self, exc: ParleyError, request: ChatRequest | None = None,
                 cause: BaseException | None = None, *, action: str = "answer", args: tuple = ()) -> AnswerFailed:
@@ -339,8 +358,11 @@ class Engine:
     @reported("summarize")
     async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
                         progress: SummaryProgress | None = None) -> Summary:
-        """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py)."""
-        return await self._ready_parts().summaries.summarize(where, user, messages, progress)
+        """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py).
+        Work in flight like an answer: stop() waits for it (cancelled, it says Parley is restarting)."""
+        parts = self._ready_parts()
+        with self._working():
+            return await parts.summaries.summarize(where, user, messages, progress)
 
     # ---- oversight ---------------------------------------------------------------------------
 

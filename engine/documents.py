@@ -50,15 +50,14 @@ class DocumentCommands:
         return result
 
     async def cancel_ingest(self, where: Conversation, name: str, user: User) -> bool:
-        """Stop the ingest of file `name` in this channel: its sharer or an admin may. False when
-        nothing by that name is being indexed here. The ingest ends with CANCELLED, nothing of it kept.
+        """Stop the ingest of file `name` in this channel, running or waiting its turn: its sharer or
+        an admin may. False when nothing by that name is being indexed or waiting here. The ingest ends with CANCELLED, nothing of it kept.
         The job is found once (by the name as clean_filename makes it) and that job is checked."""
         job = self._require_knowledge().active_ingest(where, name)
         if job is None:
             return False
         async with self._authority.acting("cancel_ingest", where, user, owner=job.uploader, target=job.filename):
-            job.cancelled_by = user.id
-            job.cancelled.set()
+            job.cancel(by=user.id)  # a job still waiting its turn leaves the line at once
         log.info("ingest cancelled", extra={"file": job.filename, "scope": where.session_key, "by": user.id})
         return True
 

@@ -21,7 +21,7 @@ from engine.errors import ErrorCode, ParleyError
 from engine.lineup import ModelLineup
 from engine.prompting import MESSAGE_OVERHEAD, speaker_label
 from engine.runtime.backends import Backend
-from engine.runtime.generation import GenText, SamplingParams
+from engine.runtime.generation import GenFinished, GenText, SamplingParams
 from engine.types import Conversation, SaidMessage, Summary, SummaryProgress, User
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ SUMMARISE = ("You summarise a chat conversation. Write at most {n} short bullet 
 COMBINE = ("You combine partial summaries of one chat conversation into one list. Write at most {n} short "
            "bullet points, each on its own line starting with '- ' and keeping the names of who said it. "
            "Use only what the partial summaries say; never add anything.")
+STOPPED = "Summary stopped: Parley is restarting. Please ask again in a minute."
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*")
 
 
@@ -114,6 +115,9 @@ class Summariser:
         async for event in self.backend.submit(prompt, self.params):
             if isinstance(event, GenText):
                 out.append(event.text)
+            elif isinstance(event, GenFinished) and event.reason == "cancelled":
+                # a part cut short would be summarised as if it were all that was said
+                raise ParleyError(ErrorCode.CANCELLED, "The summary was stopped before it was done.")
         return "".join(out).strip()
 
     async def summarise_parts(self, parts: list[list[str]], instructions: str, report: bool) -> list[str]:
@@ -130,7 +134,14 @@ class Summariser:
                 await self._report(done, len(parts))
             return text
 
-        return list(await asyncio.gather(*(one(p) for p in parts)))
+        tasks = [asyncio.ensure_future(one(p)) for p in parts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # one part failed (or the shutdown cut it short): the others stop too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _report(self, done: int, total: int) -> None:
         if self.progress is None:
@@ -182,7 +193,12 @@ class Summaries:
         await self._admission.admit(where, user, "answer")
         settings = await self._settings(where)
         summariser = Summariser(await self._lineup.backend_for(settings.model), progress)
-        text, parts = await summariser.run(said)
+        try:
+            text, parts = await summariser.run(said)
+        except ParleyError as exc:
+            if self._state() in ("stopping", "stopped"):  # cancelled by the shutdown: never partial text
+                raise ParleyError(ErrorCode.SHUTTING_DOWN, STOPPED, reference=exc.reference) from exc
+            raise
         points = points_of(text)
         log.info("summarised", extra={"session": where.session_key, "user": user.id, "messages": len(said),
                                       "parts": parts, "model_calls": summariser.calls, "points": len(points)})

@@ -2,7 +2,7 @@
 
 The flow, whatever the platform: refuse a file over the size limit before downloading it, post
 "Reading file…", download, show the engine's progress in that message at most once per
-interval, and end with "Indexed file: 3 pages, 12 chunks. Ask away." or a short failure reply
+interval ("Waiting to index file: 2 files ahead of this one…" while other ingests run), and end with "Indexed file: 3 pages, 12 chunks. Ask away." or a short failure reply
 with its code and reference (a refusal that concerns only the sharer goes to them alone where
 the platform can).
 """
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGES = {"reading": "Reading", "embedding": "Embedding", "storing": "Storing"}
+
+
+def progress_text(p: IngestProgress, shown: str) -> str:
+    """One line of an ingest's progress: its place in line while it waits, else its stage."""
+    if p.stage == "queued":  # done: the files ahead of this one (engine/knowledge/ingest_queue.py)
+        if p.done <= 0:
+            return f"Waiting to index {shown}: it is next…"
+        return f"Waiting to index {shown}: {p.done} file{'s' if p.done != 1 else ''} ahead of this one…"
+    return f"{STAGES.get(p.stage, p.stage.capitalize())} {shown}: {p.done}/{p.total} {p.unit}…"
 
 
 @dataclass(frozen=True)
@@ -94,10 +103,8 @@ class ProgressBoard:
             if p is None or p == self._displayed:
                 continue
             self._displayed = p
-            stage = STAGES.get(p.stage, p.stage.capitalize())
             with contextlib.suppress(Exception):  # progress is best effort
-                await self.target.edit(self.handle, self.markup.status.format(
-                    f"{stage} {self.shown}: {p.done}/{p.total} {p.unit}…"))
+                await self.target.edit(self.handle, self.markup.status.format(progress_text(p, self.shown)))
 
 
 async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversation, user: User,
@@ -119,9 +126,10 @@ async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversati
         upload = FileUpload(where=where, user=user, filename=file.name, data=data,
                             mime_type=file.mime_type.split(";")[0])
         result = await engine.ingest(upload, board)
-        ticker.cancel()
+        await _stop(ticker)
         await target.edit(handle, ingested_text(result, shown, markup))
     except ParleyError as exc:
+        await _stop(ticker)  # no progress edit may land after the reply below
         log.info("file not indexed", extra={"file": file.name, "code": exc.code.value, "ref": exc.reference})
         if exc.silent or (exc.code is ErrorCode.RATE_LIMITED and private is not None):
             if handle is not None:  # the sharer's business alone
@@ -131,6 +139,7 @@ async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversati
         else:  # the failure may quote the file's name: the platform's rule applies to it as well
             await _say(target, handle, f"{markup.warning}I couldn't index {shown}: {markup.guard(exc.render())}")
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
+        await _stop(ticker)
         error = ParleyError(ErrorCode.INTERNAL)
         log.error("file ingest failed", extra={"file": file.name, "ref": error.reference}, exc_info=exc)
         with contextlib.suppress(Exception):
@@ -138,6 +147,13 @@ async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversati
     finally:
         if ticker is not None:
             ticker.cancel()
+
+
+async def _stop(ticker: asyncio.Task | None) -> None:
+    """Stop the progress ticker, and let an edit it was making land first."""
+    if ticker is not None:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
 
 
 async def _say(target: MessageTarget, handle: Any, text: str) -> None:

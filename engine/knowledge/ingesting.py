@@ -1,8 +1,10 @@
 """An ingest from bytes to embedded chunks, and the ingests in progress (which can be cancelled).
 
-The work runs on a worker thread: read, split, check the size against what this machine can
-embed, embed batch by batch. Between batches it checks its job: a cancelled job stops there,
-and since nothing is written before the embedding is done, nothing of it is kept.
+The work runs on one of the ingests' own threads (ingest_queue.py): read, split, check the size
+against what this machine can embed, embed batch by batch. Between batches it checks its job: a
+cancelled job stops there, and since nothing is written before the embedding is done, nothing of
+it is kept. A job exists from the moment its file is accepted, so one still waiting for its turn
+can be cancelled too (it never starts).
 """
 from __future__ import annotations
 
@@ -30,9 +32,13 @@ Emit = Callable[[str, int, int, str], None]  # (stage, done, total, unit)
 DEFAULT_CHUNKS_PER_S = 30.0
 
 
+RESTARTING = "restarting"  # IngestJob.cancel's `why` at shutdown
+
+
 @dataclass
 class IngestJob:
-    """A file being indexed: who shared it, and a flag an admin or the sharer may raise."""
+    """A file being indexed (or waiting its turn): who shared it, and a flag an admin, the sharer
+    or the shutdown may raise. `cancel` may be called from any thread; `check` raises once it was."""
 
     scope: str
     filename: str
@@ -40,17 +46,53 @@ class IngestJob:
     started: float = field(default_factory=time.time)
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancelled_by: str = ""
+    why: str = ""  # RESTARTING: Parley is stopping
+    _listeners: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def cancel(self, by: str = "", why: str = "") -> None:
+        """Stop this ingest: at its next check if it runs, at once if it waits its turn."""
+        with self._lock:
+            if self.cancelled.is_set():
+                return
+            self.cancelled_by = by
+            self.why = why
+            self.cancelled.set()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def on_cancel(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the job is cancelled (at once if it was); returns its removal."""
+        with self._lock:
+            already = self.cancelled.is_set()
+            if not already:
+                self._listeners.append(listener)
+        if already:
+            listener()
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
 
     def check(self) -> None:
-        if self.cancelled.is_set():
-            who = "by an admin" if self.cancelled_by and self.cancelled_by != self.uploader else ""
-            raise ParleyError(ErrorCode.CANCELLED,
-                              f"Indexing {self.filename} was cancelled{' ' + who if who else ''}; "
-                              "nothing of it was kept.")
+        if not self.cancelled.is_set():
+            return
+        if self.why == RESTARTING:
+            raise ParleyError(ErrorCode.SHUTTING_DOWN,
+                              f"Indexing {self.filename} was cancelled: Parley is restarting; nothing of it "
+                              "was kept. Please share it again in a minute.")
+        who = "by an admin" if self.cancelled_by and self.cancelled_by != self.uploader else ""
+        raise ParleyError(ErrorCode.CANCELLED,
+                          f"Indexing {self.filename} was cancelled{' ' + who if who else ''}; "
+                          "nothing of it was kept.")
 
 
 class IngestJobs:
-    """The ingests in progress, by channel and file name (one at a time per name)."""
+    """The ingests in progress or waiting their turn, by channel and file name (one at a time per name)."""
 
     def __init__(self) -> None:
         self._jobs: dict[tuple[str, str], IngestJob] = {}
@@ -82,6 +124,11 @@ class IngestJobs:
         scope = self._scope(where)
         with self._lock:
             return [job for (s, _), job in self._jobs.items() if s == scope]
+
+    def all(self) -> list[IngestJob]:
+        """Every ingest running or waiting its turn (the shutdown cancels them)."""
+        with self._lock:
+            return list(self._jobs.values())
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from engine.knowledge.names import clean_filename, numbered_name
 from engine.knowledge.vector_store import DocumentRecord, Scope, VectorStore, chunk_id, document_id
 from engine.types import VISIBILITIES, Conversation, FileUpload, IngestProgress, IngestResult, ProgressCallback
 
-__all__ = ["Ingestor", "clean_filename", "place", "with_progress"]
+__all__ = ["Ingestor", "ProgressRelay", "clean_filename", "place"]
 
 log = logging.getLogger(__name__)
 
@@ -66,37 +66,45 @@ def visibility_of(said: str, previous: DocumentRecord | None) -> str:
     return previous.visibility if previous is not None else "unknown"
 
 
-async def with_progress(work: Callable[[Emit], IngestResult], progress: ProgressCallback | None) -> IngestResult:
-    """Run `work` on a worker thread; the progress it emits reaches `progress` on the event loop."""
-    loop = asyncio.get_running_loop()
-    pending: set[asyncio.Future] = set()
+class ProgressRelay:
+    """An ingest's progress, emitted from any thread (its own, the parse reader's), delivered to
+    `progress` on the event loop: the callback may touch adapter state. What the callback returns
+    to await is awaited by `settle`, before the ingest's result is handed back."""
 
-    def deliver(event: IngestProgress) -> None:  # on the loop: the callback may touch adapter state
+    def __init__(self, progress: ProgressCallback | None):
+        self._progress = progress
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Future] = set()
+
+    def emit(self, stage: str, done: int, total: int, unit: str) -> None:
+        if self._progress is None:
+            return
+        event = IngestProgress(stage=stage, done=done, total=total, unit=unit)
         try:
-            result = progress(event)
+            self._loop.call_soon_threadsafe(self._deliver, event)
+        except RuntimeError:  # the loop has closed (an ingest outliving the process's shutdown)
+            pass
+
+    def _deliver(self, event: IngestProgress) -> None:
+        try:
+            result = self._progress(event) if self._progress is not None else None
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
         except Exception:  # noqa: BLE001 - a failing progress display must not fail the ingest
             log.warning("ingest progress callback failed", exc_info=True)
 
-    def emit(stage: str, done: int, total: int, unit: str) -> None:
-        if progress is not None:
-            loop.call_soon_threadsafe(deliver, IngestProgress(stage=stage, done=done, total=total, unit=unit))
-
-    try:
-        return await asyncio.to_thread(work, emit)
-    finally:
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
+    async def settle(self) -> None:
+        if self._pending:
+            results = await asyncio.gather(*self._pending, return_exceptions=True)
             for r in results:
                 if isinstance(r, Exception):
                     log.warning("ingest progress callback failed", exc_info=r)
 
 
 class Ingestor:
-    """Ingests uploads (on worker threads), one writer at a time under `write_lock`.
+    """Ingests uploads (on the ingests' threads: ingest_queue.py), one writer at a time under `write_lock`.
 
     `on_commit` runs once a version is live (the searcher forgets the live versions it holds);
     the new version's BM25 terms go into `lexical` at once.
@@ -126,12 +134,20 @@ class Ingestor:
         """The ingest of this file in this channel now in progress, if any."""
         return self.jobs.find(where, clean_filename(filename))
 
-    def run(self, upload: FileUpload, emit: Emit) -> IngestResult:
-        started = time.perf_counter()
+    def accept(self, upload: FileUpload) -> IngestJob:
+        """An upload's job, before it waits its turn: refused at once if too large (on the event
+        loop: nothing here reads the data), else registered, so that it can be cancelled from now."""
         name = clean_filename(upload.filename)
+        if len(upload.data) > self.config.max_file_mb * 2**20:
+            raise file_too_large(name, len(upload.data), self.config.max_file_mb)
+        return self.jobs.start(upload.where, name, upload.user.id)
+
+    def run(self, upload: FileUpload, job: IngestJob, emit: Emit) -> IngestResult:
+        """Index `upload` (blocking): its job was accepted and its turn has come. The caller ends the job."""
+        started = time.perf_counter()
+        name = job.filename
         data = upload.data
-        if len(data) > self.config.max_file_mb * 2**20:
-            raise file_too_large(name, len(data), self.config.max_file_mb)
+        job.check()
         if not data.strip():
             raise ParleyError(ErrorCode.FILE_EMPTY, f"{name} is empty.")
         sha = hashlib.sha256(data).hexdigest()
@@ -139,19 +155,15 @@ class Ingestor:
         duplicate = self._find_duplicate(scope, sha)
         if duplicate is not None:
             return duplicate
-        job = self.jobs.start(upload.where, name, upload.user.id)
-        try:
-            prepared = prepare(self.config, self._embedder(), name, data, emit, job, self._busy)
-            document = prepared.document
-            # doc_id, filename, shared_as and visibility are settled at the commit (_store)
-            record = DocumentRecord(
-                doc_id="", platform=scope.platform, workspace=scope.workspace, channel=scope.channel,
-                filename=name, version=0, kind=prepared.kind, pages=document.page_count,
-                chunks=len(prepared.drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at),
-                sha256=sha, sections=document.sections, visibility=upload.where.visibility)
-            result = self._store(record, prepared, emit, job)
-        finally:
-            self.jobs.finish(job)
+        prepared = prepare(self.config, self._embedder(), name, data, emit, job, self._busy)
+        document = prepared.document
+        # doc_id, filename, shared_as and visibility are settled at the commit (_store)
+        record = DocumentRecord(
+            doc_id="", platform=scope.platform, workspace=scope.workspace, channel=scope.channel,
+            filename=name, version=0, kind=prepared.kind, pages=document.page_count,
+            chunks=len(prepared.drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at),
+            sha256=sha, sections=document.sections, visibility=upload.where.visibility)
+        result = self._store(record, prepared, emit, job)
         if not result.duplicate:
             with self._count_lock:
                 self._count += 1

@@ -1,9 +1,10 @@
 """KnowledgeBase: files shared into a channel become passages that its questions retrieve.
 
-The engine core calls ingest / search / list_documents / delete_document from the event loop;
-each runs its blocking work (parsing, embedding, the store) in a worker thread. An ingest is the
-Ingestor's (ingestor.py); searching, listing, deleting and maintenance are here, all through the
-VectorStore protocol (vector_store.py).
+The engine core calls ingest / search / list_documents / delete_document from the event loop.
+An ingest is a bounded job on threads of its own (ingest_queue.py: caps, the line, shutdown) that
+the Ingestor does (ingestor.py); searching, listing, deleting and maintenance are here, all
+through the VectorStore protocol (vector_store.py), their blocking work in asyncio's default pool,
+which no ingest occupies (a question's search never waits behind an upload).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from engine.knowledge.citations import excerpt, is_fragment, sentences
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
 from engine.knowledge.ingesting import IngestJob
-from engine.knowledge.ingestor import Ingestor, with_progress
+from engine.knowledge.ingest_queue import IngestCaps, Ingests
+from engine.knowledge.ingestor import Ingestor
 from engine.knowledge.lexical import DocumentTerms, LexicalHits, LexicalIndex
 from engine.knowledge.names import clean_filename
 from engine.knowledge.records import Passage
@@ -58,6 +60,7 @@ class KnowledgeBase:
         self.ingestor = Ingestor(config, self.store, self.lexical, embedder=lambda: self.embedder,
                                  busy=lambda: self.generation_busy(), write_lock=self._write_lock,
                                  on_commit=self._forget_live)
+        self.ingests = Ingests(self.ingestor, IngestCaps.from_config(config))
         if load_embedder:
             self.load_embedder_in_background()
 
@@ -89,7 +92,14 @@ class KnowledgeBase:
     # ---- ingest ------------------------------------------------------------------------------
 
     async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
-        return await with_progress(lambda emit: self.ingestor.run(upload, emit), progress)
+        """Index `upload` once its turn comes (progress: "queued" with the files ahead, then
+        reading, embedding, storing); QUEUE_FULL when too many wait, SHUTTING_DOWN once stopping."""
+        return await self.ingests.run(upload, progress)
+
+    async def stop_ingests(self, timeout_s: float) -> int:
+        """At shutdown: cancel every ingest, waiting or running, and wait (at most `timeout_s`) for
+        the running ones to undo their writes. Returns how many still run."""
+        return await self.ingests.stop(timeout_s)
 
     def active_ingest(self, where: Conversation, filename: str) -> IngestJob | None:
         """The ingest of this file in this channel now in progress, if any."""
@@ -333,6 +343,7 @@ class KnowledgeBase:
                              if self._embedder is not None else "not loaded")}
 
     def close(self) -> None:
+        self.ingests.close()
         # Exiting while torch loads the embedder on that thread aborts the process (a piped question)
         if self._loader is not None:
             self._loader.join(timeout=LOADER_JOIN_S)
