@@ -10,6 +10,8 @@
    timed end to end through KnowledgeBase.search (query embedding + Chroma query with the scope
    filter + live-version check): p50/p95 for a channel's scope and for workspace-wide scope
    (goal p50 <= 50 ms).
+3. The parse sandbox's cost (--parse-ab ROUNDS, 0 to skip): the same PDF ingested with the parse
+   worker and in the bot's process, interleaved, and its reading alone (bench/parse_ab.py).
 
     .venv/bin/python bench/ingest.py
     .venv/bin/python bench/ingest.py --chunks 2000 --queries 50 --json bench/results/ingest.json
@@ -43,6 +45,7 @@ from engine.knowledge import loaders  # noqa: E402
 from engine.knowledge.embedder import Embedder  # noqa: E402
 from engine.knowledge.splitting import split_pages, token_counter  # noqa: E402
 from engine.types import Conversation, FileUpload, User  # noqa: E402
+from bench.parse_ab import parse_ab  # noqa: E402
 
 WORKSPACE = "T-bench"
 USER = User("U-bench")
@@ -170,6 +173,8 @@ async def main() -> int:
     parser.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--parse-ab", type=int, default=3, metavar="ROUNDS",
+                        help="ingests with the parse sandbox and without, interleaved (0: skip)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -178,7 +183,7 @@ async def main() -> int:
     t = time.perf_counter()
     embedder = Embedder(dtype=config.embed_dtype, batch_size=config.embed_batch_size)
     load_s = time.perf_counter() - t
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}")
+    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}", flush=True)
     print(f"embedder {embedder.name} on {embedder.device} ({embedder.dtype}), loaded in {load_s:.1f} s; "
           f"chunks of {config.chunk_tokens} tokens, overlap {config.chunk_overlap_tokens}")
 
@@ -197,6 +202,9 @@ async def main() -> int:
                           "top_k": config.top_k, "embed_batch_size": config.embed_batch_size},
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "ingest": ingest}
+    if args.parse_ab:
+        figures["parse_ab"] = await parse_ab(config, embedder, "annual-report.pdf", docgen.long_pdf(pages=args.pages),
+                                             args.parse_ab)
     if not args.skip_search:
         search = await bench_search(config, embedder, args.chunks, args.queries, args.seed)
         print(f"search at {search['chunks']} chunks ({search['documents']} documents in {search['channels']} "

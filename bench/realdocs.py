@@ -16,6 +16,10 @@ while other processes load the CPU are not meaningful.
 
     .venv/bin/python bench/realdocs.py                 # the shipped defaults, and the baselines
     .venv/bin/python bench/realdocs.py --dtype float32 --explain
+    .venv/bin/python bench/realdocs.py --parse-ab 3 --skip-questions   # the parse sandbox's cost alone
+
+--parse-ab ROUNDS (default 3, 0 to skip) ingests the 114-page PDF with the parse sandbox and in
+the bot's process, interleaved, and prints the sandbox's overhead beside (bench/parse_ab.py).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from engine.knowledge import KnowledgeBase, loaders  # noqa: E402
 from engine.knowledge.embedder import Embedder  # noqa: E402
 from engine.knowledge.hybrid import relevant  # noqa: E402
 from engine.types import Conversation, FileUpload, User  # noqa: E402
+from bench.parse_ab import parse_ab  # noqa: E402
 
 PACKAGES = ["developers-reference", "debian-policy", "doc-debian"]
 DOCUMENTS = {  # the name shared -> its path inside the unpacked packages
@@ -235,6 +240,9 @@ async def main() -> None:
     parser.add_argument("--explain", action="store_true", help="print each question's best candidates")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench" / "results" / "realdocs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--parse-ab", type=int, default=3, metavar="ROUNDS",
+                        help="ingests of the PDF with the parse sandbox and without, interleaved (0: skip)")
+    parser.add_argument("--skip-questions", action="store_true", help="only the ingests (and --parse-ab)")
     args = parser.parse_args()
 
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); load average {os.getloadavg()[0]:.2f} "
@@ -242,6 +250,12 @@ async def main() -> None:
     docs = fetch(args.cache)
     config = KnowledgeConfig(embed_dtype=args.dtype, chunk_tokens=args.chunk_tokens)
     embedder = Embedder(dtype=args.dtype, batch_size=config.embed_batch_size)
+    parse_figures = await parse_ab(config, embedder, PDF, docs[PDF], args.parse_ab) if args.parse_ab else None
+    if args.skip_questions:
+        if args.json and parse_figures:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"cpu": cpu_name(), "parse_ab": parse_figures}, indent=1))
+        return
     with tempfile.TemporaryDirectory(prefix="parley-realdocs-") as tmp:
         kb = KnowledgeBase(config, Path(tmp), embedder=embedder)
         ingests = await ingest(kb, docs)
@@ -275,6 +289,8 @@ async def main() -> None:
         print(f"{label}: hit@1 {other['hit_at_1']}, hit@{config.top_k} {other[f'hit_at_{config.top_k}']}, "
               f"not found {other['not_found']}, answerable lost {other['answerable_lost']}")
     figures["baselines"] = baselines
+    if parse_figures:
+        figures["parse_ab"] = parse_figures
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**figures, "questions": rows}, indent=1))

@@ -133,7 +133,7 @@ class KnowledgeConfig:
     parse_zip_max_mb: float = field(default=256.0, metadata=positive())  # a DOCX's expanded size
     parse_zip_max_ratio: float = field(default=100.0, metadata=at_least(1.0))  # a part's compression ratio
     parse_text_ratio: float = field(default=4.0, metadata=at_least(1.0))  # text per byte of TXT/CSV/HTML/EML
-    parse_html_max_depth: int = field(default=256, metadata=at_least(16))  # nesting of HTML elements
+    parse_html_max_depth: int = field(default=256, metadata=between(16, 800))  # nesting of HTML elements
     parse_html_max_nodes: int = field(default=200_000, metadata=positive())  # HTML elements
     chroma: ChromaConfig = field(default_factory=ChromaConfig)
 

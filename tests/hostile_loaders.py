@@ -40,6 +40,13 @@ def _hog(filename, data, on_page, limits):
         held.append(bytearray(32 << 20))
 
 
+def _flood(filename, data, on_page, limits):
+    """A reader that answers far more text than any file yields (as a subverted worker could)."""
+    from engine.knowledge.records import PageText
+
+    return [PageText(page=None, text="flood " * 5_000_000)]
+
+
 def _spin(filename, data, on_page, limits):
     """A parser in an endless loop."""
     while True:
@@ -47,7 +54,7 @@ def _spin(filename, data, on_page, limits):
 
 
 KINDS = {"test-hang": _hang, "test-stall": _stall, "test-segfault": _segfault, "test-abort": _abort,
-         "test-hog": _hog, "test-spin": _spin}
+         "test-hog": _hog, "test-spin": _spin, "test-flood": _flood}
 KIND_OF = {"hang.pdf": "test-hang", "stall.pdf": "test-stall", "segfault.pdf": "test-segfault",
-           "abort.pdf": "test-abort", "hog.pdf": "test-hog", "spin.pdf": "test-spin"}
+           "abort.pdf": "test-abort", "hog.pdf": "test-hog", "spin.pdf": "test-spin", "flood.pdf": "test-flood"}
 loaders.LOADERS.update(KINDS)

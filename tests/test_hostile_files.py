@@ -6,9 +6,10 @@ the bot answers the next question. Every file is made here, none downloaded.
 - a CSV of 2,000 columns no longer writes every column name on every row;
 - HTML nested 100,000 elements deep is refused in the parse worker;
 - a PDF past the page cap is refused before a page is read;
-- a parser that hangs, stalls, segfaults, aborts, eats memory or spins (loader kinds the parse
-  worker takes from tests/hostile_loaders.py, standing for what PDFium does on a malicious PDF)
-  is killed or ends, its file fails with a code, and a fresh worker reads the next file;
+- a parser that hangs, stalls, segfaults, aborts, eats memory, spins or answers a flood of text
+  (loader kinds the parse worker takes from tests/hostile_loaders.py, standing for what PDFium
+  does on a malicious PDF) is killed or ends, its file fails with a code, and a fresh worker
+  reads the next file;
 - a cancel stops a parse in progress at once, and pages read come back as progress.
 """
 from __future__ import annotations
@@ -242,6 +243,7 @@ MISBEHAVIOURS = [
     ("abort.pdf", ErrorCode.FILE_UNREADABLE, "made the document reader fail", 5),
     ("hog.pdf", ErrorCode.FILE_TOO_COMPLEX, "needed more than 384 MB of memory", 10),
     ("spin.pdf", ErrorCode.FILE_TOO_COMPLEX, "needed more than 1 seconds of CPU time", 10),
+    ("flood.pdf", ErrorCode.FILE_TOO_COMPLEX, "reads as more text than I take from one file", 10),
 ]
 
 

@@ -87,6 +87,13 @@ def count(message: dict[str, Any], key: str) -> int:
     return value
 
 
+def counts(message: dict[str, Any], key: str) -> list[int]:
+    values = message.get(key)
+    if not isinstance(values, list) or not all(_is_count(v) for v in values):
+        raise WorkerGone(f"malformed {key}")
+    return values
+
+
 def number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("inf")
 

@@ -8,7 +8,7 @@ core files are written. The bot enforces the wall-clock limits and kills what do
 
 Messages are JSON, never pickles: the bot must not run code that a process which read hostile
 bytes could have chosen. The bot sends a request ({"kind", "name", "limits"}) and then the file's
-bytes; this process answers {"t": "page", "done", "total"} per page read, then {"t": "done",
+bytes; this process answers {"t": "pages", "done": [...], "total"} as pages are read, then {"t": "done",
 "document"} or {"t": "error", "code", "message"}.
 
 PARLEY_PARSE_PLUGINS (comma-separated module names) are imported at start; such a module may add
@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import sys
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -29,6 +30,7 @@ from engine.knowledge import loaders
 from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.parse_protocol import encode_document
 
+PAGE_EVERY_S = 0.05
 PRELOADED = ("pypdfium2", "docx", "bs4", "lxml.etree", "charset_normalizer")  # imported before "ready"
 
 
@@ -48,8 +50,18 @@ def _read(request: dict[str, Any], data: bytes, outbox: Connection) -> tuple[dic
     limits = ParseLimits(**request["limits"])
     name = request["name"]
 
+    sent = [0.0]
+    pending: list[int] = []
+
     def on_page(done: int, total: int) -> None:
-        outbox.send_bytes(json.dumps({"t": "page", "done": done, "total": total}).encode())
+        # A message a page would wake the bot a hundred times a second on a fast PDF: the pages
+        # read go together, at most every PAGE_EVERY_S (the first and the last at once).
+        pending.append(done)
+        now = time.monotonic()
+        if now - sent[0] >= PAGE_EVERY_S or done == total:
+            sent[0] = now
+            outbox.send_bytes(json.dumps({"t": "pages", "done": pending, "total": total}).encode())
+            pending.clear()
 
     _arm(limits)
     try:
