@@ -197,7 +197,8 @@ class Summaries:
             text, parts = await summariser.run(said)
         except ParleyError as exc:
             if self._state() in ("stopping", "stopped"):  # cancelled by the shutdown: never partial text
-                raise ParleyError(ErrorCode.SHUTTING_DOWN, STOPPED, reference=exc.reference) from exc
+                # CANCELLED, not SHUTTING_DOWN: shown where its progress was, not to the asker alone
+                raise ParleyError(ErrorCode.CANCELLED, STOPPED, reference=exc.reference) from exc
             raise
         points = points_of(text)
         log.info("summarised", extra={"session": where.session_key, "user": user.id, "messages": len(said),
