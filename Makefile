@@ -50,6 +50,7 @@ bench: install
 	@$(PY) bench/peer.py $(ARGS)
 	@$(PY) bench/ingest.py
 	@$(PY) bench/realdocs.py
+	@$(PY) bench/abuse.py
 
 bench-peer: install
 	@$(PY) bench/peer.py $(ARGS)
