@@ -5,7 +5,7 @@ One process, the packaged model on llama.cpp (as `make run` serves it) and the r
 (Engine.answer, Engine.ingest with a FileUpload, Engine.summarize): what users get.
 
 1. Quiet: --users users (16) ask, each in a thread of their own, at seeded arrival times spread
-   over a few seconds, --rounds times (the second round 20 s after the first). Their questions
+   over a few seconds (--rounds N: N questions each, 20 s apart). Their questions
    are varied text (a few words to ~500 tokens of context of their own, no shared long prefix, so
    the prefix cache flatters neither run), answered greedily with the model's default
    max_new_tokens (a request cannot fix its answer's length).
@@ -60,7 +60,8 @@ from engine.errors import ParleyError  # noqa: E402
 from engine.knowledge.questions import is_document_question  # noqa: E402
 from engine.runtime.cpu import cpu_count, cpu_name  # noqa: E402
 from engine.types import (  # noqa: E402
-    AnswerDone, AnswerFailed, ChatRequest, Conversation, FileUpload, IngestProgress, SaidMessage, TextDelta, User,
+    AnswerDone, AnswerFailed, ChatRequest, Conversation, FileUpload, IngestProgress, SaidMessage, TextDelta,
+    User,
 )
 
 WORKSPACE = "T-bench"
@@ -74,15 +75,16 @@ ASKS = ["Can you explain {t} in simple terms?", "What are three good ideas for {
         "Write a friendly message to the team about {t}.", "What are the pros and cons of {t}?",
         "How would you describe {t} to a new colleague?", "List a few questions to ask about {t}."]
 TOPICS = ["learning to cook", "a weekend hike", "saving energy at home", "remote work", "a garden in spring",
-          "public speaking", "a small bakery", "training for a 10k run", "a team offsite", "reading more books",
+          "public speaking", "a small bakery", "training for a 10k run", "a team offsite",
+          "reading more books",
           "a birthday party", "moving to a new city", "keeping plants alive", "a bike commute",
-          "tidying a workshop", "writing clear emails to customers", "a board game night", "a science fair"]
+          "tidying a workshop", "a quiet morning routine", "a board game night", "a science fair"]
 
 
 def vocabulary() -> list[str]:
     """Plain words from the test corpus, none of which make a question about documents (which
     would be answered "there are no documents here" without the model)."""
-    words = " ".join(docgen.FILLER).replace(".", "").replace(",", "").replace(";", "").replace(":", "").split()
+    words = " ".join(docgen.FILLER).translate(str.maketrans("", "", ".,;:")).split()
     return sorted({w.lower() for w in words if not is_document_question(w)})
 
 
@@ -128,6 +130,7 @@ def schedule(users: int, rounds: int, seed: int, gap_s: float) -> list[Ask]:
             context = sentences(rng, words, rng.choice([0, 0, 1, 2, 4, 8, 12, 16, 24]))
             question = rng.choice(ASKS).format(t=rng.choice(TOPICS))
             text = f"Some background: {context}\n\n{question}" if context else question
+            assert not is_document_question(text), text  # else answered "no documents here", without the model
             asks.append(Ask(u, r, firsts[u] + r * ROUND_GAP_S, text))
     return sorted(asks, key=lambda a: a.at_s)
 
@@ -138,11 +141,12 @@ def asker(user: int) -> User:
 
 async def ask(engine: Engine, a: Ask, start: float, run: str) -> Answered:
     await asyncio.sleep(max(0.0, start + a.at_s - time.perf_counter()))
-    where = Conversation("slack", WORKSPACE, f"C-ask-{a.user % 4}", f"{run}-{a.user}-{a.round}", visibility="public")
+    thread = f"{run}-{a.user}-{a.round}"
+    where = Conversation("slack", WORKSPACE, f"C-ask-{a.user % 4}", thread, visibility="public")
     out = Answered(a)
     asked = time.perf_counter()
     last = None
-    async for event in engine.answer(ChatRequest(where, asker(a.user), a.text, message_id=f"{run}-{a.user}-{a.round}")):
+    async for event in engine.answer(ChatRequest(where, asker(a.user), a.text, message_id=thread)):
         now = time.perf_counter()
         if isinstance(event, TextDelta):
             if last is None:
@@ -202,7 +206,8 @@ def figures(answers: list[Answered]) -> dict:
             "seconds": round(span, 1), "tokens_per_s": round(tokens / span, 1),
             "first_token_p50_s": r(percentile(firsts, 0.5)), "first_token_p95_s": r(percentile(firsts, 0.95)),
             "first_token_max_s": r(max(firsts, default=None)),
-            "between_tokens_p50_s": r(percentile(gaps, 0.5), 4), "between_tokens_p95_s": r(percentile(gaps, 0.95), 4)}
+            "between_tokens_p50_s": r(percentile(gaps, 0.5), 4),
+            "between_tokens_p95_s": r(percentile(gaps, 0.95), 4)}
 
 
 # ---- the abuse -------------------------------------------------------------------------------
@@ -229,7 +234,8 @@ def large_files(count: int, size: int, pdf_pages: int, seed: int) -> list[tuple[
     for i in range(count):
         rng = random.Random(seed * 1000 + i)
         if i == 0 and pdf_pages:
-            files.append((f"annual-{i}.pdf", docgen.long_pdf(pages=pdf_pages, seed=seed + i), "application/pdf"))
+            pdf = docgen.long_pdf(pages=pdf_pages, seed=seed + i)
+            files.append((f"annual-{i}.pdf", pdf, "application/pdf"))
         elif i % 2:
             files.append((f"handbook-{i}.md", large_text(rng, words, size, True), "text/markdown"))
         else:
@@ -257,7 +263,8 @@ class IngestRun:
 
     def report(self) -> dict:
         began = min((s for k, s in self.stages.items() if k != "queued"), default=None)
-        return {"file": self.name, "mb": round(self.size / 2**20, 2), "chunks": self.chunks, "error": self.error,
+        return {"file": self.name, "mb": round(self.size / 2**20, 2), "chunks": self.chunks,
+                "error": self.error,
                 "waited_s": None if began is None else round(began, 1),
                 "total_s": None if self.done_s is None else round(self.done_s, 1)}
 
@@ -271,11 +278,13 @@ class SummaryTally:
     running: asyncio.Event = field(default_factory=asyncio.Event)  # a summary got past admission
 
     def report(self) -> dict:
-        return {"ran": self.ran, "model_calls": self.model_calls, "seconds": [round(s, 1) for s in self.seconds],
+        return {"ran": self.ran, "model_calls": self.model_calls,
+                "seconds": [round(s, 1) for s in self.seconds],
                 "refused": sum(self.refused.values()), "refused_by": dict(self.refused)}
 
 
-async def ingest(engine: Engine, index: int, name: str, data: bytes, mime: str, embedding: asyncio.Event) -> IngestRun:
+async def ingest(engine: Engine, index: int, name: str, data: bytes, mime: str,
+                 embedding: asyncio.Event) -> IngestRun:
     where = Conversation("slack", WORKSPACE, f"C-docs-{index}", f"docs-{index}", visibility="public")
     run = IngestRun(name, len(data), time.perf_counter())
 
@@ -285,8 +294,8 @@ async def ingest(engine: Engine, index: int, name: str, data: bytes, mime: str, 
             embedding.set()
 
     try:
-        result = await engine.ingest(FileUpload(where, User(f"U-share-{index}", f"sharer{index}"), name, data, mime),
-                                     progress)
+        sharer = User(f"U-share-{index}", f"sharer{index}")
+        result = await engine.ingest(FileUpload(where, sharer, name, data, mime), progress)
         run.chunks = result.chunks
         run.done_s = time.perf_counter() - run.started
     except ParleyError as exc:
@@ -294,7 +303,8 @@ async def ingest(engine: Engine, index: int, name: str, data: bytes, mime: str, 
     return run
 
 
-async def summarise_again(engine: Engine, messages: list[SaidMessage], tally: SummaryTally, stop: asyncio.Event) -> None:
+async def summarise_again(engine: Engine, messages: list[SaidMessage], tally: SummaryTally,
+                          stop: asyncio.Event) -> None:
     """One attempt after another until `stop`: the engine's refusals are the only brake."""
     where = Conversation("slack", WORKSPACE, "C-busy", "busy", visibility="public")
     member = User("U-summariser", "summariser")
@@ -334,7 +344,8 @@ async def started(config: Config) -> Engine:
     engine = Engine(config)
     await engine.start()
     warm = Conversation("slack", WORKSPACE, "C-warm", "warm", visibility="public")
-    for text in ("Hello, who are you?", "Name three colours."):  # loads the embedder, allocates, picks kernels
+    # The first answers load the embedder, allocate and pick kernels.
+    for text in ("Hello, who are you?", "Name three colours."):
         async for _ in engine.answer(ChatRequest(warm, User("U-warm"), text)):
             pass
     return engine
@@ -369,13 +380,16 @@ async def abuse_run(config: Config, asks: list[Ask], files: list[tuple[str, byte
         asked_s = time.perf_counter() - t0
         indexing = sum(1 for t in ingests if not t.done())
         stop.set()  # no new summaries; the one running finishes
-        await asyncio.wait(summariser, timeout=600)
-        done, _ = await asyncio.wait(ingests, timeout=max(1.0, ingest_timeout_s - (time.perf_counter() - t0)))
+        if summariser:
+            await asyncio.wait(summariser, timeout=600)
+        if ingests:
+            await asyncio.wait(ingests, timeout=max(1.0, ingest_timeout_s - (time.perf_counter() - t0)))
         scheduler = engine.snapshot().scheduler
     finally:
         stop.set()
         await engine.stop()  # cancels what still indexes or summarises
-        await asyncio.wait([*ingests, *summariser], timeout=60)
+        if ingests or summariser:
+            await asyncio.wait([*ingests, *summariser], timeout=60)
         for task in (*ingests, *summariser):
             task.cancel()
     runs = [t.result() for t in ingests if t.done() and not t.cancelled() and t.exception() is None]
@@ -409,13 +423,14 @@ def show_abuse(abuse: dict, files: list[tuple[str, bytes, str]]) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=None, help="askers (16; --quick: 6)")
     parser.add_argument("--files", type=int, default=None, help="files shared at once (6; --quick: 3)")
-    parser.add_argument("--file-mb", type=float, default=None, help="size of each text file (2; --quick: 0.2)")
-    parser.add_argument("--pdf-pages", type=int, default=None, help="the PDF's pages, 0: none (100; --quick: 20)")
+    parser.add_argument("--file-mb", type=float, default=None, help="each text file's MB (2; --quick: 0.2)")
+    parser.add_argument("--pdf-pages", type=int, default=None, help="the PDF's pages (100; quick: 20)")
     parser.add_argument("--messages", type=int, default=None, help="messages summarised (2000; --quick: 500)")
-    parser.add_argument("--rounds", type=int, default=None, help="questions per user (2; --quick: 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="questions per user, 20 s apart (1)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer users, smaller files")
     parser.add_argument("--abuse", choices=["all", "ingests", "summaries"], default="all",
                         help="which abuse runs beside the users (all: both)")
@@ -428,7 +443,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {"users": (16, 6), "files": (6, 3), "file_mb": (2.0, 0.2), "pdf_pages": (100, 20),
-                "messages": (2000, 500), "rounds": (2, 1)}
+                "messages": (2000, 500)}
     for key, (full, small) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if quick else full)
@@ -448,7 +463,8 @@ def main(argv: list[str] | None = None) -> dict:
     files = large_files(args.files, int(args.file_mb * 2**20), args.pdf_pages, args.seed) \
         if args.abuse != "summaries" else []
     messages = chat_history(args.messages, args.seed) if args.abuse != "ingests" else []
-    result: dict = {"cpu": cpu_name(), "cores": cpu_count(), "users": args.users, "rounds": args.rounds, "abused_by": args.abuse,
+    result: dict = {"cpu": cpu_name(), "cores": cpu_count(), "users": args.users, "rounds": args.rounds,
+                    "abused_by": args.abuse,
                     "files": [(n, len(d)) for n, d, _ in files], "messages": len(messages), "seed": args.seed}
     print(f"{cpu_name()}, {cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {args.users} users x "
           f"{args.rounds} questions over {asks[-1].at_s:.1f} s; {len(files)} files "
@@ -459,8 +475,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["threads"] = snap.get("threads")
         result["quiet"] = figures(quiet)
         result["quiet"]["peak_queued"] = snap["peak_queued"]
-        print(f"threads: {snap.get('threads')} of {snap.get('max_threads')} (llama.cpp), prefix tokens reused "
-              f"{snap.get('prefix_tokens_reused')}", flush=True)
+        print(f"threads: {snap.get('threads')} of {snap.get('max_threads')} (llama.cpp), prefix tokens "
+              f"reused {snap.get('prefix_tokens_reused')}", flush=True)
         show("quiet", result["quiet"])
         print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
         abuse = asyncio.run(abuse_run(bench_config(Path(tmp) / "abuse"), asks, files, messages,
@@ -474,8 +490,9 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = result["abuse"]["first_token_p95_s"] / result["quiet"]["first_token_p95_s"]
     result["ratio_first_token_p95"] = round(ratio, 2)
     result["goal_met"] = ratio <= GOAL
-    print(f"p95 first token, abuse / quiet: {ratio:.2f}x (goal <= {GOAL:g}x: {'met' if ratio <= GOAL else 'NOT met'}); "
-          f"ingests finished {result['ingests_finished']} of {len(files)}; load average {os.getloadavg()[0]:.1f}")
+    verdict = "met" if ratio <= GOAL else "NOT met"
+    print(f"p95 first token, abuse / quiet: {ratio:.2f}x (goal <= {GOAL:g}x: {verdict}); ingests finished "
+          f"{result['ingests_finished']} of {len(files)}; load average {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
