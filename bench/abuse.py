@@ -130,7 +130,8 @@ def schedule(users: int, rounds: int, seed: int, gap_s: float) -> list[Ask]:
             context = sentences(rng, words, rng.choice([0, 0, 1, 2, 4, 8, 12, 16, 24]))
             question = rng.choice(ASKS).format(t=rng.choice(TOPICS))
             text = f"Some background: {context}\n\n{question}" if context else question
-            assert not is_document_question(text), text  # else answered "no documents here", without the model
+            # A question about documents would be answered "no documents here", without the model.
+            assert not is_document_question(text), text
             asks.append(Ask(u, r, firsts[u] + r * ROUND_GAP_S, text))
     return sorted(asks, key=lambda a: a.at_s)
 
