@@ -2,12 +2,19 @@
 
 Before any work the engine asks `admit`: memory must not be short (the memory monitor) and the
 asker must be within the rate limits (whom they spare is limits.exempt, judged by
-engine/authority.py, which says who is who). `failure` counts and logs a refusal or fault once,
-with the reference the user sees.
+engine/authority.py, which says who is who). An adapter asks the same earlier, through
+`precheck`, before it spends anything on a request (the asker's profile, a thread's history, a
+download): the unit is taken then, and remembered as a ticket that the engine's own `admit`
+uses instead of taking another, so a request is charged once. `failure` counts and logs a
+refusal or fault once, with the reference the user sees.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from engine.authority import Authority
 from engine.config import LimitsConfig
@@ -24,6 +31,53 @@ FAULTS = frozenset({ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCod
                     ErrorCode.MODEL_LOAD_FAILED})
 
 
+Resolve = Callable[[], Awaitable[User]]  # the asker as the platform describes them (a profile lookup)
+
+
+def _ticket(where: Conversation, user: User, action: str) -> str:
+    return f"{where.platform}/{where.workspace}/{user.id}/{action}"
+
+
+class Tickets:
+    """Units `precheck` took, by whom and for what, until `admit` uses them: a request is charged
+    once whichever way it comes. Unused ones lapse (the request died on the way: its unit stays spent)."""
+
+    TTL_S = 600.0  # longer than a download or a thread's history takes
+    MOST = 10_000  # tickets held before the lapsed ones are swept
+
+    def __init__(self) -> None:
+        self._held: dict[str, deque[float]] = {}  # key -> expiry times, oldest first
+        self._count = 0
+
+    def add(self, key: str) -> None:
+        now = time.monotonic()
+        if self._count >= self.MOST:
+            self._sweep(now)
+        self._held.setdefault(key, deque()).append(now + self.TTL_S)
+        self._count += 1
+
+    def use(self, key: str) -> bool:
+        held = self._held.get(key)
+        now = time.monotonic()
+        while held:
+            self._count -= 1
+            if held.popleft() > now:
+                if not held:
+                    del self._held[key]
+                return True
+        self._held.pop(key, None)
+        return False
+
+    def _sweep(self, now: float) -> None:
+        for key in list(self._held):
+            live = deque(t for t in self._held[key] if t > now)
+            self._count -= len(self._held[key]) - len(live)
+            if live:
+                self._held[key] = live
+            else:
+                del self._held[key]
+
+
 class Admission:
     """Memory and rate-limit admission, and failure accounting, for every engine command."""
 
@@ -33,6 +87,7 @@ class Admission:
         self._stats = stats
         self.limiter: RateLimiter | None = None  # from start()
         self.monitor: MemoryMonitor | None = None  # from watch()
+        self._tickets = Tickets()  # units precheck took, until admit comes for them
 
     def start(self) -> None:
         """Start counting rates (in memory, or in Redis shared with other processes)."""
@@ -48,16 +103,57 @@ class Admission:
 
     # ---- whether now -------------------------------------------------------------------------
 
-    async def admit(self, where: Conversation, user: User, action: str) -> None:
-        """Before any work: refuse it while memory is short (OVERLOADED) or past a rate limit."""
+    async def admit(self, where: Conversation, user: User, action: str, resolve: Resolve | None = None) -> User:
+        """Before any work: refuse it while memory is short (OVERLOADED) or past a rate limit
+        (`action`: answer, ingest, or summary: one question's unit, and a summary call left).
+        A unit `precheck` took for the same asker and action is used instead of a new one.
+        Returns the user judged (`resolve`d when that decided it: see `precheck`)."""
         if self.monitor is not None:
             self.monitor.admit()
         if self.limiter is None or self._authority.exempt(where, user):
-            return
-        if action == "ingest":
-            await self.limiter.check_ingest(where, user)
-        else:
-            await self.limiter.check_answer(where, user)
+            return user
+        if self._tickets.use(_ticket(where, user, action)):
+            return user
+        return await self._charge(where, user, action, resolve)
+
+    async def precheck(self, where: Conversation, user: User, action: str, resolve: Resolve | None = None) -> User:
+        """`admit`, early: before an adapter spends anything on the request. `user` may be the
+        bare id the event carried; `resolve` (the platform's profile lookup) is asked only when a
+        limit refuses and the profile could spare them (limits.exempt: admins)."""
+        if self.monitor is not None:
+            self.monitor.admit()
+        if self.limiter is None or self._authority.exempt(where, user):
+            return user
+        judged = await self._charge(where, user, action, resolve)
+        if not self._authority.exempt(where, judged):
+            self._tickets.add(_ticket(where, user, action))  # the engine's admit finds it: no second charge
+        return judged
+
+    async def charge_summary(self, where: Conversation, user: User, calls: int, *, force: bool = False) -> None:
+        """Take a summary's model calls from its buckets (engine/limits.py); the exempt pay nothing."""
+        if self.limiter is not None and calls > 0 and not self._authority.exempt(where, user):
+            await self.limiter.charge_summary(where, user, calls, force=force)
+
+    async def _charge(self, where: Conversation, user: User, action: str, resolve: Resolve | None) -> User:
+        try:
+            if action == "ingest":
+                await self.limiter.check_ingest(where, user)
+            elif action == "summary":
+                await self.limiter.check_summary(where, user)  # a call left (peeked), then the question's unit
+                await self.limiter.check_answer(where, user)
+            else:
+                await self.limiter.check_answer(where, user)
+        except ParleyError as exc:
+            if exc.code is not ErrorCode.RATE_LIMITED or resolve is None or user.platform_admin:
+                raise
+            # Only the platform says who administers a workspace: asked now, when it could matter.
+            if not self._authority.exempt(where, dataclasses.replace(user, platform_admin=True)):
+                raise
+            full = await resolve()
+            if not self._authority.exempt(where, full):
+                raise
+            return full
+        return user
 
     # ---- failures ----------------------------------------------------------------------------
 

@@ -146,9 +146,21 @@ class LimitsConfig:
     # who skips the rate limits: operators (default), admins (operators and workspace admins), none
     exempt: str = field(default="operators", metadata=choice("operators", "admins", "none"))
     admins_exempt: bool | None = None  # the older key: true = exempt: admins, false = exempt: none
+    # a summary's model calls, per hour: each asker's, and a workspace's together (engine/limits.py)
+    summary_calls_per_hour: float = field(default=60.0, metadata=positive())
+    workspace_summary_calls_per_hour: float = field(default=600.0, metadata=positive())
+    # work an adapter holds at once (messages, commands, summaries); past it the asker hears it is busy
+    tasks_in_flight: int = field(default=256, metadata=at_least(1))
     backend: str = field(default="memory", metadata=choice("memory", "redis"))
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
     redis_prefix: str = "parley:limits:"
+
+
+@dataclass
+class SummariesConfig:
+    # pages of history one summary may read: Slack's conversations.history and .replies pages
+    # (up to 200 messages each), Discord's history requests (up to 100)
+    max_history_pages: int = field(default=20, metadata=at_least(1))
 
 
 @dataclass
@@ -256,6 +268,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    summaries: SummariesConfig = field(default_factory=SummariesConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

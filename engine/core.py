@@ -15,10 +15,10 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, AsyncContextManager, AsyncIterator, Iterator, Sequence
 
 from engine.access import AccessPolicy
-from engine.admission import Admission
+from engine.admission import Admission, Resolve
 from engine.audit import AuditEntry, AuditLog, open_audit
 from engine.authority import Authority, Role
 from engine.answering import AnswerPipeline, Budgets
@@ -35,7 +35,7 @@ from engine.runtime.backends import Backend, ModelLoader, load_local_model
 from engine.runtime.recovery import FaultRecovery
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
-from engine.summaries import Summaries
+from engine.summaries import Summaries, SummaryRun
 from engine.types import (
     AnswerEvent,
     AnswerFailed,
@@ -272,6 +272,13 @@ class Engine:
                 async for event in events:
                     yield event
 
+    @reported("admission")
+    async def precheck(self, where: Conversation, user: User, action: str = "answer",
+                       resolve: Resolve | None = None) -> User:
+        """Admission before an adapter spends anything on a request (its asker's profile, a thread's
+        history, a download): the unit is taken now, and the engine's own check takes no other."""
+        return await self.admission.precheck(where, user, action, resolve)
+
     def failure(self, exc: ParleyError, request: ChatRequest | None = None,
                 cause: BaseException | None = None, *, action: str = "answer", args: tuple = ()) -> AnswerFailed:
         """Count and log a failure once, with the reference the user sees (engine/admission.py)."""
@@ -355,14 +362,20 @@ class Engine:
         """Forget a document of this scope: its uploader or an admin may."""
         return await self._ready_parts().documents.delete_document(where, name, user)
 
+    def summarizing(self, where: Conversation, user: User, resolve: Resolve | None = None
+                    ) -> AsyncContextManager[SummaryRun]:
+        """A summary admitted before anything is read (rate limits, a summary call left, one per
+        asker at a time: engine/summaries.py): `async with` it, read, then summarize(run=...)."""
+        return self._ready_parts().summaries.summarizing(where, user, resolve)
+
     @reported("summarize")
     async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
-                        progress: SummaryProgress | None = None) -> Summary:
+                        progress: SummaryProgress | None = None, *, run: SummaryRun | None = None) -> Summary:
         """A short list of points from `messages`, oldest first, naming who said them (engine/summaries.py).
         Work in flight like an answer: stop() waits for it (cancelled, it says Parley is restarting)."""
         parts = self._ready_parts()
         with self._working():
-            return await parts.summaries.summarize(where, user, messages, progress)
+            return await parts.summaries.summarize(where, user, messages, progress, run)
 
     # ---- oversight ---------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ from engine.types import EngineSnapshot, StatsReport
 
 log = logging.getLogger(__name__)
 
+# engine/limits.py's buckets, and a summary refused while the asker's last one runs (engine/summaries.py)
+LIMIT_BUCKETS = ("user", "workspace", "ingest", "summary", "summary_workspace", "summary_running")
+
 Labelled = Iterable[tuple[list[str], float]]  # (label values, value) per sample
 
 
@@ -54,7 +57,7 @@ def traffic_families(values: dict) -> list[Metric]:
         counter("errors", "Failures shown to users, by error code", labels=["code"],
                 samples=[([code], n) for code, n in sorted(values.get("errors", {}).items())]),
         counter("rate_limited", "Requests refused by a rate limit, by bucket", labels=["bucket"],
-                samples=[([b], values.get("rate_limited_by", {}).get(b, 0)) for b in ("user", "workspace", "ingest")]),
+                samples=[([b], values.get("rate_limited_by", {}).get(b, 0)) for b in LIMIT_BUCKETS]),
         counter("ingests", "Documents ingested", values.get("ingests", 0)),
     ]
     for name, key, doc in (("first_token_seconds", "first_token_hist", "Time to the first token of an answer"),

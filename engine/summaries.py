@@ -5,17 +5,25 @@ context window with the instructions and the answer; each part is summarised on 
 when there was more than one, their points are combined the same way (in as many rounds as it
 takes) into one list. Sampling is greedy and the instructions forbid adding anything: a summary
 says what was said, by whom. No messages, no model call.
+
+What it costs is admitted before anything is read (`Summaries.begin`, through Engine.summarizing):
+the asker's rate limits and a summary call left (engine/limits.py), and one summary per asker at a
+time. Its model calls are charged as they are known: the first round's all at once once the
+messages are packed (refused before any call if they do not fit), each combining round's as it starts.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
-from engine.admission import Admission
+from engine.admission import Admission, Resolve
 from engine.channels import ChannelSettings
 from engine.errors import ErrorCode, ParleyError
 from engine.lineup import ModelLineup
@@ -37,6 +45,7 @@ COMBINE = ("You combine partial summaries of one chat conversation into one list
            "bullet points, each on its own line starting with '- ' and keeping the names of who said it. "
            "Use only what the partial summaries say; never add anything.")
 STOPPED = "Summary stopped: Parley is restarting. Please ask again in a minute."
+ALREADY = "I'm already summarising for you — wait for that one."
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d+[.)])\s*")
 
 
@@ -72,12 +81,25 @@ def _cut(line: str, budget: int, count: Callable[[str], int]) -> str:
     return " ".join(words) + " …"
 
 
-class Summariser:
-    """One summary on one backend: packs, generates, combines; counts its model calls."""
+class Charge(Protocol):
+    """Pays for a summary's model calls (Admission.charge_summary, bound to its asker): all of
+    them or none (RATE_LIMITED); `force` pays whatever is left (a round already begun)."""
 
-    def __init__(self, backend: Backend, progress: SummaryProgress | None = None):
+    async def __call__(self, calls: int, *, force: bool = False) -> None: ...
+
+
+async def _free(calls: int, *, force: bool = False) -> None:
+    """No charge: a Summariser on its own (benchmarks, tests)."""
+
+
+class Summariser:
+    """One summary on one backend: packs, generates, combines; counts its model calls and pays
+    for them before making them."""
+
+    def __init__(self, backend: Backend, progress: SummaryProgress | None = None, charge: Charge = _free):
         self.backend = backend
         self.progress = progress
+        self.charge = charge
         cfg = backend.config
         self.max_new = min(SUMMARY_TOKENS, cfg.generation.max_new_tokens, max(32, cfg.context_window // 4))
         self.params = SamplingParams.from_defaults(cfg.generation, temperature=0.0, max_new_tokens=self.max_new)
@@ -158,6 +180,7 @@ class Summariser:
         instructions = SUMMARISE.format(n=MAX_POINTS)
         parts = await asyncio.to_thread(self.pack, [said_line(m) for m in messages], instructions)
         first = len(parts)
+        await self.charge(first)  # all of the first round, or none: refused before any model call
         if first > 1:
             await self._report(0, first)
         texts = await self.summarise_parts(parts, instructions, report=first > 1)
@@ -167,12 +190,29 @@ class Summariser:
                 break
             points = [f"- {p}" for text in texts for p in points_of(text, limit=MAX_POINTS * 2)]
             parts = await asyncio.to_thread(self.pack, points, combine)
+            await self.charge(len(parts), force=True)  # a summary begun is finished; the next one waits longer
             texts = await self.summarise_parts(parts, combine, report=False)
         return "\n".join(texts), first
 
 
+class SummaryRun:
+    """One admitted summary: whose, where. Its asker's slot is held until `end` (the adapter reads
+    the messages in between, then hands them to Engine.summarize with this run)."""
+
+    def __init__(self, where: Conversation, user: User, release: Callable[[], None]):
+        self.where = where
+        self.user = user  # as admission judged them
+        self._release = release
+        self.ended = False
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._release()
+
+
 class Summaries:
-    """Summaries on the model of each channel, admitted like a question."""
+    """Summaries on the model of each channel: admitted before the reading, charged per model call."""
 
     def __init__(self, *, lineup: ModelLineup, settings: Callable[[Conversation], Awaitable[ChannelSettings]],
                  admission: Admission, state: Callable[[], str]):
@@ -180,19 +220,66 @@ class Summaries:
         self._settings = settings
         self._admission = admission
         self._state = state  # the engine's: new -> ready -> stopping -> stopped
+        self._running: set[str] = set()  # askers with a summary admitted and not ended (this process)
 
-    async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
-                        progress: SummaryProgress | None = None) -> Summary:
-        """Summarise `messages` (oldest first) with the model of `where`'s channel."""
-        said = [m for m in messages if m.text.strip()]
-        if not said:
-            return Summary(points=(), messages=0, speakers=(), parts=0, model_calls=0)
+    def _ready(self) -> None:
         state = self._state()
         if state != "ready":
             raise ParleyError(ErrorCode.MODEL_NOT_READY if state == "new" else ErrorCode.SHUTTING_DOWN)
-        await self._admission.admit(where, user, "answer")
+
+    async def begin(self, where: Conversation, user: User, resolve: Resolve | None = None) -> SummaryRun:
+        """Before anything is read: the engine ready, the asker within their rate limits with a
+        summary call left (engine/admission.py; `resolve` as for precheck), and no other summary
+        of theirs running (RATE_LIMITED, ALREADY). The caller ends the run."""
+        self._ready()
+        user = await self._admission.admit(where, user, "summary", resolve)
+        key = f"{where.platform}/{where.workspace}/{user.id}"
+        if key in self._running:  # nothing awaited since the check: two begins cannot both pass
+            error = ParleyError(ErrorCode.RATE_LIMITED, ALREADY)
+            error.limit = "summary_running"
+            raise error
+        self._running.add(key)
+        return SummaryRun(where, user, functools.partial(self._running.discard, key))
+
+    @contextlib.asynccontextmanager
+    async def summarizing(self, where: Conversation, user: User,
+                          resolve: Resolve | None = None) -> AsyncIterator[SummaryRun]:
+        """`begin` (a refusal counted and logged once, as the engine's commands are), the run
+        for the body, and its end whatever happens."""
+        try:
+            run = await self.begin(where, user, resolve)
+        except ParleyError as exc:
+            self._admission.failure(exc, action="summarize", args=(where, user))
+            raise
+        try:
+            yield run
+        finally:
+            run.end()
+
+    async def summarize(self, where: Conversation, user: User, messages: Sequence[SaidMessage],
+                        progress: SummaryProgress | None = None, run: SummaryRun | None = None) -> Summary:
+        """Summarise `messages` (oldest first) with the model of `where`'s channel, under `run`
+        (admitted by `begin`), or admitted now."""
+        said = [m for m in messages if m.text.strip()]
+        if not said:
+            return Summary(points=(), messages=0, speakers=(), parts=0, model_calls=0)
+        if run is not None:
+            return await self._summarize(run, said, progress)
+        run = await self.begin(where, user)
+        try:
+            return await self._summarize(run, said, progress)
+        finally:
+            run.end()
+
+    async def _summarize(self, run: SummaryRun, said: list[SaidMessage], progress: SummaryProgress | None) -> Summary:
+        if run.ended:
+            raise ParleyError(ErrorCode.INTERNAL, detail="a summary run used after its end")
+        self._ready()
+        where = run.where
+        user = run.user
         settings = await self._settings(where)
-        summariser = Summariser(await self._lineup.backend_for(settings.model), progress)
+        charge = functools.partial(self._admission.charge_summary, where, user)
+        summariser = Summariser(await self._lineup.backend_for(settings.model), progress, charge)
         try:
             text, parts = await summariser.run(said)
         except ParleyError as exc:

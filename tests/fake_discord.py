@@ -231,6 +231,12 @@ class FakeDiscord:
             await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True, "member": member})
         return tid
 
+    def add_history(self, channel_id: int, user_id: int, texts: list[str]) -> list[FakeMessage]:
+        """Messages already in a channel, oldest first (said before Parley was asked; no event is sent)."""
+        made = [FakeMessage(self.snowflake(), channel_id, user_id, [text]) for text in texts]
+        self.messages.update((m.id, m) for m in made)
+        return made
+
     def channel_named(self, gid: int, name: str) -> int:
         return next(int(c["id"]) for c in self.guilds[gid]["channels"] if c["name"] == name)
 

@@ -119,6 +119,7 @@ async def ingest_shared_file(engine: Engine, file: SharedFile, where: Conversati
         limit_mb = engine.config.knowledge.max_file_mb
         if file.size > limit_mb * 2**20:
             raise file_too_large(file.name, file.size, limit_mb)
+        await engine.precheck(where, user, "ingest")  # rate limits before the download (charged once)
         handle = await target.post(markup.status.format(f"Reading {shown}…"))
         data = await file.download()
         board = ProgressBoard(target, handle, shown, interval_s, markup)

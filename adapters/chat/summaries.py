@@ -2,9 +2,13 @@
 
 A platform reads a thread or a channel's recent messages into ThreadPosts (adapters.chat.context)
 and hands over a SummaryBoard: a message in a thread (TargetBoard: posted, then edited) or a
-private reply (an ephemeral one). `post_summary` turns the posts into the engine's SaidMessages,
-asks Engine.summarize, shows progress on long inputs (summarised in parts), and ends with a short
-list of points headed by who spoke, or "Nothing to summarise in the last 24 hours."
+private reply (an ephemeral one). `post_summary` has the summary admitted first (Engine.summarizing:
+rate limits, a summary call left, one per asker at a time), and only then reads, within a
+PageBudget of API pages (summaries.max_history_pages; what it cut is said under the summary);
+it turns the posts into the engine's SaidMessages, asks Engine.summarize, shows progress on long
+inputs (summarised in parts), and ends with a short list of points headed by who spoke, or
+"Nothing to summarise in the last 24 hours." A refusal that concerns only the asker goes to them
+alone where the platform can; a repeat inside a rate limit's cool-down is not shown at all.
 
 `/llm-summarize [HOURS] [since WHEN] [limit N]` picks the window (parse_window).
 """
@@ -19,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from adapters.chat.answering import PRIVATE_CODES, Private
 from adapters.chat.commands import usage_as_code
 from adapters.chat.context import ThreadPost, as_thread_message
 from adapters.chat.markup import Markup
@@ -43,6 +48,46 @@ SUMMARIZE_USAGE = ("Usage:\n"
                    "/llm-summarize 48 limit 200     at most the newest 200 messages")
 
 ReadPosts = Callable[[], Awaitable[Sequence[ThreadPost]]]  # the posts to summarise, oldest first
+Resolve = Callable[[], Awaitable[User]]  # the asker's full profile, asked only when it matters
+
+
+@dataclass
+class PageBudget:
+    """The pages of history (API requests) one summary may read (summaries.max_history_pages),
+    and what the reading left out when they ran out."""
+
+    pages: int
+    used: int = 0
+    cut: str = ""  # "": all read; else what was kept: "newest" messages, a thread's "first", or "threads" short
+    threads_short: int = 0  # threads whose replies were not (all) read
+
+    @property
+    def left(self) -> int:
+        return max(0, self.pages - self.used)
+
+    def take(self, keeping: str) -> bool:
+        """Whether one more page may be read; when not, what the reading keeps is remembered
+        ("newest", "first", "threads")."""
+        if self.used < self.pages:
+            self.used += 1
+            return True
+        self.cut = self.cut or keeping
+        if keeping == "threads":
+            self.threads_short += 1
+        return False
+
+    def note(self, count: int) -> str:
+        """What was cut, in a sentence for under the summary ("" when nothing was)."""
+        most = f"a summary reads at most {self.pages} page{'s' if self.pages != 1 else ''} of history"
+        plural = "s" if count != 1 else ""
+        if self.cut == "newest":
+            return f"I read only the newest {count} message{plural}: {most}."
+        if self.cut == "first":
+            return f"I read only the first {count} message{plural} of this thread: {most}."
+        if self.cut == "threads":
+            threads = f"{self.threads_short} thread{'s' if self.threads_short != 1 else ''}"
+            return f"I left out replies in {threads}: {most}."
+        return ""
 
 
 @dataclass(frozen=True)
@@ -133,10 +178,11 @@ def said_of(post: ThreadPost) -> SaidMessage | None:
     return SaidMessage(message.user_name, message.text)
 
 
-def summary_text(summary: Summary, what: str, markup: Markup) -> str:
+def summary_text(summary: Summary, what: str, markup: Markup, note: str = "") -> str:
     """The heading (what, how many messages, who spoke) and the points, in `markup`: the points
     are the model's Markdown, rendered; the speakers' names are shown as written (a display name
-    is anybody's text: `<!here>` or a Markdown link in one stays text)."""
+    is anybody's text: `<!here>` or a Markdown link in one stays text). `note`: what the reading
+    left out (PageBudget.note), under the points."""
     speakers = [markup.literal(s) for s in summary.speakers[:6]]
     who = ", ".join(speakers[:-1]) + f" and {speakers[-1]}" if len(speakers) > 1 else "".join(speakers)
     more = f" and {len(summary.speakers) - 6} more" if len(summary.speakers) > 6 else ""
@@ -144,7 +190,10 @@ def summary_text(summary: Summary, what: str, markup: Markup) -> str:
     head = markup.render(f"**Summary of {what}**") + f" ({summary.messages} message{plural}"
     head += f" from {who}{more})" if who else ")"
     points = summary.points or ("(the model wrote nothing usable; try again, or a shorter window)",)
-    return "\n".join([head, markup.render("\n".join(f"- {p}" for p in points))])
+    lines = [head, markup.render("\n".join(f"- {p}" for p in points))]
+    if note:
+        lines.append(markup.render(f"_{note}_"))
+    return "\n".join(lines)
 
 
 class SummaryBoard(Protocol):
@@ -177,35 +226,54 @@ class TargetBoard:
 
 
 async def post_summary(engine: Engine, where: Conversation, user: User, read: ReadPosts, board: SummaryBoard,
-                       markup: Markup, what: str, empty: str) -> Summary | None:
-    """Read, summarise and show; never raises but for cancellation. `what` names what was read
-    ("this thread", "the last 24 hours"); `empty` is the reply when nothing was said."""
+                       markup: Markup, what: str, empty: str, *, budget: PageBudget | None = None,
+                       resolve: Resolve | None = None, private: Private | None = None) -> Summary | None:
+    """Admit, read, summarise and show; never raises but for cancellation. `what` names what was
+    read ("this thread", "the last 24 hours"); `empty` is the reply when nothing was said; `read`
+    spends `budget`; `resolve` as for Engine.precheck; `private` tells the asker alone."""
     session = where.session_key
     try:
-        posts = await read()
-        said = [m for m in map(said_of, posts) if m is not None]
-        if not said:
-            await board.finish(empty)
-            return None
-        log.info("summarising", extra={"session": session, "user": user.id, "messages": len(said)})
+        async with engine.summarizing(where, user, resolve) as run:  # admitted before anything is read
+            posts = await read()
+            said = [m for m in map(said_of, posts) if m is not None]
+            if not said:
+                await board.finish(empty)
+                return None
+            log.info("summarising", extra={"session": session, "user": user.id, "messages": len(said),
+                                           "pages": budget.used if budget else None,
+                                           "cut": budget.cut if budget else ""})
 
-        async def progress(done: int, total: int) -> None:
-            await board.progress(markup.status.format(
-                f"Summarising {len(said)} messages in {total} parts: {done}/{total} done…"))
+            async def progress(done: int, total: int) -> None:
+                await board.progress(markup.status.format(
+                    f"Summarising {len(said)} messages in {total} parts: {done}/{total} done…"))
 
-        summary = await engine.summarize(where, user, said, progress)
-        await board.finish(summary_text(summary, what, markup))
+            summary = await engine.summarize(where, run.user, said, progress, run=run)
+        await board.finish(summary_text(summary, what, markup, budget.note(len(said)) if budget else ""))
         return summary
     except ParleyError as exc:
-        head, found, usage = exc.user_message.partition("Usage:")
-        text = f"{head.strip()} ({exc.code.value}, ref {exc.reference})"
-        await _finish_quietly(board, markup.warning + markup.render(
-            text + (usage_as_code(found + usage) if found else "")))
+        await _refused(exc, board, markup, private)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
         error = ParleyError(ErrorCode.INTERNAL)
         log.error("summary failed", extra={"ref": error.reference, "session": session}, exc_info=exc)
         await _finish_quietly(board, markup.warning + error.render())
     return None
+
+
+async def _refused(exc: ParleyError, board: SummaryBoard, markup: Markup, private: Private | None) -> None:
+    """A summary's failure, shown: not at all inside a rate limit's cool-down, to the asker alone
+    when it concerns only them and the platform can, else on the board."""
+    if exc.silent:
+        return
+    head, found, usage = exc.user_message.partition("Usage:")
+    text = markup.warning + markup.render(f"{head.strip()} ({exc.code.value}, ref {exc.reference})"
+                                          + (usage_as_code(found + usage) if found else ""))
+    if private is not None and exc.code in PRIVATE_CODES:
+        try:
+            await private(text)
+        except Exception:  # noqa: BLE001 - the platform is failing too; the log has the reason
+            log.warning("could not tell a summary's refusal", exc_info=True)
+        return
+    await _finish_quietly(board, text)
 
 
 async def _finish_quietly(board: SummaryBoard, text: str) -> None:

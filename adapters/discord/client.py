@@ -82,7 +82,7 @@ class DiscordAdapter(discord.Client):
         register_commands(self.tree, engine, self._command_scope,
                           lambda interaction: self.user_of(interaction.user, interaction.permissions))
         self.memory = open_thread_memory(config, "discord")
-        self.tasks = TaskSet("discord")
+        self.tasks = TaskSet("discord", limit=config.limits.tasks_in_flight)
         self.dm_access = DmAccess(self)
         self.documents = DiscordDocuments(engine, config, self.tasks)  # a deleted message forgets its files
         self.dms = DmConversations(open_records(config, "discord", "dms"))  # /llm-new, "new" in a DM

@@ -1,13 +1,34 @@
 """Discord's hook for thread context (adapters.chat.context): a thread's earlier messages, read
 from its history (GET /channels/{id}/messages, newest first, turned oldest first), and for a
-reply, the chain of messages it answers."""
+reply, the chain of messages it answers; and for summaries, a channel's or a thread's newest
+messages, one history request (a page of 100) at a time while the summary's PageBudget allows."""
 from __future__ import annotations
+
+import datetime as dt
 
 import discord
 
 from adapters.chat.context import ReadThread, ThreadPost
+from adapters.chat.summaries import PageBudget
 
 CONVERSATION_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+PAGE = 100  # messages per history request, Discord's most
+
+
+async def newest_messages(channel: discord.abc.Messageable, limit: int, budget: PageBudget, *,
+                          after: dt.datetime | None = None,
+                          before: discord.abc.Snowflake | None = None) -> list[discord.Message]:
+    """The newest `limit` conversation messages between `after` and `before`, oldest first, read
+    a page at a time (each one history request) while `budget` allows; it notes what it cut."""
+    found: list[discord.Message] = []  # newest first
+    while len(found) < limit and budget.take("newest"):
+        # limit=PAGE: discord.py makes exactly one request, filtered to `after`
+        page = [m async for m in channel.history(limit=PAGE, before=before, after=after, oldest_first=False)]
+        found += [m for m in page if m.type in CONVERSATION_TYPES]
+        if len(page) < PAGE:
+            break  # the window's start (or the channel's) is reached
+        before = page[-1]
+    return found[:limit][::-1]
 
 
 def post_of(message: discord.Message, bot_id: int) -> ThreadPost:

@@ -5,6 +5,10 @@ answer (in a thread opened on a channel message, else where it was said), a summ
 (adapters/discord/summaries.py), a fresh start in a DM, the attachments indexed, a note, or nothing.
 Who may use Parley here (config.access, DMs, a channel switched off) is the engine's access
 policy, read into the facts; someone it turns away is told in a DM, never in the channel.
+A question is admitted by the engine (Engine.precheck: memory, rate limits) before anything is
+spent on it: no thread opened, no history read for a refused one. Past the adapter's bound on
+work in hand (limits.tasks_in_flight) a message is not taken, and whoever addressed Parley hears
+it is busy.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from adapters.chat.ingest import SharedFile, ingest_shared_file, unsupported_tex
 from adapters.chat.memory import ThreadMemory
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.streaming import EditBudget, StreamingReply
-from adapters.chat.tasks import KeyedLocks, TaskSet
+from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
 from adapters.discord.documents import DiscordDocuments
 from adapters.discord.history import reply_chain_reader, thread_reader
 from adapters.discord.rooms import is_private_thread, visibility_of
@@ -101,8 +105,20 @@ class DiscordMessages:
         return self.client.user.id if self.client.user else 0
 
     def take(self, message: discord.Message) -> None:
-        """Hand the message to a task of its own (nothing is awaited on the gateway's dispatch)."""
-        self.tasks.spawn(self.handle(message), name=f"discord-msg-{message.id}")
+        """Hand the message to a task of its own (nothing is awaited on the gateway's dispatch),
+        unless the adapter holds all the work it may: then whoever addressed Parley hears it is busy."""
+        self.tasks.spawn(self.handle(message), name=f"discord-msg-{message.id}", bounded=True,
+                         busy=self.busy(message))
+
+    def busy(self, message: discord.Message) -> Busy | None:
+        """The "busy" reply to a person who mentioned Parley or wrote to it in a DM (once a minute at
+        most); None for anything else, refused quietly."""
+        if message.author.bot or message.author.id == self.bot_id:
+            return None
+        if message.guild is not None and not self.mentioned(message):
+            return None
+        target = DiscordTarget(message.channel, reference=message if message.guild is not None else None)
+        return Busy(str(message.author.id), lambda: target.post(BUSY_TEXT))
 
     async def handle(self, message: discord.Message) -> None:
         facts, place = await self.gather(message)
@@ -213,7 +229,11 @@ class DiscordMessages:
         here = DiscordTarget(message.channel, reference=None if place.in_thread or facts.is_dm else message)
         note = unsupported_text([f.name for f in action.explain], DISCORD) if action.explain else ""
         if action.do in (Do.ANSWER, Do.INGEST):
-            await self.respond(message, place, facts, action, user, note)
+            answer = action.do is Do.ANSWER and await self.admitted(place, user, here)
+            if answer or action.ingest:
+                await self.respond(message, place, facts, action, user, note, answer=answer)
+            elif note:
+                await here.post(note)
             return
         if note:
             await here.post(note)
@@ -242,11 +262,24 @@ class DiscordMessages:
         except discord.HTTPException as exc:
             log.info("access note not delivered", extra={"user": user.id, "status": exc.status})
 
+    async def admitted(self, place: Place, user: User, here: DiscordTarget) -> bool:
+        """The engine's early admission of a question, before a thread is opened or history read;
+        refused, the asker is told where they asked (once per cool-down)."""
+        where = Conversation("discord", place.guild, str(place.parent_id or place.channel_id), "")
+        try:
+            await self.engine.precheck(where, user, "answer")
+        except ParleyError as exc:
+            if not exc.silent:
+                await here.post(DISCORD.warning + DISCORD.guard(exc.render()))
+            return False
+        return True
+
     async def respond(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action,
-                      user: User, note: str) -> None:
-        """Index the documents, post the note about the other files, then answer (Do.ANSWER)."""
+                      user: User, note: str, *, answer: bool) -> None:
+        """Index the documents, post the note about the other files, then answer (`answer`: a
+        question admitted)."""
         origin = await self.origin(message, place, facts, action)
-        earlier = await self.earlier(message, place, origin, action.context)
+        earlier = await self.earlier(message, place, origin, action.context) if answer else ()
         async with self.locks.lock(origin.where.session_key):
             attachments = {str(a.id): a for a in message.attachments}
             for fact in action.ingest:
@@ -255,7 +288,7 @@ class DiscordMessages:
                                          DISCORD, self.config.discord.stream_interval_s)
             if note:  # only to someone who addressed Parley; a picture posted in passing gets no reply
                 await origin.target.post(note)
-            if action.do is Do.ANSWER:
+            if answer:
                 request = ChatRequest(where=origin.where, user=user, text=facts.text, message_id=origin.message_id,
                                       earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,

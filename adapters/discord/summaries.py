@@ -7,22 +7,24 @@
 - "@Parley summarize" in a thread: that thread, posted in it; in a channel: its last 24 hours,
   as a reply to the mention (when a message asks for one is the router's call,
   adapters.chat.routing; adapters/discord/messages.py calls `thread` or `channel_reply`).
+Each is admitted by the engine before anything is read (adapters.chat.summaries.post_summary),
+and reads its newest messages a history request at a time, at most summaries.max_history_pages.
 """
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
+from adapters.chat.answering import Private
 from adapters.chat.context import ThreadPost
-from adapters.chat.summaries import SummaryWindow, TargetBoard, empty_text, parse_window, post_summary
-from adapters.discord.history import CONVERSATION_TYPES, post_of, thread_reader
+from adapters.chat.summaries import (PageBudget, ReadPosts, SummaryWindow, TargetBoard, empty_text, parse_window,
+                                     post_summary)
+from adapters.discord.history import newest_messages, post_of
 from adapters.discord.target import DiscordTarget
 from adapters.discord.text import DISCORD, NO_MENTIONS, escape_mentions
 from engine.errors import ParleyError
@@ -35,19 +37,25 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
 THREAD_LIMIT = 2000  # a thread summary reads at most this many messages, its newest
-SCAN_LIMIT = 10_000  # a channel summary looks through at most this many messages of its window
 
 
-def window_reader(channel: discord.abc.Messageable, window: SummaryWindow, bot_id: int):
-    """A channel's messages in `window`, its newest `window.limit`, oldest first."""
+def window_reader(channel: discord.abc.Messageable, window: SummaryWindow, bot_id: int,
+                  budget: PageBudget) -> ReadPosts:
+    """A channel's messages in `window`, its newest `window.limit` as far as `budget` reaches, oldest first."""
 
     async def read() -> list[ThreadPost]:
         after = dt.datetime.fromtimestamp(window.oldest, dt.timezone.utc)
-        newest: deque = deque(maxlen=window.limit)
-        async for m in channel.history(limit=SCAN_LIMIT, after=after, oldest_first=True):
-            if m.type in CONVERSATION_TYPES:
-                newest.append(m)
-        return [post_of(m, bot_id) for m in newest]
+        return [post_of(m, bot_id) for m in await newest_messages(channel, window.limit, budget, after=after)]
+
+    return read
+
+
+def thread_posts(thread: discord.abc.Messageable, before: discord.abc.Snowflake | None, bot_id: int,
+                 budget: PageBudget) -> ReadPosts:
+    """A thread's newest messages (before `before`), at most THREAD_LIMIT, as far as `budget` reaches."""
+
+    async def read() -> list[ThreadPost]:
+        return [post_of(m, bot_id) for m in await newest_messages(thread, THREAD_LIMIT, budget, before=before)]
 
     return read
 
@@ -81,6 +89,10 @@ class DiscordSummaries:
     @property
     def bot_id(self) -> int:
         return self.client.user.id if self.client.user else 0
+
+    def budget(self) -> PageBudget:
+        """The pages of history one summary may read (summaries.max_history_pages)."""
+        return PageBudget(self.engine.config.summaries.max_history_pages)
 
     def register(self, tree: app_commands.CommandTree) -> None:
         @tree.command(name="llm-summarize",
@@ -117,9 +129,10 @@ class DiscordSummaries:
         user = self.user_of(interaction.user, interaction.permissions)
         if not await self.admitted(interaction, where, user):
             return
-        read = window_reader(interaction.channel, window, self.bot_id)
+        budget = self.budget()
+        read = window_reader(interaction.channel, window, self.bot_id, budget)
         await post_summary(self.engine, where, user, read, InteractionBoard(interaction), DISCORD,
-                           window.label, empty_text(window.label))
+                           window.label, empty_text(window.label), budget=budget)
 
     async def context_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """The thread of `message` (it is in one, or one was started from it), summarised in it."""
@@ -138,9 +151,17 @@ class DiscordSummaries:
         await interaction.edit_original_response(content=f"Summarising {thread.mention}…",
                                                   allowed_mentions=NO_MENTIONS)
         in_thread = Conversation("discord", where.workspace, str(thread.parent_id or where.channel), str(thread.id))
-        await self.thread(thread, in_thread, user, None)
-        await interaction.edit_original_response(content=f"Posted the summary in {thread.mention}.",
-                                                  allowed_mentions=NO_MENTIONS)
+        board = InteractionBoard(interaction)
+        told: list[str] = []  # a refusal for the asker alone: it stays the menu's reply
+
+        async def private(text: str) -> None:
+            told.append(text)
+            await board.finish(text)
+
+        await self.thread(thread, in_thread, user, None, private=private)
+        if not told:
+            await interaction.edit_original_response(content=f"Posted the summary in {thread.mention}.",
+                                                      allowed_mentions=NO_MENTIONS)
 
     async def admitted(self, interaction: discord.Interaction, where: Conversation, user: User) -> bool:
         """Whether `user` may have a summary here (engine/access.py); if not, they alone are told why."""
@@ -161,21 +182,23 @@ class DiscordSummaries:
         return found if isinstance(found, discord.Thread) else None
 
     async def thread(self, thread: discord.abc.Messageable, where: Conversation, user: User,
-                     before: discord.abc.Snowflake | None) -> None:
+                     before: discord.abc.Snowflake | None, *, private: Private | None = None) -> None:
         """Summarise `thread` (before `before`) and post the summary in it; `where` is the thread's
-        conversation (its server, its parent channel, the thread)."""
-        read = functools.partial(thread_reader(thread, before, self.bot_id), THREAD_LIMIT)  # the whole thread
-        await post_summary(self.engine, where, user, read,
-                           TargetBoard(DiscordTarget(thread)), DISCORD, "this thread", empty_text("this thread"))
+        conversation (its server, its parent channel, the thread); a refusal goes to `private`."""
+        budget = self.budget()
+        await post_summary(self.engine, where, user, thread_posts(thread, before, self.bot_id, budget),
+                           TargetBoard(DiscordTarget(thread)), DISCORD, "this thread", empty_text("this thread"),
+                           budget=budget, private=private)
 
     async def channel_reply(self, message: discord.Message, where: Conversation, user: User) -> None:
         """"@Parley summarize" in a channel: its last 24 hours, as a reply to the mention."""
         window = parse_window("")
-        read = window_reader(message.channel, window, self.bot_id)
+        budget = self.budget()
+        read = window_reader(message.channel, window, self.bot_id, budget)
 
         async def before_mention() -> list[ThreadPost]:
             return [p for p in await read() if int(p.message_id) < message.id]
 
         await post_summary(self.engine, where, user, before_mention,
                            TargetBoard(DiscordTarget(message.channel, reference=message)), DISCORD, window.label,
-                           empty_text(window.label))
+                           empty_text(window.label), budget=budget)

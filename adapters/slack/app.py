@@ -93,7 +93,7 @@ class SlackAdapter:
         self.app = AsyncApp(client=self.client, signing_secret=signing_secret, request_verification_enabled=True,
                             ignoring_self_events_enabled=True, process_before_response=False)
         self.memory = open_thread_memory(config, "slack")
-        self.tasks = TaskSet("slack")
+        self.tasks = TaskSet("slack", limit=config.limits.tasks_in_flight)
         self.locks = KeyedLocks()
         self.users = SlackUsers(self.client)
         self.history = SlackHistory(self.client, self.users)

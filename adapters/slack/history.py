@@ -1,11 +1,14 @@
 """Slack's hook for thread context (adapters.chat.context): a thread's earlier messages read with
 conversations.replies, page by page (the client waits out Slack's rate limits, Tier 3); and for
-summaries, a whole thread, or a channel's recent messages (conversations.history) with its threads."""
+summaries, a whole thread, or a channel's recent messages (conversations.history) with its threads,
+each page of either taken from the summary's PageBudget (summaries.max_history_pages): what the
+pages did not reach is left out, and said."""
 from __future__ import annotations
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.chat.context import ReadThread, ThreadPost
+from adapters.chat.summaries import PageBudget, ReadPosts
 from adapters.slack.events import SlackUsers
 from adapters.slack.files import shared_name
 from adapters.slack.markup import slack_to_plain
@@ -33,26 +36,29 @@ class SlackHistory:
 
         return read
 
-    def whole_thread(self, channel: str, thread_ts: str, before_ts: str, bot_user_id: str):
-        """Every message of a thread before `before_ts` (LATEST: all of it), oldest first: what a
-        thread summary reads."""
+    def whole_thread(self, channel: str, thread_ts: str, before_ts: str, bot_user_id: str,
+                     budget: PageBudget) -> ReadPosts:
+        """Every message of a thread before `before_ts` (LATEST: all of it) that `budget` reaches,
+        from its start, oldest first: what a thread summary reads."""
 
         async def read() -> list[ThreadPost]:
-            raw = await self._replies(channel, thread_ts, before_ts)
+            raw = await self._replies(channel, thread_ts, before_ts, budget, "first")
             return [await self._post(m, bot_user_id) for m in raw if m.get("subtype") in CONVERSATION_SUBTYPES]
 
         return read
 
-    def channel_since(self, channel: str, oldest: float, limit: int, bot_user_id: str):
+    def channel_since(self, channel: str, oldest: float, limit: int, bot_user_id: str,
+                      budget: PageBudget) -> ReadPosts:
         """A channel's messages after `oldest` (epoch seconds), its threads' replies included,
-        the newest `limit`, oldest first: what a channel summary reads."""
+        the newest `limit`, oldest first, as far as `budget` reaches (newest first, then the
+        newest threads' replies): what a channel summary reads."""
 
         async def read() -> list[ThreadPost]:
-            top = await self._history(channel, oldest, limit)
+            top = await self._history(channel, oldest, limit, budget)
             replies: list[dict] = []
             threads = [m["ts"] for m in top if int(m.get("reply_count") or 0) > 0][:MAX_THREADS]
-            for thread_ts in threads:
-                replies += [m for m in await self._replies(channel, thread_ts, LATEST)
+            for thread_ts in threads:  # past the budget each is one more left short, no request
+                replies += [m for m in await self._replies(channel, thread_ts, LATEST, budget, "threads")
                             if m.get("ts") != thread_ts and float(m.get("ts") or 0) >= oldest]
             seen: dict[str, dict] = {m["ts"]: m for m in top + replies if m.get("ts")}
             said = sorted((m for m in seen.values() if m.get("subtype") in CONVERSATION_SUBTYPES),
@@ -61,11 +67,11 @@ class SlackHistory:
 
         return read
 
-    async def _history(self, channel: str, oldest: float, limit: int) -> list[dict]:
+    async def _history(self, channel: str, oldest: float, limit: int, budget: PageBudget) -> list[dict]:
         """conversations.history after `oldest`, newest first, paged, at most `limit` messages."""
         messages: list[dict] = []
         cursor = ""
-        while len(messages) < limit:
+        while len(messages) < limit and budget.take("newest"):
             resp = await self.client.conversations_history(channel=channel, oldest=f"{oldest:.6f}",
                                                            limit=min(PAGE_SIZE, limit - len(messages)),
                                                            **({"cursor": cursor} if cursor else {}))
@@ -75,10 +81,15 @@ class SlackHistory:
                 break
         return messages[:limit]
 
-    async def _replies(self, channel: str, thread_ts: str, before_ts: str) -> list[dict]:
+    async def _replies(self, channel: str, thread_ts: str, before_ts: str, budget: PageBudget | None = None,
+                       keeping: str = "first") -> list[dict]:
+        """A thread's messages before `before_ts`, oldest first, page by page: at most MAX_PAGES,
+        and each one `budget` allows (a summary's; None: thread context)."""
         messages: list[dict] = []
         cursor = ""
         for _ in range(MAX_PAGES):
+            if budget is not None and not budget.take(keeping):
+                break
             resp = await self.client.conversations_replies(channel=channel, ts=thread_ts, latest=before_ts,
                                                            inclusive=False, limit=PAGE_SIZE,
                                                            **({"cursor": cursor} if cursor else {}))

@@ -7,10 +7,17 @@ here (config.access, DMs, a channel switched off) is the engine's access policy,
 
 Slack may deliver one message twice (as app_mention and as message, or retried to another
 process): whatever Parley says about a message is claimed first (`answer:` key), so it is said once.
+
+A question is admitted by the engine (Engine.precheck: memory, rate limits) as soon as it is
+claimed, before anything is spent on it: the asker's profile (users.info), the thread's history,
+the channel's visibility. A refusal is the private note an answer's would be; a repeat inside the
+cool-down says nothing. Past the adapter's bound on work in hand (limits.tasks_in_flight), a
+message is not taken at all, and whoever addressed Parley hears it is busy.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,7 +29,7 @@ from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import unsupported_text
 from adapters.chat.memory import ThreadMemory
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
-from adapters.chat.tasks import KeyedLocks, TaskSet
+from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
 from adapters.slack.events import Origin, SlackThread, SlackUsers, message_origin, team_of, tell_privately
 from adapters.slack.files import shared_name
 from adapters.slack.history import SlackHistory
@@ -30,6 +37,7 @@ from adapters.slack.markup import SLACK, slack_to_plain
 from adapters.slack.replies import SlackReplies
 from adapters.slack.sharing import Claim, SlackSharing
 from adapters.slack.summaries import SlackSummaries
+from engine.errors import ParleyError
 from engine.types import User
 
 if TYPE_CHECKING:
@@ -74,9 +82,19 @@ class SlackMessages:
         self.started_at = started_at  # threads idle since before this may have missed messages
 
     def take(self, body: dict, event: dict, bot_user_id: str, mentioned: bool) -> None:
-        """Hand the message to a task of its own (nothing is awaited on Bolt's listener)."""
+        """Hand the message to a task of its own (nothing is awaited on Bolt's listener), unless
+        the adapter holds all the work it may: then whoever addressed Parley hears it is busy."""
         name = f"slack-msg-{event.get('channel', '')}-{event.get('ts', '')}"
-        self.tasks.spawn(self.handle(body, event, bot_user_id, mentioned), name=name)
+        self.tasks.spawn(self.handle(body, event, bot_user_id, mentioned), name=name, bounded=True,
+                         busy=self.busy(body, event, mentioned))
+
+    def busy(self, body: dict, event: dict, mentioned: bool) -> Busy | None:
+        """The "busy" note for a person who mentioned Parley or wrote to it in a DM (said privately,
+        once a minute at most); None for anything else, refused quietly."""
+        origin = message_origin(event, team_of(body, event)[0])
+        if origin is None or event.get("bot_id") or not (mentioned or origin.is_dm):
+            return None
+        return Busy(origin.user_id, functools.partial(tell_privately, self.client, origin, BUSY_TEXT))
 
     async def handle(self, body: dict, event: dict, bot_user_id: str, mentioned: bool) -> None:
         incoming = await self.gather(body, event, bot_user_id, mentioned)
@@ -137,7 +155,7 @@ class SlackMessages:
             return
         if incoming.facts.top_of_dm:  # the DM's current conversation (since its last fresh start)
             origin = dataclasses.replace(origin, where=await self.dms.current(origin.where))
-        answer = action.do is Do.ANSWER and await self.claim_answer(origin)
+        answer = action.do is Do.ANSWER and await self.claim_answer(origin) and await self.admitted(origin)
         claims = [(incoming.files[f.key], await self.sharing.claim(origin.channel, f.key)) for f in action.ingest]
         if answer or any(owner for _, (owner, _) in claims):
             await self.respond(origin, incoming.facts.text if answer else None, claims, action)
@@ -155,6 +173,18 @@ class SlackMessages:
                 log.info("access note not delivered", extra={"channel": origin.channel,
                                                              "error": exc.response.get("error")})
 
+    async def admitted(self, origin: Origin) -> bool:
+        """The engine's early admission of a question, before its asker's profile or its thread is
+        read; refused, the asker alone is told (once per cool-down)."""
+        try:
+            await self.engine.precheck(origin.where, User(origin.user_id), "answer",
+                                       resolve=lambda: self.users.get(origin.user_id, origin.where.workspace))
+        except ParleyError as exc:
+            if not exc.silent:
+                await tell_privately(self.client, origin, SLACK.warning + SLACK.guard(exc.render()))
+            return False
+        return True
+
     async def claim_answer(self, origin: Origin) -> bool:
         if await self.memory.claim(f"answer:{origin.channel}:{origin.ts}"):
             return True
@@ -171,12 +201,12 @@ class SlackMessages:
             await SlackThread(self.client, origin.channel, origin.reply_thread_ts).post(FRESH_TEXT)
         elif action.do is Do.NUDGE:
             await tell_privately(self.client, origin, NUDGE_TEXT)
-        elif action.do is Do.SUMMARISE_THREAD:
-            user = await self.users.get(origin.user_id, origin.where.workspace)
-            await self.summaries.thread(origin.where, user, origin.ts)
+        elif action.do is Do.SUMMARISE_THREAD:  # admitted before anything is read: the engine's call
+            await self.summaries.thread(origin.where, User(origin.user_id), origin.ts,
+                                        private=functools.partial(tell_privately, self.client, origin))
         else:
-            user = await self.users.get(origin.user_id, origin.where.workspace)
-            await self.summaries.channel_in_thread(origin.where, user, origin.ts)
+            await self.summaries.channel_in_thread(origin.where, User(origin.user_id), origin.ts,
+                                                   private=functools.partial(tell_privately, self.client, origin))
 
     async def respond(self, origin: Origin, question: str | None, claims: list[tuple[dict, Claim]],
                       action: Action) -> None:
