@@ -6,13 +6,18 @@ the model; never the tiny model's wording."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 
 from conftest import spy_prompts
+from engine.config import LimitsConfig
+from engine.errors import ParleyError
+from engine.limits import MemoryBuckets, RateLimiter, RedisBuckets
 from engine.summaries import MAX_POINTS, SUMMARISE, Summariser, said_line
-from engine.types import SaidMessage
+from engine.types import Conversation, SaidMessage, User
+from ops_servers import redis_server
 from test_discord import discord_factory, until  # noqa: F401 - the fixture is used by name
 from test_slack import ADA, CHANNEL, GRACE, LIN, paced, slack_factory  # noqa: F401 - the fixture is used by name
 from test_summaries import said_lines, spy_calls
@@ -40,6 +45,37 @@ async def summarize_at_once(h, texts: list[str], user: str = ADA) -> list[list[s
     assert await asyncio.gather(*(h.send(body) for body, _ in commands)) == [200] * len(texts)
     await h.settle()
     return [[r["text"] for r in h.fake.responses_for(key)] for _, key in commands]
+
+
+# ---- the summary buckets ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_summary_calls_are_taken_all_or_none_and_a_begun_one_finishes(backend, tmp_path):
+    here = Conversation("slack", "T1", "C1", "")
+    ada, bob = User("U1"), User("U2")
+    config = LimitsConfig(summary_calls_per_hour=5, backend=backend)
+    with redis_server(tmp_path / "redis") if backend == "redis" else contextlib.nullcontext("") as url:
+        def limiter() -> RateLimiter:  # with Redis, each one is another bot process
+            return RateLimiter(config, RedisBuckets.from_url(url, "test:") if url else shared)
+
+        shared = MemoryBuckets()
+        one, two = limiter(), limiter()
+        await one.check_summary(here, ada)  # a call left: nothing taken
+        await one.charge_summary(here, ada, 4)
+        with pytest.raises(ParleyError) as refused:
+            await two.charge_summary(here, ada, 2)
+        assert "needs 2 model calls and your summaries have 1 left (5 an hour)" in refused.value.user_message
+        with pytest.raises(ParleyError) as too_big:
+            await two.charge_summary(here, bob, 6)
+        assert "more than your summaries may use (5 an hour)" in too_big.value.user_message
+        await two.charge_summary(here, ada, 3, force=True)  # a combining round begun: paid past the size
+        with pytest.raises(ParleyError) as spent:
+            await one.check_summary(here, ada)
+        assert spent.value.limit == "summary" and "Try again in" in spent.value.user_message
+        await one.check_summary(here, bob)  # bob's own calls are untouched
+        await one.close()
+        if url:
+            await two.close()
 
 
 # ---- Slack -----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class TaskSet:
         self._tasks: set[asyncio.Task] = set()
         self._notices: set[asyncio.Task] = set()
         self._told: dict[str, float] = {}  # asker -> monotonic time they may hear "busy" again
+        self._quiet_logged = float("-inf")  # when a refusal with nobody to tell was last logged
 
     @property
     def in_flight(self) -> int:
@@ -60,6 +61,9 @@ class TaskSet:
             self.refused += 1
             if busy is not None:
                 self._tell(busy, name)
+            elif time.monotonic() - self._quiet_logged > BUSY_NOTICE_S:  # once a minute, not once a message
+                self._quiet_logged = time.monotonic()
+                log.warning("%s is full: work refused", self.name, extra={"task": name, "limit": self.limit})
             return False
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)

@@ -17,7 +17,7 @@ from slack_bolt.app.async_app import AsyncApp
 
 from adapters.chat.commands import COMMANDS, Wording, run_command
 from adapters.chat.conversations import FRESH_TEXT, NOT_IN_A_DM, DmConversations
-from adapters.chat.tasks import TaskSet
+from adapters.chat.tasks import BUSY_TEXT, Busy, TaskSet
 from adapters.slack.events import SlackUsers
 from adapters.slack.markup import SLACK
 from engine.types import Conversation, User
@@ -57,9 +57,14 @@ def register_fresh_start(app: AsyncApp, tasks: TaskSet, dms: DmConversations,
 
     async def on_command(ack, body: dict, respond) -> None:
         await ack()
-        tasks.spawn(run(body, respond), name="slack-llm-new")
+        tasks.spawn(run(body, respond), name="slack-llm-new", busy=busy_note(body, respond))
 
     app.command("/llm-new")(on_command)
+
+
+def busy_note(body: dict, respond) -> Busy:
+    """What the asker hears when the adapter holds all the work it may (limits.tasks_in_flight)."""
+    return Busy(body.get("user_id", ""), lambda: respond(text=BUSY_TEXT, response_type="ephemeral"))
 
 
 def is_dm(body: dict) -> bool:
@@ -81,6 +86,6 @@ def _listener(name: str, engine: Engine, tasks: TaskSet, users: SlackUsers,
 
     async def on_command(ack, body: dict, respond) -> None:  # Bolt passes arguments by these names
         await ack()  # within Slack's 3 s; the answer follows through response_url
-        tasks.spawn(run(body, respond), name=f"slack-{name}")
+        tasks.spawn(run(body, respond), name=f"slack-{name}", busy=busy_note(body, respond))
 
     return on_command
