@@ -277,6 +277,8 @@ class Engine:
                        resolve: Resolve | None = None) -> User:
         """Admission before an adapter spends anything on a request (its asker's profile, a thread's
         history, a download): the unit is taken now, and the engine's own check takes no other."""
+        if self._state != "ready":  # nothing to spend anything for
+            raise ParleyError(ErrorCode.MODEL_NOT_READY if self._state == "new" else ErrorCode.SHUTTING_DOWN)
         return await self.admission.precheck(where, user, action, resolve)
 
     def failure(self, exc: ParleyError, request: ChatRequest | None = None,
