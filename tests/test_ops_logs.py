@@ -99,3 +99,22 @@ def test_setup_twice_does_not_duplicate_lines(logs):
     setup("plain")
     logging.getLogger("engine.test").warning("only once")
     assert read().count("only once") == 1
+
+
+def test_no_log_call_names_a_field_the_log_record_owns():
+    """`extra={"thread": ...}` raises KeyError inside the logging call, but only when the level is
+    enabled: a DM's fresh start crashed at INFO while every test ran at WARNING."""
+    import ast
+    from pathlib import Path
+
+    reserved = set(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", (), None))) | {"message", "asctime"}
+    root = Path(__file__).resolve().parent.parent
+    clashes = []
+    for path in [root / "bot.py", *(root / "engine").rglob("*.py"), *(root / "adapters").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                for keyword in node.keywords:
+                    if keyword.arg == "extra" and isinstance(keyword.value, ast.Dict):
+                        clashes += [f"{path.relative_to(root)}:{node.lineno} {key.value}" for key in keyword.value.keys
+                                    if isinstance(key, ast.Constant) and key.value in reserved]
+    assert clashes == []

@@ -45,5 +45,5 @@ class DmConversations:
         """Start a new conversation in this DM (`marker`: the id of the message or command that asked)."""
         thread = f"{base.thread}~{marker}"
         await self.records.put(base.session_key, thread)
-        log.info("dm fresh start", extra={"session": base.session_key, "thread": thread})
+        log.info("dm fresh start", extra={"session": base.session_key, "new_thread": thread})
         return dataclasses.replace(base, thread=thread)

@@ -49,7 +49,7 @@ class DiscordDocuments:
         forgotten = await self.shared.forget(message_key(message_id))
         if forgotten:
             log.info("documents of a deleted Discord message forgotten", extra={"files": forgotten,
-                                                                                "message": str(message_id)})
+                                                                                "message_id": str(message_id)})
 
 
 async def display_name(client: discord.Client, guild: discord.Guild | None, user_id: str) -> str:

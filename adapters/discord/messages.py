@@ -124,7 +124,7 @@ class DiscordMessages:
         facts, place = await self.gather(message)
         action = route(facts)
         if action.do is Do.IGNORE:
-            log.debug("message not for Parley", extra={"message": str(message.id), "why": action.why})
+            log.debug("message not for Parley", extra={"message_id": str(message.id), "why": action.why})
             return
         await self.carry_out(message, place, facts, action)
 
