@@ -409,9 +409,11 @@ def show(name: str, f: dict) -> None:
 
 
 def show_abuse(abuse: dict, files: list[tuple[str, bytes, str]]) -> None:
-    print(f"abuse: the users began {abuse['swing_s']} s after the uploads (an ingest embedding, a summary "
-          f"running) and were answered by {abuse['asked_s']} s, {abuse['indexing_while_asked']} of "
-          f"{len(files)} files still indexing then", flush=True)
+    summarising = abuse["summaries"]["ran"] or abuse["summaries"]["refused"]
+    swing = " and ".join((["an ingest embedding"] if files else []) + (["a summary running"] if summarising else []))
+    print(f"abuse: the users began {abuse['swing_s']} s after it started ({swing}) and were answered by "
+          f"{abuse['asked_s']} s, {abuse['indexing_while_asked']} of {len(files)} files still indexing then",
+          flush=True)
     for r in abuse["ingests"]:
         state = f"{r['total_s']} s in all" if r["total_s"] is not None else (r["error"] or "unfinished")
         print(f"  ingest {r['file']} ({r['mb']} MB): {r['chunks']} chunks, waited {r['waited_s']} s in line, "
