@@ -410,7 +410,8 @@ def show(name: str, f: dict) -> None:
 
 def show_abuse(abuse: dict, files: list[tuple[str, bytes, str]]) -> None:
     summarising = abuse["summaries"]["ran"] or abuse["summaries"]["refused"]
-    swing = " and ".join((["an ingest embedding"] if files else []) + (["a summary running"] if summarising else []))
+    swing = " and ".join((["an ingest embedding"] if files else [])
+                         + (["a summary running"] if summarising else []))
     print(f"abuse: the users began {abuse['swing_s']} s after it started ({swing}) and were answered by "
           f"{abuse['asked_s']} s, {abuse['indexing_while_asked']} of {len(files)} files still indexing then",
           flush=True)
