@@ -5,20 +5,20 @@ One process, the packaged model on llama.cpp (as `make run` serves it) and the r
 (Engine.answer, Engine.ingest with a FileUpload, Engine.summarize): what users get.
 
 1. Quiet: --users users (16) ask, each in a thread of their own, at seeded arrival times spread
-   over a few seconds (--rounds N: N questions each, 20 s apart). Their questions
-   are varied text (a few words to ~500 tokens of context of their own, no shared long prefix, so
-   the prefix cache flatters neither run), answered greedily with the model's default
-   max_new_tokens (a request cannot fix its answer's length).
+   over a few seconds (--rounds N: N questions each, 20 s apart). Their questions are varied text
+   (a few words to ~500 tokens of context of their own, no shared long prefix, so the prefix
+   cache flatters neither run), answered greedily with the model's default max_new_tokens (a
+   request cannot fix its answer's length).
 2. Abuse, on a fresh engine: the same users at the same times, while --files large files (~2 MB
    of Markdown or text each, and one 100-page PDF) are shared at once in other channels by as
    many members, and one member calls Engine.summarize on 2,000 generated messages again and
    again (two attempts at a time, as someone pressing /llm-summarize repeatedly; a refused one
    tries again a second later). The users start once an ingest embeds and a summary runs.
+   --abuse ingests or --abuse summaries runs one of the two alone.
 
 Config: config.yaml as it stands, except the data dir (temporary), the log file (none; --log FILE
-keeps the engine's INFO log),
-greedy sampling (temperature 0: the same answers in both runs) and the per-minute answer limits
-(raised so the askers measure contention, not refusals). The summary limits are config.yaml's,
+keeps the engine's INFO log), greedy sampling (temperature 0: the same answers in both runs) and
+the per-minute answer limits (raised so the askers measure contention, not refusals). The summary limits are config.yaml's,
 so the summariser meets them: how many of its summaries ran and how many were refused is printed.
 
 Printed: the CPU, threads, both runs' first-token p50/p95 (from the question to its first
