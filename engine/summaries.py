@@ -232,14 +232,18 @@ class Summaries:
         summary call left (engine/admission.py; `resolve` as for precheck), and no other summary
         of theirs running (RATE_LIMITED, ALREADY). The caller ends the run."""
         self._ready()
-        user = await self._admission.admit(where, user, "summary", resolve)
         key = f"{where.platform}/{where.workspace}/{user.id}"
-        if key in self._running:  # nothing awaited since the check: two begins cannot both pass
+        self._refuse_if_running(key)  # first: a repeated attempt spends none of the asker's units
+        user = await self._admission.admit(where, user, "summary", resolve)
+        self._refuse_if_running(key)  # again: admit awaited, and nothing is awaited from here on
+        self._running.add(key)
+        return SummaryRun(where, user, functools.partial(self._running.discard, key))
+
+    def _refuse_if_running(self, key: str) -> None:
+        if key in self._running:
             error = ParleyError(ErrorCode.RATE_LIMITED, ALREADY)
             error.limit = "summary_running"
             raise error
-        self._running.add(key)
-        return SummaryRun(where, user, functools.partial(self._running.discard, key))
 
     @contextlib.asynccontextmanager
     async def summarizing(self, where: Conversation, user: User,

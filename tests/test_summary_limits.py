@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import spy_prompts
+from conftest import make_config, spy_prompts
 from engine.config import LimitsConfig
 from engine.errors import ParleyError
 from engine.limits import MemoryBuckets, RateLimiter, RedisBuckets
@@ -48,6 +48,21 @@ async def summarize_at_once(h, texts: list[str], user: str = ADA) -> list[list[s
 
 
 # ---- the summary buckets ---------------------------------------------------------------------
+
+async def test_a_repeated_summary_attempt_spends_none_of_the_askers_units(engine_factory, tmp_path):
+    """'Already summarising' is decided before a unit is taken: retrying while one runs costs nothing."""
+    engine = await engine_factory(make_config(tmp_path / "data", limits={"user_per_minute": 2}))
+    where = Conversation("slack", "T1", "C1", "1.0")
+    ada = User("U1", "Ada")
+    async with engine.summarizing(where, ada):
+        for _ in range(5):
+            with pytest.raises(ParleyError) as refused:
+                async with engine.summarizing(where, ada):
+                    pass
+            assert ALREADY in refused.value.user_message
+    async with engine.summarizing(where, ada):  # the second of her two units: the refusals took none
+        pass
+
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_summary_calls_are_taken_all_or_none_and_a_begun_one_finishes(backend, tmp_path):
