@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable, Generic, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -136,12 +137,38 @@ def person_of(info: dict) -> SlackPerson:
                        org_admin=bool(org.get("is_admin") or org.get("is_owner")))
 
 
+Looked = TypeVar("Looked")
+
+
+class SlackLookups(Generic[Looked]):
+    """Answers of one Slack lookup (users.info, conversations.info), kept `ttl_s` seconds by key. A
+    failed call is logged, answered with `fallback` and not kept, so the next event asks again."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._kept: dict[str, tuple[float, Looked]] = {}
+
+    async def get(self, key: str, ask: Callable[[], Awaitable[Looked]], fallback: Looked, failed: str) -> Looked:
+        now = time.monotonic()
+        kept = self._kept.get(key)
+        if kept and now - kept[0] < self.ttl_s:
+            return kept[1]
+        try:
+            answer = await ask()
+        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
+            log.warning(failed, extra={"key": key, "error": getattr(getattr(exc, "response", None), "data", {})
+                                       or type(exc).__name__})
+            return fallback
+        self._kept[key] = (now, answer)
+        return answer
+
+
 class SlackUsers:
     """Slack users, as Parley's User in one workspace (users.info, cached a few minutes)."""
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
-        self._cache: dict[str, tuple[float, SlackPerson]] = {}
+        self._people: SlackLookups[SlackPerson | None] = SlackLookups(USER_CACHE_S)
 
     async def get(self, user_id: str, team: str = "") -> User:
         """`user_id` in workspace `team` (team_of's first): platform_admin when an admin or owner
@@ -156,18 +183,10 @@ class SlackUsers:
         return User(id=user_id, name=person.name, platform_admin=admin)
 
     async def person(self, user_id: str) -> SlackPerson | None:
-        now = time.monotonic()
-        cached = self._cache.get(user_id)
-        if cached and now - cached[0] < USER_CACHE_S:
-            return cached[1]
-        try:
-            person = person_of((await self.client.users_info(user=user_id))["user"])
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
-            log.warning("users.info failed; treating the user as a member", extra={
-                "user": user_id, "error": getattr(getattr(exc, "response", None), "data", {}) or type(exc).__name__})
-            return None
-        self._cache[user_id] = (now, person)
-        return person
+        async def ask() -> SlackPerson:
+            return person_of((await self.client.users_info(user=user_id))["user"])
+
+        return await self._people.get(user_id, ask, None, "users.info failed; treating the user as a member")
 
 
 def visibility_of(info: dict) -> str:
@@ -188,21 +207,14 @@ class SlackChannels:
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._visibilities: SlackLookups[str] = SlackLookups(CHANNEL_CACHE_S)
 
     async def visibility(self, channel: str) -> str:
-        now = time.monotonic()
-        cached = self._cache.get(channel)
-        if cached and now - cached[0] < CHANNEL_CACHE_S:
-            return cached[1]
-        try:
-            visibility = visibility_of((await self.client.conversations_info(channel=channel))["channel"])
-        except (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
-            log.warning("conversations.info failed; the channel's visibility is unknown", extra={
-                "channel": channel, "error": getattr(getattr(exc, "response", None), "data", {}) or type(exc).__name__})
-            return "unknown"
-        self._cache[channel] = (now, visibility)
-        return visibility
+        async def ask() -> str:
+            return visibility_of((await self.client.conversations_info(channel=channel))["channel"])
+
+        return await self._visibilities.get(channel, ask, "unknown",
+                                            "conversations.info failed; the channel's visibility is unknown")
 
     async def known(self, where: Conversation, channel: str) -> Conversation:
         """`where` with its visibility, asked of Slack when the event did not say it."""
