@@ -1,6 +1,7 @@
 """Shared fixtures: the real packaged model, loaded once per test session, and temp configs."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -150,3 +151,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "real_weights" in item.keywords and os.environ.get("PARLEY_RANDOM_WEIGHTS") == "1":
             item.add_marker(random_weights)
+
+
+@pytest.fixture
+def root_logging_restored():
+    """Undo what a test's logging set-up (engine.logs.setup_logging, bot.main) did to the root
+    logger: its handlers (closed) and level. Left behind, later tests log at INFO into a closed
+    stream, and a log call's error shows only at that level."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    yield root
+    for handler in list(root.handlers):
+        if handler not in saved_handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
 from urllib.parse import urlencode
 
@@ -148,20 +147,6 @@ async def test_slack_admins_read_their_workspaces_trail_and_comments_with_llm_au
     assert "Usage" in (await h.command("/llm-audit", "everything please", user=GRACE))[-1]
     assert "*view_audit* feedback · refused" in (await h.command("/llm-audit", "", user=LIN))[-1], \
         "a member's attempt to read the trail is on it"
-
-
-@pytest.fixture
-def root_logging_restored():
-    """bot.main configures the root logger (a handler on this test's stderr, level INFO): undo it,
-    or every later test logs at INFO into a closed stream."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in saved_handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved_level)
 
 
 def test_bot_py_audit_export_writes_json_lines(tmp_path, capsys, root_logging_restored):

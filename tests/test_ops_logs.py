@@ -17,12 +17,11 @@ SIGNING = "8f14e45fceea167a5a36dedd4bea2543"
 
 
 @pytest.fixture
-def logs(tmp_path):
+def logs(tmp_path, root_logging_restored):
     """setup_logging with secrets in the environment; yields a function reading the log file back."""
     env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN, "DISCORD_TOKEN": DISCORD,
            "OPENAI_API_KEY": API_KEY, "SLACK_SIGNING_SECRET": SIGNING, "HOME": "/root"}
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
+    root = root_logging_restored
 
     def setup(fmt: str, **kwargs):
         handlers = setup_logging(LoggingConfig(format=fmt, file="logs/parley.log", **kwargs), tmp_path, environ=env)
@@ -34,12 +33,6 @@ def logs(tmp_path):
         return (tmp_path / "logs" / "parley.log").read_text()
 
     yield setup, read
-    for h in list(root.handlers):
-        if getattr(h, "_parley", False):
-            root.removeHandler(h)
-            h.close()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
 
 
 def leak_everything(log: logging.Logger) -> None:

@@ -30,11 +30,10 @@ URL_SECRETS = (USER, PASSWORD, QUERY_KEY)
 
 
 @pytest.fixture
-def log_file(tmp_path):
+def log_file(tmp_path, root_logging_restored):
     """Parley's logging (JSON lines at DEBUG into a file, secrets in the environment); yields
     (setup(environ), read()); the root logger is restored afterwards."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
+    root = root_logging_restored
     path = tmp_path / "logs" / "parley.log"
 
     def setup(environ: dict) -> None:
@@ -46,12 +45,6 @@ def log_file(tmp_path):
         return path.read_text()
 
     yield setup, read
-    for handler in list(root.handlers):
-        if getattr(handler, "_parley", False):
-            root.removeHandler(handler)
-            handler.close()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
 
 
 def raw_records(caplog) -> str:
