@@ -177,6 +177,8 @@ async def test_six_uploads_wait_their_turn_while_a_question_is_answered_and_a_sh
     assert h.engine.knowledge.stats()["documents"] == 1 and line.running == 2, "answered before any ingest ended"
     steps = [c for c in pool.since(mark) if c["queued"] >= asked and c["name"].startswith(ANSWER_STEPS)]
     assert {"SessionStore.get", "KnowledgeBase.search_sync"} <= {c["name"] for c in steps}, pool.calls[mark:]
+    # The answer's last steps (the session's write) may still be running as its reply lands.
+    await h.fake.wait_for(lambda: all(c["ended"] is not None for c in steps), 30, "the answer's steps ended")
     waits = {c["name"]: round(c["started"] - c["queued"], 3) for c in steps}
     ran = {c["name"]: round(c["ended"] - c["started"], 3) for c in steps}
     assert max(waits.values()) < 1.0, f"an answer step waited for a thread of the default pool: {waits}"
