@@ -102,7 +102,8 @@ class Summariser:
         self.charge = charge
         cfg = backend.config
         self.max_new = min(SUMMARY_TOKENS, cfg.generation.max_new_tokens, max(32, cfg.context_window // 4))
-        self.params = SamplingParams.from_defaults(cfg.generation, temperature=0.0, max_new_tokens=self.max_new)
+        self.params = SamplingParams.from_defaults(cfg.generation, temperature=0.0, max_new_tokens=self.max_new,
+                                                  background=True)  # the answers go first (scheduler)
         self.calls = 0
 
     def pack(self, lines: Sequence[str], instructions: str) -> list[list[str]]:

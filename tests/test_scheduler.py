@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import docgen
 import pytest
 import torch
 
@@ -398,3 +399,57 @@ async def test_a_smaller_batch_limit_makes_newcomers_wait(make_scheduler, loaded
     for key in ("queued", "running", "max_batch", "tokens_generated", "requests_finished", "busy_seconds",
                 "decode_steps"):
         assert key in snap, key
+
+
+async def test_an_answer_starts_before_background_work_queued_ahead_of_it(loaded_model):
+    """A summary's part (background: a long prompt nobody reads token by token) waits in line
+    before a question: the question is prefilled first. Where the runtime keeps a prefix cache
+    (llama.cpp) the long prompt is computed in slices of WARM_SLICE tokens, one a round, so a
+    question asked meanwhile waits for a slice, not for the whole prompt; its answer is the one a
+    whole prefill gives."""
+    from engine.runtime.scheduler import WARM_SLICE
+
+    text = " ".join(docgen.everyday_paragraphs(40, seed=3))
+    long_ids = loaded_model.chat_prompt_ids([{"role": "user", "content": f"Summarise this:\n{text}"}])
+    long_ids = long_ids[-1500:] if len(long_ids) > 1500 else long_ids
+    assert len(long_ids) > 4 * WARM_SLICE
+    question = prompt(loaded_model, "What is the capital of France?")
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cuda_max_batch=4, cpu_threads=2))
+    executor = scheduler.executor
+    computed: list[tuple[str, int]] = []  # (what, prompt tokens computed), in order
+    real_prefill = executor.prefill
+    real_warm = executor.warm
+
+    def prefill(prompts):
+        computed.extend(("prefill", len(p)) for p in prompts)
+        return real_prefill(prompts)
+
+    def warm(tokens):
+        computed.append(("slice", len(tokens) - executor.cached_prefix(tokens)))
+        return real_warm(tokens)
+
+    executor.prefill = prefill
+    executor.warm = warm
+    background = dataclasses.replace(GREEDY, max_new_tokens=8, background=True)
+    part = scheduler.submit(long_ids, background)  # in line first
+    asked = scheduler.submit(question, dataclasses.replace(GREEDY, max_new_tokens=8))
+    scheduler.start()
+    try:
+        summary, answer = await asyncio.gather(collect(part), collect(asked))
+        assert computed[0] == ("prefill", len(question)), computed  # the question went first
+        slices = [n for what, n in computed if what == "slice"]
+        if executor.can_warm:
+            assert len(slices) >= len(long_ids) // WARM_SLICE - 1 and max(slices) <= WARM_SLICE, computed
+            assert scheduler.snapshot()["prefix_tokens_reused"] >= len(long_ids) - WARM_SLICE - 1
+        else:
+            assert not slices
+        cold = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cuda_max_batch=4, cpu_threads=2))
+        cold.start()
+        try:
+            whole = await collect(cold.submit(long_ids, dataclasses.replace(background, background=False)))
+        finally:
+            await cold.shutdown(cancel=True)
+        assert summary.text == whole.text and summary.final.completion_tokens == whole.final.completion_tokens
+        assert answer.final.completion_tokens >= 1
+    finally:
+        await scheduler.shutdown(cancel=True)

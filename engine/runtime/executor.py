@@ -14,6 +14,7 @@ import torch
 
 if TYPE_CHECKING:
     from engine.config import ModelConfig
+    from engine.runtime.requests import ScheduledRequest
 
 
 class Executor(Protocol):
@@ -36,6 +37,15 @@ class Executor(Protocol):
 
     def decode(self, tokens: list[int]) -> torch.Tensor: ...
     def keep(self, rows: list[int]) -> None: ...
+
+    # Prefill in slices (a runtime with a prefix cache): warm() computes the cells of `tokens` and
+    # keeps them as a cached prefix, no row joining; cached_prefix() says how much of a prompt the
+    # cache already holds. Without one, can_warm is False and the scheduler never calls them.
+    can_warm: bool
+
+    def cached_prefix(self, prompt: list[int]) -> int: ...
+
+    def warm(self, tokens: list[int]) -> None: ...
 
     def clear(self) -> None: ...
 
@@ -110,3 +120,13 @@ def is_device_fault(exc: BaseException) -> bool:
     if isinstance(exc, (DeviceFault, torch.AcceleratorError)):
         return True
     return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _DEVICE_FAULT_MARKS)
+
+
+class DeviceFailure(Exception):
+    """A step broke the device (is_device_fault): the scheduler's worker stops. `rows` are the
+    newcomers that were still being prefilled (in neither the queue nor the batch)."""
+
+    def __init__(self, cause: BaseException, rows: list[ScheduledRequest] | None = None):
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.rows = rows or []

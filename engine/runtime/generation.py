@@ -30,6 +30,9 @@ class SamplingParams:
     seed: int | None = None
     # Stop tokens are suppressed until this many tokens are out (benchmarks use it for fixed lengths).
     min_new_tokens: int = 0
+    # Work nobody reads token by token (a summary's parts): the local scheduler serves waiting
+    # answers first and prefills a long background prompt in slices between their steps.
+    background: bool = False
 
     @classmethod
     def from_defaults(cls, g, **overrides) -> "SamplingParams":

@@ -67,6 +67,7 @@ class LlamaCppExecutor:
 
     kind = "llama.cpp"
     torch_threads = 1  # torch only samples here; llama.cpp's own threads do the model work
+    can_warm = True  # a long prompt may be prefilled in slices, each kept as a cached prefix
 
     def __init__(self, model: LlamaModel, threads: int, max_batch: int, max_tokens: int) -> None:
         import llama_cpp
@@ -161,6 +162,25 @@ class LlamaCppExecutor:
             raise
         self._rows.extend(new)
         return logits
+
+    def cached_prefix(self, prompt: list[int]) -> int:
+        """How many of `prompt`'s first tokens a running or cached sequence already holds."""
+        return max((shared_prefix(s.tokens, prompt) for s in (*self._cached.values(), *self._rows)), default=0)
+
+    def warm(self, tokens: list[int]) -> None:
+        """Compute the cells of `tokens` (from the longest prefix already held) and keep them as
+        the newest cached prefix: a slice of a long prompt whose prefill later reuses them."""
+        seq = _Sequence(self._take_seq(), list(tokens))
+        self._use_threads(self._governor.current)
+        try:
+            self._run([(seq, self._reuse_prefix(seq))])
+        except BaseException:
+            self._release(seq)
+            raise
+        for held in [c for c in self._cached.values() if shared_prefix(c.tokens, seq.tokens) == len(c.tokens)]:
+            del self._cached[held.seq]  # the earlier slice: its cells live on in this one
+            self._release(held)
+        self._cache(seq)
 
     def decode(self, tokens: list[int]) -> torch.Tensor:
         for row, token in zip(self._rows, tokens):

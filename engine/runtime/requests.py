@@ -1,12 +1,12 @@
-"""What the generation scheduler keeps about each request, which waiting ones may start, and its
-counters."""
+"""What the generation scheduler keeps about each request, its waiting line, which waiting ones
+may start in a round, and its counters."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.runtime.detokenize import IncrementalDetokenizer
-from engine.runtime.generation import GenerationHandle, SamplingParams
+from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
 from engine.runtime.sampling import RowSampler
 
 
@@ -31,6 +31,35 @@ class ScheduledRequest:
     def budget(self) -> int:
         return len(self.prompt) + self.max_new
 
+    def in_vocabulary(self, vocab_size: int) -> bool:
+        """Whether the model has every prompt token id (on a GPU one outside is a device-side assert)."""
+        return all(0 <= t < vocab_size for t in self.prompt)
+
+    def take(self, token: int, now: float, stop_ids: frozenset[int], cancel_all: bool) -> str | None:
+        """Record the token just sampled and stream its text; why the request ends here, or None."""
+        self.last_token = token
+        self.generated += 1
+        if self.generated == 1:
+            self.first_token_s = now - self.submitted
+        if self.handle.cancelled or cancel_all:
+            return "cancelled"
+        if token in stop_ids:
+            return "stop"
+        delta = self.detok.push(token)
+        if delta:
+            self.handle.emit(GenText(delta))
+        return "length" if self.generated >= self.max_new else None
+
+    def finish(self, reason: str, now: float) -> GenFinished:
+        """Stream what text the detokenizer still holds (unless cancelled); the closing event."""
+        if reason != "cancelled" and self.detok is not None:
+            rest = self.detok.finish()
+            if rest:
+                self.handle.emit(GenText(rest))
+        completion = len(self.detok.ids) if self.detok is not None else 0
+        return GenFinished(reason=reason, prompt_tokens=len(self.prompt), completion_tokens=completion,
+                           first_token_s=self.first_token_s, total_s=now - self.submitted)
+
 
 def admissible(waiting: Iterable[ScheduledRequest], running: Sequence[ScheduledRequest], *, max_batch: int,
                max_tokens: int, prefill_budget: int) -> int:
@@ -52,6 +81,63 @@ def admissible(waiting: Iterable[ScheduledRequest], running: Sequence[ScheduledR
         in_flight += r.budget
         prompt_tokens += len(r.prompt)
     return count
+
+
+class WaitingLine:
+    """The requests waiting to start, in the order they start: answers before background work (a
+    summary's parts), each first come first served. Its owner holds the lock around every call."""
+
+    def __init__(self) -> None:
+        self._waiting: list[ScheduledRequest] = []  # arrival order
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def in_order(self) -> list[ScheduledRequest]:
+        return sorted(self._waiting, key=lambda r: r.params.background)  # stable: arrival order within each
+
+    def ahead_of_new(self, background: bool) -> int:
+        """How many would start before a request of this kind arriving now."""
+        return len(self._waiting) if background else sum(not r.params.background for r in self._waiting)
+
+    def add(self, request: ScheduledRequest) -> None:
+        self._waiting.append(request)
+
+    def remove(self, request: ScheduledRequest) -> None:
+        self._waiting.remove(request)
+
+    def drain(self) -> list[ScheduledRequest]:
+        """Every waiting request, the line left empty."""
+        waiting = self._waiting
+        self._waiting = []
+        return waiting
+
+    def leave_cancelled(self, everyone: bool) -> list[ScheduledRequest]:
+        """Take out the requests cancelled while waiting (all of them when `everyone`)."""
+        cancelled = [r for r in self._waiting if everyone or r.handle.cancelled]
+        self._waiting = [r for r in self._waiting if not (everyone or r.handle.cancelled)]
+        return cancelled
+
+    def report_positions(self) -> None:
+        """Tell each request whose place in line changed how many are ahead of it now."""
+        for ahead, r in enumerate(self.in_order()):
+            if r.reported_ahead != ahead:
+                r.reported_ahead = ahead
+                r.handle.emit(GenQueued(ahead))
+
+
+def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest],
+               needs_slices: Callable[[ScheduledRequest], bool], *, max_batch: int, max_tokens: int,
+               prefill_budget: int) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
+    """What one round starts, from `line` (in_line's order): the requests that join the batch, or
+    else a background request whose long prompt gets one slice prefilled (`needs_slices`). Never
+    both: a slice waits for a round without newcomers, so answers arriving meanwhile go first."""
+    chosen = line[:admissible(line, running, max_batch=max_batch, max_tokens=max_tokens,
+                              prefill_budget=prefill_budget)]
+    for i, r in enumerate(chosen):
+        if r.params.background and needs_slices(r):
+            return chosen[:i], None if i else r
+    return chosen, None
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Continuous-batching generation: one worker thread owns the model and serves every request at once.
 
 The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker admits
-waiting requests (FIFO, within max_batch, max_tokens_in_flight and a prompt-token budget per
-step), has the executor prefill the newcomers, which join the running batch, then runs one decode
-step that advances every running request by one token. A request leaves at a stop token, its
+waiting requests (answers before background work, each first come first served, within
+max_batch, max_tokens_in_flight and a prompt-token budget per step), has the executor prefill the
+newcomers, which join the running batch (or prefill one slice of a long background prompt),
+then runs one decode step that advances every running request by one token. A request leaves at a stop token, its
 max_new_tokens, or a cancel; the others never notice.
 Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py
 (a GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
@@ -13,7 +14,6 @@ Events cross to the event loop through each request's GenerationHandle (generati
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import threading
@@ -26,9 +26,9 @@ from engine.config import SchedulerConfig
 from engine.runtime.cpu import cpu_count, use_threads
 from engine.runtime.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
-from engine.runtime.executor import Executor, LocalModel, is_device_fault
+from engine.runtime.executor import DeviceFailure, Executor, LocalModel, is_device_fault
 from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
-from engine.runtime.requests import ScheduledRequest, SchedulerStats, admissible
+from engine.runtime.requests import ScheduledRequest, SchedulerStats, WaitingLine, plan_round
 from engine.runtime.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
@@ -40,16 +40,10 @@ log = logging.getLogger(__name__)
 # a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
-
-
-class _DeviceFailure(Exception):
-    """A step broke the device (engine.runtime.executor.is_device_fault): the worker stops. `rows` are the
-    newcomers that were still being prefilled (in neither the queue nor the batch)."""
-
-    def __init__(self, cause: BaseException, rows: list[ScheduledRequest] | None = None):
-        super().__init__(repr(cause))
-        self.cause = cause
-        self.rows = rows or []
+# A background prompt (SamplingParams.background: a summary's part, ~1,750 tokens) is prefilled
+# this many tokens a round where the executor keeps a prefix cache, so an answer asked meanwhile
+# waits for one slice, not the whole prompt.
+WARM_SLICE = 256
 
 
 class GenerationScheduler:
@@ -71,7 +65,7 @@ class GenerationScheduler:
         self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
-        self._queue: collections.deque[ScheduledRequest] = collections.deque()
+        self._queue = WaitingLine()
         self._running: list[ScheduledRequest] = []  # row order of the batch
         self._starting = 0  # admitted, being prefilled
         self._closing = False
@@ -109,10 +103,11 @@ class GenerationScheduler:
             request = ScheduledRequest(id=next(self._ids), prompt=list(prompt_ids), params=params,
                                max_new=max(1, min(params.max_new_tokens, window - len(prompt_ids))),
                                handle=handle, submitted=time.perf_counter())
-            if len(self._queue) >= free:  # it will wait: say so at once
-                request.reported_ahead = len(self._queue) - free
+            before = self._queue.ahead_of_new(params.background)
+            if before >= free:  # it will wait: say so at once
+                request.reported_ahead = before - free
                 handle.emit(GenQueued(request.reported_ahead))
-            self._queue.append(request)
+            self._queue.add(request)
             self._cond.notify()
         return handle
 
@@ -126,8 +121,7 @@ class GenerationScheduler:
             await asyncio.to_thread(self._thread.join)
         else:  # never started: nothing runs, the queued end here
             with self._cond:
-                waiting = list(self._queue)
-                self._queue.clear()
+                waiting = self._queue.drain()
             for request in waiting:
                 self._finish(request, "cancelled")
 
@@ -172,7 +166,7 @@ class GenerationScheduler:
             with torch.inference_mode():
                 while self._serve_once():
                     pass
-        except _DeviceFailure as failure:  # the device is broken: the engine reloads the model
+        except DeviceFailure as failure:  # the device is broken: the engine reloads the model
             self._die(failure.cause, failure.rows, ErrorCode.MODEL_FAULT)
         except BaseException as exc:  # a bug in the loop itself: fail everything, refuse new work
             self._die(exc, [], ErrorCode.GENERATION_FAILED)
@@ -187,8 +181,7 @@ class GenerationScheduler:
         with self._cond:
             self._dead = reference
             self._dead_code = code
-            victims = list({id(r): r for r in (*self._queue, *self._running, *starting)}.values())  # each once
-            self._queue.clear()
+            victims = list({id(r): r for r in (*self._queue.drain(), *self._running, *starting)}.values())  # each once
         self._fail(victims, reference, exc, code)
         try:
             self._drop_batch()
@@ -201,46 +194,68 @@ class GenerationScheduler:
         """One round: drop cancelled, admit, prefill newcomers, one decode step. False = exit."""
         with self._cond:
             while True:
-                cancelled = [r for r in self._queue if r.handle.cancelled or self._cancel_all]
-                for r in cancelled:
-                    self._queue.remove(r)
-                newcomers = self._admit()
-                if cancelled or newcomers or self._running:
+                cancelled = self._queue.leave_cancelled(everyone=self._cancel_all)
+                newcomers, slicing = self._admit()
+                if cancelled or newcomers or slicing or self._running:
                     self._starting = len(newcomers)
                     break
                 if self._closing and not self._queue:
                     return False
                 self._cond.wait()
-            self._report_positions()
+            self._queue.report_positions()
         for r in cancelled:
             self._finish(r, "cancelled")
         if newcomers:
             valid = self._validated(newcomers)
             self._prefill(valid, self._exec.prefill_groups([r.prompt for r in valid]))
+        if slicing is not None:
+            self._warm_slice(slicing)
         if self._running:
             self._decode_step()
         return True
 
-    def _admit(self) -> list[ScheduledRequest]:
-        """Waiting requests that may start now, first come first served (caller holds the lock)."""
+    def _admit(self) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
+        """Waiting requests that may start now, or a background one to prefill a slice of (caller holds the lock)."""
         if self._cancel_all:
-            return []
-        count = admissible(self._queue, self._running, max_batch=self._max_batch, max_tokens=self._max_tokens,
-                           prefill_budget=self._prefill_budget)
-        return [self._queue.popleft() for _ in range(count)]
+            return [], None
+        chosen, slicing = plan_round(self._queue.in_order(), self._running, self._needs_slices,
+                                     max_batch=self._max_batch, max_tokens=self._max_tokens,
+                                     prefill_budget=self._prefill_budget)
+        for r in chosen:
+            self._queue.remove(r)
+        return chosen, slicing
 
-    def _report_positions(self) -> None:
-        for ahead, r in enumerate(self._queue):
-            if r.reported_ahead != ahead:
-                r.reported_ahead = ahead
-                r.handle.emit(GenQueued(ahead))
+    def _needs_slices(self, r: ScheduledRequest) -> bool:
+        return self._exec.can_warm and len(r.prompt) - self._exec.cached_prefix(r.prompt) > WARM_SLICE
+
+    def _warm_slice(self, r: ScheduledRequest) -> None:
+        """Prefill the next WARM_SLICE tokens of a waiting background request into the executor's
+        prefix cache; it stays in line, and joins the batch when the rest fits one slice."""
+        started = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            if not r.in_vocabulary(self._exec.vocab_size):
+                raise ValueError("token id outside the vocabulary")
+            self._exec.warm(r.prompt[:self._exec.cached_prefix(r.prompt) + WARM_SLICE])
+        except Exception as exc:  # noqa: BLE001 - only this request fails; the batch goes on
+            if is_device_fault(exc):
+                raise DeviceFailure(exc) from exc
+            failure = exc
+        elapsed = time.perf_counter() - started
+        with self._cond:
+            self._stats.busy_seconds += elapsed
+            self._stats.prefill_seconds += elapsed
+            if failure is not None:
+                self._queue.remove(r)
+        if failure is not None:
+            self._failed_step([r], failure, "prefill")
 
     def _validated(self, newcomers: list[ScheduledRequest]) -> list[ScheduledRequest]:
         """The newcomers whose token ids the model has; the others fail here, alone: on a GPU an
         id outside the vocabulary is a device-side assert that poisons the whole process."""
         valid = []
         for r in newcomers:
-            if all(0 <= t < self._exec.vocab_size for t in r.prompt):
+            if r.in_vocabulary(self._exec.vocab_size):
                 valid.append(r)
             else:
                 reference = new_reference()
@@ -257,7 +272,7 @@ class GenerationScheduler:
             members = [valid[i] for i in group]
             try:
                 self._prefill_group(members)
-            except _DeviceFailure as failure:  # these and the groups after them never joined
+            except DeviceFailure as failure:  # these and the groups after them never joined
                 failure.rows = [valid[i] for later in groups[k:] for i in later]
                 raise
             with self._cond:
@@ -291,7 +306,7 @@ class GenerationScheduler:
                 self._stats.prompt_tokens += sum(len(r.prompt) for r in newcomers)
         if failure is not None:
             if is_device_fault(failure):
-                raise _DeviceFailure(failure)
+                raise DeviceFailure(failure)
             if len(newcomers) == 1:
                 self._failed_step(newcomers, failure, "prefill")
             else:  # find the one at fault: the others still get their answers
@@ -308,7 +323,7 @@ class GenerationScheduler:
             tokens = self._choose(logits, rows, self._seen.table)
         except Exception as exc:  # noqa: BLE001 - the batch's state is unknown: fail its rows
             if is_device_fault(exc):
-                raise _DeviceFailure(exc) from exc
+                raise DeviceFailure(exc) from exc
             self._failed_step(rows, exc, "decode")
             return
         finally:
@@ -332,21 +347,9 @@ class GenerationScheduler:
         now = time.perf_counter()
         done: list[tuple[ScheduledRequest, str]] = []
         for r, token in zip(rows, tokens.tolist()):
-            r.last_token = token
-            r.generated += 1
-            if r.generated == 1:
-                r.first_token_s = now - r.submitted
-            if r.handle.cancelled or self._cancel_all:
-                done.append((r, "cancelled"))
-                continue
-            if token in self._loaded.stop_token_ids:
-                done.append((r, "stop"))
-                continue
-            delta = r.detok.push(token)
-            if delta:
-                r.handle.emit(GenText(delta))
-            if r.generated >= r.max_new:
-                done.append((r, "length"))
+            reason = r.take(token, now, self._loaded.stop_token_ids, self._cancel_all)
+            if reason is not None:
+                done.append((r, reason))
         with self._cond:
             self._stats.tokens_generated += len(rows)
         if done:
@@ -362,19 +365,14 @@ class GenerationScheduler:
         self._seen.keep(keep, [r.params for r in self._running])
 
     def _finish(self, r: ScheduledRequest, reason: str) -> None:
-        if reason != "cancelled" and r.detok is not None:
-            rest = r.detok.finish()
-            if rest:
-                r.handle.emit(GenText(rest))
-        completion = len(r.detok.ids) if r.detok is not None else 0
-        total = time.perf_counter() - r.submitted
+        finished = r.finish(reason, time.perf_counter())
         with self._cond:
             self._stats.requests_finished += 1
             self._stats.requests_cancelled += reason == "cancelled"
-        r.handle.emit(GenFinished(reason=reason, prompt_tokens=len(r.prompt), completion_tokens=completion,
-                                   first_token_s=r.first_token_s, total_s=total))
+        r.handle.emit(finished)
         log.debug("generation finished", extra={"request": r.id, "reason": reason, "prompt_tokens": len(r.prompt),
-                                               "completion_tokens": completion, "seconds": round(total, 3)})
+                                               "completion_tokens": finished.completion_tokens,
+                                               "seconds": round(finished.total_s, 3)})
 
     def _failed_step(self, rows: list[ScheduledRequest], exc: BaseException, stage: str) -> None:
         reference = new_reference()

@@ -40,6 +40,7 @@ class TorchExecutor:
     torch_threads = 0  # all the configured generation threads
     max_tokens = None  # the cache grows with the batch
     max_rows = None
+    can_warm = False  # no prefix cache: a prompt is prefilled whole when its row joins
 
     def __init__(self, model: torch.nn.Module, device: torch.device, pad_id: int) -> None:
         self._model = model
@@ -50,6 +51,12 @@ class TorchExecutor:
         self._cache_kwarg = "cache" if "cache" in inspect.signature(self._model.forward).parameters \
             else "past_key_values"
         self._kv: KVBatch | None = None
+
+    def cached_prefix(self, prompt: list[int]) -> int:
+        return 0
+
+    def warm(self, tokens: list[int]) -> None:
+        raise NotImplementedError("the torch executor keeps no prefix cache")
 
     def prefill_groups(self, prompts: list[list[int]]) -> list[list[int]]:
         """Indices of `prompts` to prefill together, in order."""
