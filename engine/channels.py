@@ -7,12 +7,12 @@ Persisted with sqlitedict; a thread snapshots the settings it started with (see 
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from engine.config import Config
 from engine.errors import ErrorCode, ParleyError
+from engine.redis_state import open_state_mapping, update_value
 from engine.types import Conversation
 
 LEVELS = ("channel", "workspace")
@@ -62,12 +62,12 @@ class ChannelSettings:
 
 class ChannelSettingsStore:
     """Overrides keyed "platform/workspace" (workspace default) and "platform/workspace/channel",
-    in any MutableMapping: a SqliteDict under data_dir, or Redis shared by several bot processes."""
+    in any MutableMapping: a SqliteDict under data_dir, or Redis shared by several bot processes
+    (each change a compare-and-set there: two processes changing one channel lose neither change)."""
 
     def __init__(self, config: Config, mapping: MutableMapping):
         self.config = config
         self._db = mapping
-        self._lock = threading.Lock()
 
     @staticmethod
     def _key(where: Conversation, level: str) -> str:
@@ -111,22 +111,17 @@ class ChannelSettingsStore:
 
     def set(self, where: Conversation, level: str, key: str, value: str) -> None:
         value = self.validate(key, value)
-        with self._lock:
-            stored = dict(self._db.get(self._key(where, level), {}))
-            stored[key] = value
-            self._db[self._key(where, level)] = stored
+        update_value(self._db, self._key(where, level), lambda stored: {**(stored or {}), key: value})
 
     def reset(self, where: Conversation, level: str, key: str | None) -> None:
-        with self._lock:
-            stored = dict(self._db.get(self._key(where, level), {}))
-            if key is None:
-                stored.clear()
-            elif key in SETTING_HELP:
-                stored.pop(key, None)
-            else:
-                raise ParleyError(ErrorCode.INVALID_REQUEST,
-                                  f"Unknown setting {key!r}. Settings: {', '.join(SETTING_HELP)}.")
-            self._db[self._key(where, level)] = stored
+        if key is not None and key not in SETTING_HELP:
+            raise ParleyError(ErrorCode.INVALID_REQUEST,
+                              f"Unknown setting {key!r}. Settings: {', '.join(SETTING_HELP)}.")
+
+        def without(stored: dict | None) -> dict:
+            return {} if key is None else {k: v for k, v in (stored or {}).items() if k != key}
+
+        update_value(self._db, self._key(where, level), without)
 
     def close(self) -> None:
         close = getattr(self._db, "close", None)
@@ -137,8 +132,6 @@ class ChannelSettingsStore:
 def open_channel_settings(config: Config) -> ChannelSettingsStore:
     """Where config.sessions.backend keeps state: data_dir/settings.sqlite, or Redis (blocking: call it
     in a worker thread)."""
-    from engine.redis_sessions import open_state_mapping
-
     return ChannelSettingsStore(config, open_state_mapping(config, "settings.sqlite", "channel_settings", "settings:"))
 
 

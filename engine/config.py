@@ -70,6 +70,8 @@ class SessionsConfig:
     redis_url_env: str = "PARLEY_REDIS_URL"  # env var naming the Redis URL when backend is redis
     redis_prefix: str = "parley:session:"  # key prefix, so several deployments can share one Redis
     redis_state_prefix: str = "parley:state:"  # key prefix of channel settings and the adapters' thread memory
+    # env var holding a key that signs (HMAC-SHA256) every Redis state value; unset: JSON unsigned
+    redis_hmac_key_env: str = "PARLEY_REDIS_HMAC_KEY"
 
 
 @dataclass
@@ -110,6 +112,9 @@ class KnowledgeConfig:
     order: str = field(default="evidence", metadata=choice("evidence", "fused"))  # how kept passages are ordered
     hybrid: bool = True  # BM25 fused with the embedding search (false: the embedding alone)
     max_ingest_minutes: float = field(default=10.0, metadata=positive())  # embedding work one document may take
+    # An ingest attempt beats every quarter of this; one silent for longer is dead (its process was
+    # killed) and its chunks are cleaned up (engine/knowledge/attempts.py).
+    ingest_lease_seconds: float = field(default=60.0, metadata=at_least(1.0))
     # Ingests as bounded jobs (engine/knowledge/ingest_queue.py): how many index at once, in all and
     # of one person; how many more may wait their turn (past that: QUEUE_FULL).
     max_concurrent_ingests: int = field(default=2, metadata=positive())
@@ -243,6 +248,17 @@ class MetricsConfig:
 
 
 @dataclass
+class HttpApiConfig:
+    """The OpenAI-compatible HTTP API (adapters/http_api): off unless enabled; local unless told."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=positive())
+    max_in_flight: int = field(default=4, metadata=positive())  # requests one key may have running at once
+    max_body_mb: float = field(default=25.0, metadata=positive())  # a request's body (a file upload's too)
+
+
+@dataclass
 class MaintenanceConfig:
     memory_check_minutes: float = field(default=5.0, metadata=positive())
     session_expiry_minutes: float = field(default=60.0, metadata=positive())
@@ -273,6 +289,7 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    http_api: HttpApiConfig = field(default_factory=HttpApiConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     # access[platform][workspace id, "*" = every one; Discord DMs: "dm"] = allow and deny lists, DMs on/off
     access: dict[str, dict[str, AccessRules]] = field(default_factory=dict)

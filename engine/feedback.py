@@ -18,6 +18,7 @@ from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from engine.redis_state import KEEP, update_value
 from engine.vote_tally import MemoryTally, TalliedVote, VoteTally
 
 if TYPE_CHECKING:
@@ -92,8 +93,8 @@ class FeedbackStore:
         self._answers = answers
         self._votes = votes
         self._totals = totals
-        self._lock = threading.Lock()
         self._tally = tally if tally is not None else MemoryTally()
+        self._tally_lock = threading.Lock()  # a MemoryTally is one process's, changed from worker threads
         self._tally.load(self._stored_votes, self._stored_totals)
 
     def _stored_votes(self) -> list[TalliedVote]:
@@ -126,30 +127,32 @@ class FeedbackStore:
         if record is None or at - record.at > RETAIN_DAYS * DAY_S:
             return VoteResult(False, False, positive)
         key = f"{answer_id}|{user}"
-        with self._lock:
-            earlier = self._votes.get(key)
+        scope = f"{record.platform}/{record.workspace}"
+
+        def cast(earlier: dict | None):
             if earlier is not None and earlier["positive"] == positive:
-                return VoteResult(True, False, positive, record.model)  # the same press again
-            scope = f"{record.platform}/{record.workspace}"
-            self._votes[key] = {"positive": positive, "at": at, "model": record.model, "scope": scope,
-                                "comment": earlier.get("comment", "") if earlier else ""}
+                return KEEP  # the same press again
+            return {"positive": positive, "at": at, "model": record.model, "scope": scope,
+                    "comment": earlier.get("comment", "") if earlier else ""}
+
+        earlier, now = update_value(self._votes, key, cast)  # a compare-and-set in Redis
+        if now is earlier:
+            return VoteResult(True, False, positive, record.model)
+        with self._tally_lock:
             if earlier is not None:
-                self._tally.remove(TalliedVote(key, scope, earlier["model"], bool(earlier["positive"]),
-                                               float(earlier["at"])))
+                self._tally.remove(TalliedVote(key, earlier.get("scope", scope), earlier["model"],
+                                               bool(earlier["positive"]), float(earlier["at"])))
             self._tally.add(TalliedVote(key, scope, record.model, positive, at))
-            total = f"{record.model}|{'up' if positive else 'down'}"
-            self._totals[total] = int(self._totals.get(total, 0)) + 1
+        total = f"{record.model}|{'up' if positive else 'down'}"
+        update_value(self._totals, total, lambda n: int(n or 0) + 1)
         return VoteResult(True, True, positive, record.model)
 
     def comment(self, answer_id: str, user: str, text: str) -> bool:
         """Keep what a 👎 presser said was wrong (their vote must be on record)."""
-        key = f"{answer_id}|{user}"
-        with self._lock:
-            vote = self._votes.get(key)
-            if vote is None:
-                return False
-            self._votes[key] = {**vote, "comment": text.strip()[:MAX_COMMENT]}
-        return True
+        said = text.strip()[:MAX_COMMENT]
+        before, _ = update_value(self._votes, f"{answer_id}|{user}",
+                                 lambda vote: KEEP if vote is None else {**vote, "comment": said})
+        return before is not None
 
     def counts(self, now: float, platform: str | None = None, workspace: str | None = None) -> list[FeedbackCounts]:
         """Votes per model over the last day and week: on every answer, or on one workspace's
@@ -230,7 +233,7 @@ class FeedbackBook:
 
 def open_feedback(config: Config) -> FeedbackBook:
     """Where config.sessions.backend keeps state (blocking: call it in a worker thread)."""
-    from engine.redis_sessions import open_state_mapping, open_state_tally
+    from engine.redis_state import open_state_mapping, open_state_tally
 
     ttl = RETAIN_DAYS * DAY_S  # Redis forgets old answers and votes by itself; SQLite is pruned below
     store = FeedbackStore(open_state_mapping(config, "feedback.sqlite", "answers", "feedback:answer:", ttl),

@@ -8,29 +8,31 @@ An answer's turns, the header's timestamps and the index move in one Lua script:
 processes. Past max_turns the oldest turns are folded into the header (a WATCH transaction).
 Every write sets the idle-expiry TTL on the header and the list, so Redis forgets an idle thread
 by itself. A key written by the layout before (a pickled Session at `P K`) is read as it is,
-indexed when a process first opens the store, and converted on its first write.
+converted to this layout once, by the first process to open the store (read by the restricted
+unpickler of engine/state_codec.py, logged); after that a value of the old layout is refused.
 
-RedisMapping is a MutableMapping of other state (channel settings, feedback, adapters' records)
-under a key prefix; its values are pickles, so only trusted code may write to this Redis.
+Other state (channel settings, feedback, records) is in engine/redis_state.py (RedisMapping).
 """
 from __future__ import annotations
 
 import logging
-import pickle
-import re
 import time
-from collections.abc import ItemsView, Iterator, MutableMapping, Sequence, ValuesView
-from typing import Any
+from collections.abc import Sequence
 
 from engine.config import Config
+from engine.redis_state import (BATCH, RedisMapping, glob_escape, as_text, open_state_mapping, open_state_tally,
+                                redis_client)
 from engine.sessions import SessionStore, compacted
+from engine.state_codec import legacy_pickle, refused
 from engine.turns import DEFAULT_MAX_TURNS, NOTHING_FOLDED, Folded, Session, Turn, json_dict, to_json
-from engine.vote_tally import RedisTally
+
+__all__ = ["RedisMapping", "RedisSessions", "open_session_store", "open_state_mapping", "open_state_tally",
+           "redis_client"]
 
 log = logging.getLogger(__name__)
 
-BATCH = 200  # keys fetched per MGET while iterating
-FOLD_TRIES = 5  # a fold (or a conversion) retried when another process wrote to the thread meanwhile
+FOLD_TRIES = 5  # a fold retried when another process wrote to the thread meanwhile
+LAYOUT = "3"  # the marker once every session of the prefix is in the JSON layout
 
 # KEYS: header, turns, index. ARGV: key, now, ttl (0 = none), settings JSON, "set" | "keep", turns...
 # Returns the turns stored, or -1 when the header is in the old layout (convert it first).
@@ -59,24 +61,6 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 """
 
 
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def redis_client(url: str):
-    """A synchronous redis client, checked at once (fail at start with a clear error, not at the
-    first message)."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-    client.ping()
-    return client
-
-
 class RedisSessions:
     """The SessionBackend over Redis (see the module's docstring for the keys)."""
 
@@ -88,7 +72,7 @@ class RedisSessions:
         self._index = f"{prefix}#active"
         self._append_script = client.register_script(_APPEND)
         self._delete_script = client.register_script(_DELETE_IF_IDLE)
-        self._index_old_layout()
+        self._migrate_old_layout()
 
     @classmethod
     def from_url(cls, url: str, prefix: str, ttl_seconds: float | None = None,
@@ -104,11 +88,12 @@ class RedisSessions:
         pipe.hgetall(head)
         pipe.lrange(turns, -self.max_turns, -1)
         fields, rows = pipe.execute(raise_on_error=False)
-        if isinstance(fields, Exception):  # WRONGTYPE: a session of the old layout
-            return self._read_old(key)
+        if isinstance(fields, Exception):  # WRONGTYPE: not this layout (the migration converted them all)
+            log.error("redis session refused: not in the turn-by-turn layout", extra={"session": key})
+            return None
         if not fields:
             return None
-        fields = {_text(k): v for k, v in fields.items()}
+        fields = {as_text(k): v for k, v in fields.items()}
         return Session(key, tuple(Turn.from_json(r) for r in rows), float(fields.get("created_at", 0)),
                        float(fields.get("updated_at", 0)), json_dict(fields.get("settings")),
                        Folded.from_json(fields.get("folded")))
@@ -117,7 +102,7 @@ class RedisSessions:
         raw = self._client.get(self._prefix + key)
         if raw is None:
             return None
-        session = pickle.loads(raw)  # written by this app's earlier versions only
+        session = legacy_pickle(raw)  # the one-time migration only: containers and dataclasses, no calls
         return compacted(Session(key, tuple(session.turns), session.created_at, session.updated_at,
                                  dict(session.settings or {}), getattr(session, "folded", NOTHING_FOLDED)),
                          self.max_turns)
@@ -130,18 +115,14 @@ class RedisSessions:
 
     def _write(self, key: str, turns: Sequence[Turn], settings: str, mode: str, now: float) -> int:
         args = [key, repr(now), self._ttl, settings, mode, *(t.to_json() for t in turns)]
-        for _ in range(FOLD_TRIES):
-            stored = self._append_script(keys=self._keys_of(key), args=args)
-            if stored >= 0:
-                break
-            self._convert(key)
-        else:
-            raise RuntimeError(f"session {key!r} is still in the old layout after {FOLD_TRIES} conversions")
+        stored = self._append_script(keys=self._keys_of(key), args=args)
+        if stored < 0:  # someone wrote a plain value there: refused, never read
+            raise RuntimeError(f"session {key!r} is not in the turn-by-turn layout: refused")
         if stored > self.max_turns:
             self._fold(key)
         return min(stored, self.max_turns)
 
-    def _convert(self, key: str) -> None:
+    def _convert(self, key: str) -> int:
         """Rewrite a session of the old layout in this one (once, whichever process gets there first)."""
         from redis.exceptions import WatchError
 
@@ -149,18 +130,18 @@ class RedisSessions:
         with self._client.pipeline() as pipe:
             try:
                 pipe.watch(head)
-                if _text(pipe.type(head)) != "string":
-                    return  # converted (or deleted) meanwhile
+                if as_text(pipe.type(head)) != "string":
+                    return 0  # converted (or deleted) meanwhile
                 session = self._read_old(key)
                 if session is None:
-                    return
+                    return 0
                 pipe.multi()
                 pipe.delete(head)
                 self._queue_put(pipe, session)
                 pipe.execute()
-                log.info("session converted to the turn-by-turn layout", extra={"session": key})
+                return 1
             except WatchError:
-                return  # another process converted it first
+                return 0  # another process converted it first
 
     def _queue_put(self, pipe, session: Session) -> None:
         head, turns, index = self._keys_of(session.key)
@@ -220,7 +201,7 @@ class RedisSessions:
         return time.time() - self._ttl if self._ttl else "-inf"
 
     def keys(self) -> list[str]:
-        return [_text(k) for k in self._client.zrangebyscore(self._index, self._live_from(), "+inf")]
+        return [as_text(k) for k in self._client.zrangebyscore(self._index, self._live_from(), "+inf")]
 
     def count(self) -> int:
         return int(self._client.zcount(self._index, self._live_from(), "+inf"))
@@ -230,110 +211,31 @@ class RedisSessions:
         return int(self._client.zcount(self._index, since if low == "-inf" else max(since, low), "+inf"))
 
     def expire_idle(self, cutoff: float) -> int:
-        idle = [_text(k) for k in self._client.zrangebyscore(self._index, "-inf", f"({cutoff!r}")]
+        idle = [as_text(k) for k in self._client.zrangebyscore(self._index, "-inf", f"({cutoff!r}")]
         return sum(1 for key in idle if self._delete_script(keys=self._keys_of(key), args=[key, repr(cutoff)]))
 
     def close(self) -> None:
         self._client.close()
 
-    def _index_old_layout(self) -> None:
-        """Index the sessions of the old layout by last activity, once per prefix (the first
-        process to open it; doing it twice is harmless)."""
+    def _migrate_old_layout(self) -> None:
+        """Convert the sessions of the old layout (pickles), once per prefix: the first process to
+        open it (two at once convert each session once: _convert is a WATCH transaction). Logged."""
         marker = f"{self._prefix}#layout"
-        if self._client.exists(marker):
+        if as_text(self._client.get(marker) or b"") == LAYOUT:
             return
-        indexed = 0
-        for raw_key in self._client.scan_iter(match=_glob_escape(self._prefix) + "*", count=BATCH):
-            key = _text(raw_key)[len(self._prefix):]
-            if key.startswith("#") or _text(self._client.type(raw_key)) != "string":
+        converted = 0
+        for raw_key in self._client.scan_iter(match=glob_escape(self._prefix) + "*", count=BATCH):
+            key = as_text(raw_key)[len(self._prefix):]
+            if key.startswith("#") or as_text(self._client.type(raw_key)) != "string":
                 continue
-            session = self._read_old(key)
-            if session is not None:
-                self._client.zadd(self._index, {key: session.updated_at})
-                indexed += 1
-        self._client.set(marker, "2")
-        if indexed:
-            log.info("sessions of the old layout indexed", extra={"count": indexed})
-
-
-class RedisMapping(MutableMapping):
-    """str -> picklable value under a key prefix, over a synchronous redis client."""
-
-    def __init__(self, client, prefix: str, ttl_seconds: float | None = None):
-        self._client = client  # redis.Redis
-        self._prefix = prefix
-        self._ttl = max(1, int(ttl_seconds)) if ttl_seconds else None
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str, ttl_seconds: float | None = None) -> "RedisMapping":
-        return cls(redis_client(url), prefix, ttl_seconds)
-
-    def _key(self, key: str) -> str:
-        return self._prefix + key
-
-    def __getitem__(self, key: str) -> Any:
-        raw = self._client.get(self._key(key))
-        if raw is None:
-            raise KeyError(key)
-        return pickle.loads(raw)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._client.set(self._key(key), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), ex=self._ttl)
-
-    def __delitem__(self, key: str) -> None:
-        if not self._client.delete(self._key(key)):
-            raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and bool(self._client.exists(self._key(key)))
-
-    def _raw_keys(self) -> Iterator[bytes]:
-        return self._client.scan_iter(match=_glob_escape(self._prefix) + "*", count=BATCH)
-
-    def __iter__(self) -> Iterator[str]:
-        cut = len(self._prefix.encode())
-        for raw in self._raw_keys():
-            yield raw[cut:].decode()
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self._raw_keys())
-
-    def _pairs(self) -> Iterator[tuple[str, Any]]:
-        """(key, value) in batches of MGET; a key deleted meanwhile is skipped, not an error."""
-        cut = len(self._prefix.encode())
-        batch: list[bytes] = []
-
-        def flush():
-            for raw_key, raw in zip(batch, self._client.mget(batch)):
-                if raw is not None:
-                    yield raw_key[cut:].decode(), pickle.loads(raw)
-
-        for raw_key in self._raw_keys():
-            batch.append(raw_key)
-            if len(batch) >= BATCH:
-                yield from flush()
-                batch = []
-        if batch:
-            yield from flush()
-
-    def items(self) -> ItemsView:
-        return _Items(self)
-
-    def values(self) -> ValuesView:
-        return _Values(self)
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class _Items(ItemsView):
-    def __iter__(self):
-        return self._mapping._pairs()
-
-
-class _Values(ValuesView):
-    def __iter__(self):
-        return (value for _, value in self._mapping._pairs())
+            try:
+                converted += self._convert(key)
+            except Exception as exc:  # noqa: BLE001 - not a session of ours: refused and dropped
+                refused(raw_key, exc)
+                self._client.delete(raw_key)
+        self._client.set(marker, LAYOUT)
+        log.warning("redis sessions migrated from pickles to JSON", extra={"prefix": self._prefix,
+                                                                          "converted": converted})
 
 
 def open_session_store(config: Config) -> SessionStore:
@@ -348,33 +250,3 @@ def open_session_store(config: Config) -> SessionStore:
         log.info("sessions in redis", extra={"prefix": sessions.redis_prefix})
         return SessionStore(backend)
     return SessionStore.open_sqlite(config.data_path / "sessions.sqlite", sessions.max_turns)
-
-
-def open_state_tally(config: Config, redis_key: str, retain_s: float) -> RedisTally | None:
-    """With `sessions.backend: redis`, a vote tally under redis_state_prefix + `redis_key` shared by
-    every process; None otherwise (the feedback store keeps one in memory)."""
-    sessions = config.sessions
-    if sessions.backend != "redis":
-        return None
-    from engine.limits import redis_url
-
-    url = redis_url(sessions.redis_url_env, "sessions")
-    return RedisTally(redis_client(url), sessions.redis_state_prefix + redis_key, retain_s)
-
-
-def open_state_mapping(config: Config, sqlite_file: str, table: str, redis_key: str,
-                       ttl_seconds: float | None = None) -> MutableMapping:
-    """A mapping of other state (channel settings, feedback, adapters' records), where
-    config.sessions.backend keeps it: table `table` of data_dir/`sqlite_file`, or Redis keys under
-    redis_state_prefix + `redis_key` (blocking: call it in a worker thread)."""
-    sessions = config.sessions
-    if sessions.backend == "redis":
-        from engine.limits import redis_url
-
-        url = redis_url(sessions.redis_url_env, "sessions")
-        return RedisMapping.from_url(url, sessions.redis_state_prefix + redis_key, ttl_seconds)
-    from sqlitedict import SqliteDict
-
-    path = config.data_path / sqlite_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteDict(str(path), tablename=table, autocommit=True)

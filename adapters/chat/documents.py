@@ -56,6 +56,11 @@ class DocRef:
         return Conversation(self.platform, self.workspace, self.channel, "")
 
 
+def doc_refs(stored) -> tuple[DocRef, ...]:
+    """The DocRefs a record holds: kept as themselves (SQLite) or as JSON objects (Redis)."""
+    return tuple(r if isinstance(r, DocRef) else DocRef(**r) for r in stored or ())
+
+
 def parse_docs_args(args: str) -> tuple[str, str]:
     """("list" | "forget" | "cancel" | "help", NAME)."""
     words = args.strip().split(None, 1)
@@ -172,7 +177,7 @@ class SharedDocuments:
             ref = DocRef(where.platform, where.workspace, where.documents_at, clean_filename(file.name),
                          hashlib.sha256(data).hexdigest(), user.id)
             for key in keys:
-                known = await self.records.get(key) or ()
+                known = doc_refs(await self.records.get(key))
                 await self.records.put(key, tuple(r for r in known if r.filename != ref.filename) + (ref,))
             return data
 
@@ -180,7 +185,7 @@ class SharedDocuments:
 
     async def forget(self, key: str) -> list[str]:
         """Forget the documents recorded under `key` (the file or message went); their names."""
-        refs = await self.records.pop(key) or ()
+        refs = doc_refs(await self.records.pop(key))
         forgotten = []
         for ref in refs:
             try:

@@ -1,9 +1,10 @@
 """Where thread memory is kept: a SqliteDict file (one process) or Redis (several processes).
 
-SqliteDict: loaded whole at open; writes go to a worker thread behind the caller's back, since
-this process's memory already decided. Redis: nothing is loaded; a thread another process
-started is looked up on demand, and a claim is SET NX, so of two processes handed the same
-event only one takes it.
+SqliteDict (WAL, synchronous=NORMAL): loaded whole at open; every write is awaited (written
+through), so a claim that decides "answer this once" is on disk before the answer starts, and a
+kill -9 right after cannot make a restarted process answer the same event again. Redis: nothing
+is loaded; a thread another process started is looked up on demand, and a claim is SET NX, so of
+two processes handed the same event only one takes it.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from adapters.chat.thread_record import ThreadRecord
+from engine.sqlite_files import open_sqlitedict
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +25,13 @@ class SqliteMemoryStore:
         self.path = path
         self._threads = None  # SqliteDict tables, once open
         self._seen = None
-        self._pending: set[asyncio.Task] = set()
 
     async def load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
         return await asyncio.to_thread(self._load, thread_ttl_s, seen_ttl_s)
 
     def _load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
-        from sqlitedict import SqliteDict
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._threads = SqliteDict(str(self.path), tablename="threads", autocommit=True)
-        self._seen = SqliteDict(str(self.path), tablename="seen", autocommit=True)
+        self._threads = open_sqlitedict(self.path, "threads")
+        self._seen = open_sqlitedict(self.path, "seen")
         threads = {}
         for key, value in self._threads.items():  # (workspace, parent, at); older files kept `at` alone
             threads[key] = ThreadRecord("", "", float(value)) if isinstance(value, (int, float)) \
@@ -50,31 +48,26 @@ class SqliteMemoryStore:
         return None  # loaded whole: what is not in memory is not stored either
 
     async def put_thread(self, key: str, record: ThreadRecord, ttl_s: float) -> None:
-        self._write(self._threads, key, (record.workspace, record.parent, record.at))
+        await self._write(self._threads, key, (record.workspace, record.parent, record.at))
 
     async def claim(self, key: str, at: float, ttl_s: float) -> bool:
-        self._write(self._seen, key, at)
+        await self._write(self._seen, key, at)  # on disk before the caller acts on the claim
         return True
 
-    def _write(self, db, key: str, value) -> None:
+    async def _write(self, db, key: str, value) -> None:
         if db is None:
             return
 
         def put() -> None:
             db[key] = value
+            db.commit(blocking=True)  # autocommit queues it: wait until SQLite has it
 
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(put))
-        self._pending.add(task)
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("could not persist thread memory", exc_info=task.exception())
+        try:
+            await asyncio.to_thread(put)
+        except Exception:  # noqa: BLE001 - memory still decided; the file is behind until the next write
+            log.error("could not persist thread memory", exc_info=True)
 
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
         dbs = [db for db in (self._threads, self._seen) if db is not None]
         self._threads = None
         self._seen = None

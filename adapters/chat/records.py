@@ -3,7 +3,8 @@ deleting the file or its message forgets it), and which conversation a DM is in 
 
 A SqliteDict file under data_dir (one process), or Redis under the state prefix when several
 processes serve one app (`sessions.backend: redis`). The store blocks, so every call runs in a
-worker thread; values are small dataclasses or tuples (pickled, as the session store does).
+worker thread; values are small: in Redis they are JSON (a dataclass comes back as a dict, a tuple
+as a list: the reader rebuilds them), never pickles (engine/redis_state.py).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class Records:
-    """str -> picklable value, persisted; opened lazily on first use so tests and starts stay light."""
+    """str -> JSON-able value, persisted; opened lazily on first use so tests and starts stay light."""
 
     def __init__(self, open_mapping: Callable[[], MutableMapping], name: str):
         self._open_mapping = open_mapping
@@ -50,7 +51,7 @@ class Records:
         mapping = self._mapping
         self._mapping = None
         # Duck-typed on purpose: open_state_mapping gives a plain MutableMapping, a SqliteDict
-        # (third-party, has close) or engine.redis_sessions.RedisMapping (has none).
+        # (third-party, has close) or engine.redis_state.RedisMapping (has close too).
         close = getattr(mapping, "close", None)
         if close is not None:
             await asyncio.to_thread(close)
@@ -59,7 +60,7 @@ class Records:
 def open_records(config: Config, platform: str, name: str) -> Records:
     """The `name` records of one platform's adapter, kept where config.sessions.backend says."""
     def open_mapping() -> MutableMapping:
-        from engine.redis_sessions import open_state_mapping
+        from engine.redis_state import open_state_mapping
 
         return open_state_mapping(config, f"{platform}_records.sqlite", name, f"{platform}:{name}:")
 

@@ -1,0 +1,146 @@
+"""Several processes over one real redis-server behave as one: no value is a pickle (a planted one
+runs nothing and is refused), signed values hold, two clients changing the same settings, votes or
+thread lose nothing, and thread memory's claim is on disk before the answer it allows."""
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_config
+from engine.channels import ChannelSettingsStore
+from engine.feedback import AnswerRecord, FeedbackStore
+from engine.redis_sessions import RedisSessions
+from engine.redis_state import RedisMapping, redis_client
+from engine.sessions import SessionStore
+from engine.sqlite_files import open_sqlitedict, sqlite_pragmas
+from engine.state_codec import StateCodec
+from engine.turns import Turn
+from engine.types import Conversation
+from ops_servers import redis_server
+
+WHERE = Conversation("slack", "T1", "C1", "")
+
+
+class Payload:
+    """What an attacker with write access to Redis plants: unpickling it would create `path`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+def hammer(*jobs) -> None:
+    """Run the jobs at once, one thread each (as two processes' worker threads would)."""
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+
+def test_a_planted_pickle_runs_nothing_and_is_refused(tmp_path, caplog):
+    before_start, after_start, as_session = (tmp_path / f"pwned-{n}" for n in range(3))
+    with redis_server(tmp_path / "redis") as url:
+        client = redis_client(url)
+        client.set("p:settings:slack/T1", pickle.dumps(Payload(before_start)))  # planted before a start
+        client.set("s:slack/T1/C1/x", pickle.dumps(Payload(as_session)))
+        settings = ChannelSettingsStore(make_config(tmp_path), RedisMapping(client, "p:settings:"))
+        sessions = SessionStore(RedisSessions(client, "s:"))
+        assert "redis values migrated to JSON" in caplog.text  # the one migration: the operator sees it
+        client.set("p:settings:slack/T1/C1", pickle.dumps(Payload(after_start)))  # planted while running
+        assert settings.effective(WHERE).origins["prompt"] == "default", "the planted values are not used"
+        assert sessions.get("slack/T1/C1/x") is None
+        RedisMapping(client, "p:settings:")  # another process starts: no second migration reads it
+        assert not any(path.exists() for path in (before_start, after_start, as_session)), "no code ran"
+        assert "redis value refused" in caplog.text
+        settings.set(WHERE, "channel", "length", "long")  # the engine's own values are JSON
+        assert client.get("p:settings:slack/T1/C1") == b'{"length":"long"}'
+        client.close()
+
+
+def test_with_an_hmac_key_unsigned_or_moved_values_are_refused(tmp_path, caplog):
+    with redis_server(tmp_path / "redis") as url:
+        client = redis_client(url)
+        client.set("p:slack/T1/C1", b'{"prompt":"planted"}')  # written before the key was configured
+        signed = RedisMapping(client, "p:", codec=StateCodec(b"k" * 32))  # signed at the migration
+        assert signed["slack/T1/C1"] == {"prompt": "planted"}
+        signed["slack/T1/C2"] = {"prompt": "mine"}
+        assert client.get("p:slack/T1/C2").startswith(b"h1:")
+        client.set("p:slack/T1/C3", b'{"prompt":"injected"}')  # no key: refused
+        client.set("p:slack/T1/C4", client.get("p:slack/T1/C2"))  # a signed value moved to another key
+        assert "slack/T1/C3" not in dict(signed.items()) and signed.get("slack/T1/C4") is None
+        assert signed["slack/T1/C2"] == {"prompt": "mine"}
+        assert caplog.text.count("redis value refused") >= 2
+        client.close()
+
+
+def test_two_clients_changing_settings_votes_and_a_thread_lose_nothing(tmp_path):
+    config = make_config(tmp_path)
+    with redis_server(tmp_path / "redis") as url:
+        stores = [ChannelSettingsStore(config, RedisMapping.from_url(url, "p:settings:")) for _ in range(2)]
+        keys = ("prompt", "length", "scope", "reply")
+        values = {"prompt": "be brief", "length": "long", "scope": "workspace", "reply": "all"}
+        hammer(*(lambda s=s, k=k: [s.set(WHERE, "channel", k, values[k]) for _ in range(20)]
+                 for s, k in zip(stores * 2, keys)))
+        assert {k: stores[0].effective(WHERE).as_dict()[k] for k in keys} == values
+
+        books = [FeedbackStore(*(RedisMapping.from_url(url, f"f:{t}:") for t in ("a", "v", "t"))) for _ in range(2)]
+        books[0].register(AnswerRecord("A1", "slack", "T1", "C1", "m", False, 1.0, time.time()))
+        hammer(*(lambda b=b, n=n: [b.vote("A1", f"U{n}-{i}", True, time.time()) for i in range(40)]
+                 for n, b in enumerate(books)))
+        totals = redis_client(url).mget("f:t:m|up")
+        assert totals == [b"80"], "every press counted once, by both processes together"
+
+        sessions = [RedisSessions.from_url(url, "s:", max_turns=1000) for _ in range(2)]
+        hammer(*(lambda s=s, n=n: [s.append("slack/T1/C1/t", [Turn("user", f"{n}-{i}", "U1", time.time())], None,
+                                            time.time()) for i in range(100)] for n, s in enumerate(sessions)))
+        kept = [t.text for t in sessions[1].read("slack/T1/C1/t").turns]
+        assert sorted(kept) == sorted(f"{n}-{i}" for n in range(2) for i in range(100))
+
+
+CLAIM_THEN_DIE = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from adapters.chat.memory import ThreadMemory
+from adapters.chat.memory_stores import SqliteMemoryStore
+
+async def main():
+    memory = ThreadMemory(SqliteMemoryStore(Path(sys.argv[1])), 3600)
+    await memory.open()
+    if await memory.claim("answer:C1:1.0"):
+        os.kill(os.getpid(), signal.SIGKILL)  # right as the answer would start
+
+asyncio.run(main())
+"""
+
+
+def test_the_claim_is_on_disk_before_the_answer_it_allows(tmp_path):
+    from adapters.chat.memory import ThreadMemory
+    from adapters.chat.memory_stores import SqliteMemoryStore
+
+    path = tmp_path / "slack_state.sqlite"
+    done = subprocess.run([sys.executable, "-c", CLAIM_THEN_DIE, str(path)], cwd=ROOT, timeout=60)
+    assert done.returncode == -9
+
+    async def restarted() -> bool:
+        memory = ThreadMemory(SqliteMemoryStore(path), 3600)
+        await memory.open()
+        try:
+            return await memory.claim("answer:C1:1.0")
+        finally:
+            await memory.close()
+
+    assert asyncio.run(restarted()) is False, "the restarted process does not answer the event again"
+    db = open_sqlitedict(tmp_path / "other.sqlite", "t")
+    assert sqlite_pragmas(db) == ("wal", 1)  # WAL, synchronous=NORMAL
+    db.close()
