@@ -156,13 +156,13 @@ class Engine:
 
     async def _start_operations(self) -> None:
         """The memory monitor, maintenance tasks and (when enabled) the metrics endpoint."""
-        from engine.maintenance import Maintenance
+        from engine.maintenance import Maintenance, open_leader
         from engine.monitor import MemoryMonitor
 
         monitor = MemoryMonitor(self.config.maintenance, self.lineup.backends)
         self.admission.watch(monitor)
         self.maintenance = Maintenance(self.config.maintenance, monitor=monitor, sessions=self.sessions,
-                                       knowledge=self.knowledge,
+                                       knowledge=self.knowledge, leader=open_leader(self.config),
                                        idle_expiry_hours=self.config.sessions.idle_expiry_hours)
         self.maintenance.start()
         if self.config.metrics.enabled:

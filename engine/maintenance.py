@@ -12,11 +12,14 @@ import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from engine.config import MaintenanceConfig
+from engine.leader import Leader, LocalLeader, open_leader
 from engine.monitor import MemoryMonitor
 from engine.sessions import SessionStore
 
 if TYPE_CHECKING:
     from engine.knowledge import KnowledgeBase
+
+__all__ = ["Maintenance", "open_leader"]
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,9 @@ class Maintenance:
     """The periodic jobs over the memory monitor, the session store and the knowledge base."""
 
     def __init__(self, config: MaintenanceConfig, *, monitor: MemoryMonitor | None, sessions: SessionStore | None,
-                 knowledge: KnowledgeBase | None, idle_expiry_hours: float):
+                 knowledge: KnowledgeBase | None, idle_expiry_hours: float, leader: Leader | None = None):
         self.config = config
+        self.leader: Leader = leader or LocalLeader()  # the knowledge check runs on one replica
         self.monitor = monitor
         self.sessions = sessions
         self.knowledge = knowledge
@@ -55,6 +59,7 @@ class Maintenance:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.leader.close()
 
     async def _every(self, name: str, interval: float, job: Callable[[], Awaitable[object]], at_start: bool) -> None:
         if not at_start:
@@ -87,9 +92,12 @@ class Maintenance:
         knowledge = self.knowledge
         if knowledge is None:
             return {}
-        if inspect.iscoroutinefunction(knowledge.check):
-            result = await knowledge.check()
-        else:
-            result = await asyncio.to_thread(knowledge.check)
+        async with self.leader.lead("knowledge-check") as leading:
+            if not leading:  # another replica checks the shared store now
+                return {"skipped": "another replica leads the check"}
+            if inspect.iscoroutinefunction(knowledge.check):
+                result = await knowledge.check()
+            else:
+                result = await asyncio.to_thread(knowledge.check)
         log.info("knowledge check done", extra={"result": result})
         return result

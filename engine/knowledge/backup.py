@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.knowledge.attempts import Attempt, live_attempts
 from engine.knowledge.vector_store import ChunkPage, DocumentRecord, VectorStore
 
 log = logging.getLogger(__name__)
@@ -115,24 +116,35 @@ def restore(store: VectorStore, source: Path, *, embedder_name: str) -> dict:
             "backup_created_at": manifest["created_at"]}
 
 
-def check(store: VectorStore, *, repair: bool = True) -> dict:
+def check(store: VectorStore, *, repair: bool = True, lease_s: float = 60.0) -> dict:
     """Every chunk must have a finite unit embedding and belong to the live version of a
     registered document, and every document must have all its chunks. With repair, orphan
-    chunks are deleted and broken documents removed (their names are reported, to re-share)."""
+    chunks are deleted and broken documents removed (their names are reported, to re-share).
+
+    Chunks of a live ingest attempt (attempts.py: it beat within `lease_s`), on this replica or
+    another, are in progress, not orphans; before anything is removed the attempts and then the
+    registry are read again, so an attempt that registered during the scan keeps its chunks."""
     started = time.perf_counter()
     records = {r.doc_id: r for r in store.find_documents()}
-    orphans: list[str] = []
+    alive = live_attempts(store, lease_s)
+    orphans: list[tuple[str, str, int, str]] = []  # (chunk id, doc_id, version, attempt)
     bad_vectors: list[str] = []
     live_counts: dict[str, int] = {}
     dimension = None
     total = 0
+    in_progress = 0
     for page in store.iter_chunks(embeddings=True):
         vectors = page.embeddings
         for i, (cid, meta) in enumerate(zip(page.ids, page.metadatas)):
             total += 1
-            doc = records.get((meta or {}).get("doc_id"))
+            meta = meta or {}
+            doc = records.get(meta.get("doc_id"))
             if doc is None or int(meta.get("version", -1)) != doc.version:
-                orphans.append(cid)
+                if meta.get("attempt") in alive:
+                    in_progress += 1
+                else:
+                    orphans.append((cid, str(meta.get("doc_id")), int(meta.get("version", -1)),
+                                    str(meta.get("attempt", ""))))
                 continue
             vector = None if vectors is None else np.asarray(vectors[i], dtype=np.float32)
             dimension = dimension or (None if vector is None else vector.shape[0])
@@ -143,16 +155,39 @@ def check(store: VectorStore, *, repair: bool = True) -> dict:
             live_counts[doc.doc_id] = live_counts.get(doc.doc_id, 0) + 1
     broken = [r for r in records.values() if live_counts.get(r.doc_id, 0) != r.chunks]
     if repair:
-        store.delete_chunk_ids(orphans)
-        for doc in broken:
-            store.unregister(doc.doc_id)
-            store.delete_document_chunks(doc.doc_id)
-            log.warning("broken document removed", extra={"file": doc.filename, "doc_id": doc.doc_id,
-                                                          "expected": doc.chunks, "found": live_counts.get(doc.doc_id, 0)})
-    result = {"documents": len(records), "chunks": total, "orphans": len(orphans),
+        orphans = _still_orphans(store, orphans, lease_s)
+        store.delete_chunk_ids([o[0] for o in orphans])
+        broken = [doc for doc in broken if _remove_broken(store, doc, lease_s)]
+    result = {"documents": len(records), "chunks": total, "orphans": len(orphans), "in_progress": in_progress,
               "bad_embeddings": len(bad_vectors),
               "broken_documents": [f"{d.platform}/{d.workspace}/{d.channel}/{d.filename}" for d in broken],
               "repaired": repair, "ok": not (orphans or bad_vectors or broken),
               "seconds": round(time.perf_counter() - started, 2)}
     log.info("knowledge check", extra={k: v for k, v in result.items() if k != "broken_documents"})
     return result
+
+
+def _still_orphans(store: VectorStore, orphans: list[tuple[str, str, int, str]],
+                   lease_s: float) -> list[tuple[str, str, int, str]]:
+    """The orphans found by the scan that are orphans still: attempts read before the registry,
+    so an attempt that ended by registering is seen in one or the other."""
+    if not orphans:
+        return orphans
+    alive = live_attempts(store, lease_s)
+    live = {r.doc_id: r.version for r in store.find_documents()}
+    return [o for o in orphans if o[3] not in alive and live.get(o[1]) != o[2]]
+
+
+def _remove_broken(store: VectorStore, doc: DocumentRecord, lease_s: float) -> bool:
+    """Remove a document missing chunks, holding its claim, if it is still the version found
+    broken (an ingest of a new version, here or on another replica, is left to finish)."""
+    with Attempt(store, lease_s) as attempt:
+        if not attempt.try_claim(doc.doc_id):
+            return False
+        current = store.get_document(doc.doc_id)
+        if current is None or current.version != doc.version:
+            return False
+        store.unregister(doc.doc_id)
+        store.delete_document_chunks(doc.doc_id)
+    log.warning("broken document removed", extra={"file": doc.filename, "doc_id": doc.doc_id, "expected": doc.chunks})
+    return True

@@ -3,8 +3,9 @@ embed), then stored as the document's next version and registered.
 
 Atomic ingest: a file's chunks are written under a version that no search returns until the
 registry names it live; on any failure they are deleted again, and a crash in between leaves
-only unregistered chunks, which check() removes. The superseded version's chunks go once the
-new one is live.
+only unregistered chunks of a dead attempt (attempts.py), which check() removes. Replicas
+sharing a Chroma server take turns per document through its claim, and register by
+compare-and-set. The superseded version's chunks go once the new one is live.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError, file_too_large
+from engine.knowledge.attempts import Attempt, dead_leftovers
 from engine.knowledge.embedder import Embedder
 from engine.knowledge.ingesting import Emit, IngestJob, IngestJobs, Prepared, prepare
 from engine.knowledge.lexical import DocumentTerms, LexicalIndex
@@ -175,47 +177,68 @@ class Ingestor:
 
     def _store(self, draft: DocumentRecord, prepared: Prepared, emit: Emit, job: IngestJob) -> IngestResult:
         """Store a document's chunks as its next version, then register it: the commit point. Which
-        document it is (place) is decided here, under the write lock, against the registry as it is."""
-        drafts = prepared.drafts
-        with self._write_lock:
+        document it is (place) is decided here, holding its claim, against the registry as it is."""
+        with self._write_lock, Attempt(self.store, self.config.ingest_lease_seconds) as attempt:
+            placed = self._claim(draft, attempt, job)
+            if isinstance(placed, IngestResult):
+                return placed
+            return self._commit(draft, prepared, placed, attempt, emit, job)
+
+    def _claim(self, draft: DocumentRecord, attempt: Attempt, job: IngestJob) -> Placement | IngestResult:
+        """The upload's placement, its document claimed by `attempt`; or the duplicate it turned out
+        to be. Another replica's attempt at the same document is waited for, then placed after."""
+        while True:
             duplicate = self._find_duplicate(draft.scope, draft.sha256)  # another upload of it may have won the race
             if duplicate is not None:
                 return duplicate
             placed = place(self.store.documents_in(draft.scope), draft.scope, draft.filename, draft.uploader)
-            name = placed.filename
-            doc_id = placed.doc_id
-            previous = placed.previous
-            version = previous.version + 1 if previous else 1
-            self.store.delete_version(doc_id, version)  # leftovers of a crashed attempt at this version
-            visibility = visibility_of(draft.visibility, previous)
-            record = dataclasses.replace(draft, doc_id=doc_id, filename=name, shared_as=placed.shared_as,
-                                         version=version, visibility=visibility)
-            base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
-                    "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
-                    "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind,
-                    "visibility": visibility}
-            metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
-                         for d in drafts]
-            ids = [chunk_id(doc_id, version, d.index) for d in drafts]
+            attempt.claim(placed.doc_id, job.check)
+            # Holding the claim, the registry cannot change under us: place again as it is now.
+            again = place(self.store.documents_in(draft.scope), draft.scope, draft.filename, draft.uploader)
+            if again == placed and self._find_duplicate(draft.scope, draft.sha256) is None:
+                return placed
+            attempt.release()
+
+    def _commit(self, draft: DocumentRecord, prepared: Prepared, placed: Placement, attempt: Attempt,
+                emit: Emit, job: IngestJob) -> IngestResult:
+        drafts = prepared.drafts
+        name = placed.filename
+        doc_id = placed.doc_id
+        previous = placed.previous
+        live = previous.version if previous else 0
+        self.store.delete_chunk_ids(dead_leftovers(self.store, doc_id, live, attempt.lease_s))
+        version = max([live, *(v for _, v, _ in self.store.chunk_attempts(doc_id))]) + 1
+        visibility = visibility_of(draft.visibility, previous)
+        record = dataclasses.replace(draft, doc_id=doc_id, filename=name, shared_as=placed.shared_as,
+                                     version=version, visibility=visibility)
+        base = {"platform": draft.platform, "workspace": draft.workspace, "channel": draft.channel,
+                "file": name, "uploader": draft.uploader, "uploaded_at": draft.uploaded_at,
+                "sha256": draft.sha256, "version": version, "doc_id": doc_id, "kind": draft.kind,
+                "visibility": visibility, "attempt": attempt.id}
+        metadatas = [{**base, "page": d.page or 0, "chunk": d.index, "label": d.label, "heading": d.heading}
+                     for d in drafts]
+        ids = [chunk_id(doc_id, version, d.index, attempt.id) for d in drafts]
+        try:
+            emit("storing", 0, len(ids), "chunks")
+            self.store.add_chunks(ids, prepared.vectors, [d.text for d in drafts], metadatas)
+            job.check()  # a cancel that came while storing: undone below, never registered
+            if not self.store.register_claimed(record, attempt.id, live):  # the commit point
+                raise ParleyError(ErrorCode.INTERNAL, f"Another upload of {name} was stored at the same moment, "
+                                                      "so this one was not kept. Please share it again.")
+            self._on_commit()
+            self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
+        except BaseException as exc:
+            self._undo(doc_id, attempt.id, name)
+            if isinstance(exc, ParleyError):
+                raise
+            log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
+            raise ParleyError(ErrorCode.INTERNAL, f"{name} could not be stored; nothing of it was kept.") from exc
+        emit("storing", len(ids), len(ids), "chunks")
+        if previous is not None:
             try:
-                emit("storing", 0, len(ids), "chunks")
-                self.store.add_chunks(ids, prepared.vectors, [d.text for d in drafts], metadatas)
-                job.check()  # a cancel that came while storing: undone below, never registered
-                self.store.register(record)  # the commit point
-                self._on_commit()
-                self.lexical.put(doc_id, DocumentTerms.build(version, ids, [d.embedded_text for d in drafts]))
-            except BaseException as exc:
-                self._undo(doc_id, version, name)
-                if isinstance(exc, ParleyError):
-                    raise
-                log.error("ingest failed while storing", extra={"file": name}, exc_info=exc)
-                raise ParleyError(ErrorCode.INTERNAL, f"{name} could not be stored; nothing of it was kept.") from exc
-            emit("storing", len(ids), len(ids), "chunks")
-            if previous is not None:
-                try:
-                    self.store.delete_other_versions(doc_id, keep=version)
-                except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
-                    log.warning("old version not deleted", extra={"file": name}, exc_info=True)
+                self.store.delete_older_versions(doc_id, keep=version)
+            except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
+                log.warning("old version not deleted", extra={"file": name}, exc_info=True)
         return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
                             sections=draft.sections, shared_as=placed.shared_as)
 
@@ -226,8 +249,8 @@ class Ingestor:
         return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
                             duplicate=True, sections=doc.sections)
 
-    def _undo(self, doc_id: str, version: int, name: str) -> None:
+    def _undo(self, doc_id: str, attempt: str, name: str) -> None:
         try:
-            self.store.delete_version(doc_id, version)
+            self.store.delete_attempt(doc_id, attempt)
         except Exception:  # noqa: BLE001 - unregistered chunks are never retrieved; check() removes them
             log.error("could not remove a failed ingest's chunks", extra={"file": name}, exc_info=True)

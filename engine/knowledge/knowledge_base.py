@@ -325,7 +325,7 @@ class KnowledgeBase:
 
         with self._write_lock:
             self._forget_live()
-            return check(self.store, repair=repair)
+            return check(self.store, repair=repair, lease_s=self.config.ingest_lease_seconds)
 
     def _embedder_name(self) -> str:
         return self._embedder.name if self._embedder is not None else "all-MiniLM-L6-v2"

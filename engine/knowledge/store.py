@@ -2,8 +2,11 @@
 collection registering live documents.
 
 Both collections live in the same Chroma (embedded PersistentClient or a server), so several
-Parley processes sharing one Chroma server see the same documents. Chroma's client, its
-collections and its `where` filters stay in this module.
+Parley processes sharing one Chroma server see the same documents. A third collection holds the
+ingest attempts' heartbeats and the per-document claims (attempts.py): Chroma ignores an `add`
+of an id it holds, so adding a claim and reading it back is an atomic insert-if-absent, and a
+delete by id and `where` removes a claim only while the same attempt holds it. Chroma's client,
+its collections and its `where` filters stay in this module.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CHUNKS = "parley_chunks"
 DOCUMENTS = "parley_documents"
+ATTEMPTS = "parley_attempts"
 _REGISTRY_VECTOR = [1.0]  # registry entries are looked up by id and metadata, never by vector
 PAGE_SIZE = 2000
 UNFILTERED_FACTOR = 3  # see ChromaStore._nearest
@@ -66,6 +70,7 @@ class ChromaStore:
         self._documents_name = documents_name
         self.chunks = self._collection(chunks_name, cosine=True)
         self.documents = self._collection(documents_name, cosine=False)
+        self.attempts = self._collection(ATTEMPTS, cosine=False)
         self._add_scope_keys()
 
     def _add_scope_keys(self) -> None:
@@ -135,6 +140,53 @@ class ChromaStore:
         self.register(updated)
         return updated
 
+    # ---- ingest attempts: heartbeats and per-document claims (attempts.py) ----------------------
+
+    def beat(self, attempt: str, doc_id: str) -> None:
+        """The attempt is alive now (wall clock: the replicas' clocks are kept in step by NTP)."""
+        self.attempts.upsert(ids=[f"attempt-{attempt}"], embeddings=[_REGISTRY_VECTOR],
+                             metadatas=[{"kind": "attempt", "doc_id": doc_id, "beat": time.time()}])
+
+    def end_attempt(self, attempt: str) -> None:
+        self.attempts.delete(ids=[f"attempt-{attempt}"])
+
+    def attempt_beats(self) -> dict[str, float]:
+        """attempt id -> when it last beat, of every attempt record."""
+        got = self.attempts.get(where={"kind": "attempt"}, include=["metadatas"])
+        return {cid.removeprefix("attempt-"): float(m["beat"]) for cid, m in zip(got["ids"], got["metadatas"])}
+
+    def claim(self, doc_id: str, attempt: str) -> str:
+        """Claim the document for `attempt` unless another holds it; returns the holder ("" if none now)."""
+        key = f"claim-{doc_id}"
+        self.attempts.add(ids=[key], embeddings=[_REGISTRY_VECTOR],
+                          metadatas=[{"kind": "claim", "doc_id": doc_id, "attempt": attempt}])
+        got = self.attempts.get(ids=[key], include=["metadatas"])
+        return str(got["metadatas"][0]["attempt"]) if got["ids"] else ""
+
+    def release(self, doc_id: str, attempt: str) -> None:
+        """Remove the document's claim if `attempt` (still) holds it."""
+        self.attempts.delete(ids=[f"claim-{doc_id}"], where={"attempt": attempt})
+
+    def claims(self) -> dict[str, str]:
+        """doc_id -> the attempt holding its claim."""
+        got = self.attempts.get(where={"kind": "claim"}, include=["metadatas"])
+        return {str(m["doc_id"]): str(m["attempt"]) for m in got["metadatas"]}
+
+    def register_claimed(self, record: DocumentRecord, attempt: str, expected: int) -> bool:
+        """Register `record` only if `attempt` holds the document's claim and its live version is
+        still `expected` (0: none): the compare-and-set an ingest commits with."""
+        if self.claims_of(record.doc_id) != attempt:
+            return False
+        current = self.get_document(record.doc_id)
+        if (current.version if current is not None else 0) != expected:
+            return False
+        self.register(record)
+        return True
+
+    def claims_of(self, doc_id: str) -> str:
+        got = self.attempts.get(ids=[f"claim-{doc_id}"], include=["metadatas"])
+        return str(got["metadatas"][0]["attempt"]) if got["ids"] else ""
+
     # ---- chunks ------------------------------------------------------------------------------
 
     def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str],
@@ -160,13 +212,18 @@ class ChromaStore:
         self.delete_chunk_ids(ids)
         return len(ids)
 
-    def delete_version(self, doc_id: str, version: int) -> int:
-        """The chunks of one version of a document (a failed or crashed attempt at it)."""
-        return self._delete_where({"$and": [{"doc_id": doc_id}, {"version": version}]})
+    def delete_attempt(self, doc_id: str, attempt: str) -> int:
+        """The chunks one ingest attempt wrote (never another attempt's, at any version)."""
+        return self._delete_where({"$and": [{"doc_id": doc_id}, {"attempt": attempt}]})
 
-    def delete_other_versions(self, doc_id: str, keep: int) -> int:
-        """The chunks of every version of a document but `keep` (the superseded ones)."""
-        return self._delete_where({"$and": [{"doc_id": doc_id}, {"version": {"$ne": keep}}]})
+    def delete_older_versions(self, doc_id: str, keep: int) -> int:
+        """The chunks of the versions of a document before `keep` (the superseded ones)."""
+        return self._delete_where({"$and": [{"doc_id": doc_id}, {"version": {"$lt": keep}}]})
+
+    def chunk_attempts(self, doc_id: str) -> list[tuple[str, int, str]]:
+        """(chunk id, version, attempt id or "" for chunks from before attempts) of a document's chunks."""
+        got = self.chunks.get(where={"doc_id": doc_id}, include=["metadatas"])
+        return [(cid, int(m.get("version", 0)), str(m.get("attempt", ""))) for cid, m in zip(got["ids"], got["metadatas"])]
 
     def delete_document_chunks(self, doc_id: str) -> int:
         return self._delete_where({"doc_id": doc_id})

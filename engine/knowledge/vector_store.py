@@ -86,8 +86,10 @@ def document_id(scope: Scope, filename: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
 
 
-def chunk_id(doc_id: str, version: int, index: int) -> str:
-    return f"{doc_id}-v{version}-{index}"
+def chunk_id(doc_id: str, version: int, index: int, attempt: str = "") -> str:
+    """A chunk's id: its document, version and index, and the ingest attempt that wrote it (two
+    attempts at one version, one of them dead, never write the same ids)."""
+    return f"{doc_id}-v{version}-{attempt[:12]}-{index}" if attempt else f"{doc_id}-v{version}-{index}"
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,34 @@ class VectorStore(Protocol):
     def add_chunks(self, ids: list[str], embeddings: np.ndarray, texts: list[str],
                    metadatas: list[dict[str, Any]]) -> None: ...
 
-    def delete_version(self, doc_id: str, version: int) -> int:
-        """Delete the chunks of one version of a document; returns how many there were."""
+    def delete_attempt(self, doc_id: str, attempt: str) -> int:
+        """Delete the chunks one ingest attempt wrote; returns how many there were."""
         ...
 
-    def delete_other_versions(self, doc_id: str, keep: int) -> int: ...
+    def delete_older_versions(self, doc_id: str, keep: int) -> int: ...
+
+    def chunk_attempts(self, doc_id: str) -> list[tuple[str, int, str]]:
+        """(chunk id, version, attempt id) of a document's stored chunks."""
+        ...
+
+    # ---- ingest attempts (attempts.py) ----
+    def beat(self, attempt: str, doc_id: str) -> None: ...
+
+    def end_attempt(self, attempt: str) -> None: ...
+
+    def attempt_beats(self) -> dict[str, float]: ...
+
+    def claim(self, doc_id: str, attempt: str) -> str:
+        """Claim the document for `attempt` unless another holds it (atomic); returns the holder."""
+        ...
+
+    def release(self, doc_id: str, attempt: str) -> None: ...
+
+    def claims(self) -> dict[str, str]: ...
+
+    def register_claimed(self, record: DocumentRecord, attempt: str, expected: int) -> bool:
+        """Register `record` if `attempt` holds its claim and its live version is still `expected`."""
+        ...
 
     def delete_document_chunks(self, doc_id: str) -> int: ...
 
