@@ -13,6 +13,9 @@ Discord (DISCORD_TOKEN). With none of them, or with --console, it chats in the t
   python bot.py knowledge stats         documents and chunks per scope
   python bot.py audit export [--platform P] [--workspace W] [--feedback]
                                         the audit trail (or the 👎 comments) as JSON lines
+  python bot.py --http-api              serve the OpenAI-compatible HTTP API too (http_api in config)
+  python bot.py keys create NAME [--workspace W] [--role member|admin|operator] [--scope S]
+                                        a key of the HTTP API, printed once; keys list, keys revoke NAME
 
 Environment: PARLEY_CONFIG (config path), SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_SIGNING_SECRET,
 SLACK_API_URL, DISCORD_TOKEN, DISCORD_API_URL; see README.md.
@@ -39,6 +42,7 @@ log = logging.getLogger("parley")
 PLATFORMS = (
     "slack",
     "discord",
+    "http_api",
 )
 
 
@@ -55,9 +59,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--console", action="store_true",
                         help="chat in the terminal even when Slack or Discord credentials are set")
     parser.add_argument("--thread", metavar="ID", help="console: continue this thread id")
-    parser.add_argument("command", nargs="?", choices=["knowledge", "audit"], help="maintenance command")
+    parser.add_argument("--http-api", action="store_true", help="serve the HTTP API (config http_api.enabled)")
+    parser.add_argument("--http-host", metavar="HOST", help="the HTTP API's address (config http_api.host)")
+    parser.add_argument("--http-port", metavar="PORT", type=int, help="the HTTP API's port (config http_api.port)")
+    parser.add_argument("command", nargs="?", choices=["knowledge", "audit", "keys"], help="maintenance command")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the maintenance command")
     return parser.parse_args(argv)
+
+
+def _http_flags(config: Config, args: argparse.Namespace) -> None:
+    """--http-api, --http-host, --http-port over the config's http_api."""
+    config.http_api.enabled = config.http_api.enabled or args.http_api
+    config.http_api.host = args.http_host or config.http_api.host
+    config.http_api.port = args.http_port or config.http_api.port
 
 
 def setup_logging(config: Config) -> None:
@@ -125,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parley: invalid config: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
+    _http_flags(config, args)
     if args.command == "knowledge":
         from engine.knowledge.cli import knowledge_cli
 
@@ -133,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.audit_cli import audit_cli
 
         return audit_cli(config, args.args)
+    if args.command == "keys":
+        from engine.keys_cli import keys_cli
+
+        return keys_cli(config, args.args)
     try:
         return asyncio.run(serve(config, args))
     except KeyboardInterrupt:

@@ -41,6 +41,8 @@ AdminLists = dict[str, dict[str, list[str]]]
 OperatorLists = dict[str, list[str]]
 ANY_WORKSPACE = "*"
 CONSOLE = "console"  # the terminal's platform, and its one user's id (adapters/console.py): they hold the process
+API = "api"  # the HTTP API's platform (adapters/http_api): a key's identity (engine/api_keys.py)
+API_OPERATOR = "parley:operator"  # the role an operator's key carries: only the HTTP API's authentication sets it
 
 
 class Role(enum.IntEnum):
@@ -122,6 +124,8 @@ ACTS: dict[str, Act] = {a.name: a for a in (
     Act("export_audit", OP, Reach.PROCESS, "export the audit log as JSON lines (`python bot.py audit export`)"),
     Act("manage_knowledge", OP, Reach.PROCESS,
         "back up, restore, check the document store (`python bot.py knowledge ...`)"),
+    Act("manage_api_keys", OP, Reach.PROCESS,
+        "make, list and revoke the HTTP API's keys, each an identity of a workspace (`python bot.py keys ...`)"),
 )}
 
 
@@ -157,6 +161,8 @@ class Authority:
     def is_operator(self, where: Conversation, user: User) -> bool:
         if where.platform == CONSOLE and user.id == CONSOLE:
             return True
+        if where.platform == API and API_OPERATOR in user.roles:
+            return True  # `bot.py keys create NAME --role operator`: whoever made it holds the process
         return user.id in self._operators.get(where.platform, ())
 
     def role_of(self, where: Conversation, user: User) -> Role:

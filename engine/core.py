@@ -24,6 +24,7 @@ from engine.authority import Authority, Role
 from engine.answering import AnswerPipeline, Budgets
 from engine.channel_commands import ChannelCommands
 from engine.channels import ChannelSettings, ChannelSettingsStore, open_channel_settings
+from engine.completions import Completions
 from engine.config import Config
 from engine.documents import DocumentCommands
 from engine.errors import ErrorCode, ParleyError, reported
@@ -285,6 +286,13 @@ class Engine:
                 cause: BaseException | None = None, *, action: str = "answer", args: tuple = ()) -> AnswerFailed:
         """Count and log a failure once, with the reference the user sees (engine/admission.py)."""
         return self.admission.failure(exc, request, cause, action=action, args=args)
+
+    @functools.cached_property
+    def api(self) -> Completions:
+        """OpenAI-style completions and embeddings, for the HTTP API (engine/completions.py)."""
+        return Completions(lineup=self.lineup, admission=self.admission, authority=self.authority,
+                           stats=self.stats_counters, knowledge=lambda: self.knowledge, state=self._read_state,
+                           context_tokens=self.config.knowledge.context_tokens)
 
     # ---- models and admins -------------------------------------------------------------------
 
