@@ -115,9 +115,6 @@ class KnowledgeConfig:
     # An ingest attempt beats every quarter of this; one silent for longer is dead (its process was
     # killed) and its chunks are cleaned up (engine/knowledge/attempts.py).
     ingest_lease_seconds: float = field(default=60.0, metadata=at_least(1.0))
-    # An ingest attempt beats every quarter of this; one silent for longer is dead (its process was
-    # killed) and its chunks are cleaned up (engine/knowledge/attempts.py).
-    ingest_lease_seconds: float = field(default=60.0, metadata=at_least(1.0))
     # Ingests as bounded jobs (engine/knowledge/ingest_queue.py): how many index at once, in all and
     # of one person; how many more may wait their turn (past that: QUEUE_FULL).
     max_concurrent_ingests: int = field(default=2, metadata=positive())
