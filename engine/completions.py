@@ -56,7 +56,7 @@ class CompletionRequest:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    min_tokens: int = 0  # stop strings and the end of text are ignored until this many (vLLM's min_tokens)
+    min_tokens: int = 0  # the model's end of text is ignored until this many tokens (vLLM's min_tokens)
     documents: Conversation | None = None
     workspace_wide: bool = False
 

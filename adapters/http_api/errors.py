@@ -94,19 +94,16 @@ def _response(status: int, payload: dict, wait: int | None) -> web.Response:
 
 def failure_response(failed: AnswerFailed | ParleyError) -> web.Response:
     """A failure the Engine reported (counted and logged there), as an HTTP response."""
-    code = failed.code
     message = failed.message if isinstance(failed, AnswerFailed) else failed.user_message
-    status = STATUS.get(code, 500)
-    payload = failure_body(failed)
-    return _response(status, payload, retry_after(code, message))
+    return _response(STATUS.get(failed.code, 500), failure_body(failed), retry_after(failed.code, message))
 
 
 def failure_body(failed: AnswerFailed | ParleyError) -> dict:
+    """The error object of a failure the Engine reported (also an error event of a stream)."""
     code = failed.code
     message = failed.message if isinstance(failed, AnswerFailed) else failed.user_message
-    status = STATUS.get(code, 500)
-    return body(message, TYPES.get(status, "server_error"), OPENAI_CODES.get(code, code.value.lower()),
-                code.value, failed.reference)
+    kind = TYPES.get(STATUS.get(code, 500), "server_error")
+    return body(message, kind, OPENAI_CODES.get(code, code.value.lower()), code.value, failed.reference)
 
 
 def api_error_response(error: ApiError) -> web.Response:
