@@ -36,3 +36,42 @@ def test_generation_leaves_a_multi_threaded_embedder_its_cores(monkeypatch):
     assert generation_threads(0, 4) == 12
     assert generation_threads(0, 1) == 16  # one embedding thread holds no pool
     assert generation_threads(6, 4) == 6
+
+
+def test_a_question_is_embedded_while_an_ingest_batch_runs_and_ingests_yield_the_cpu(embedder):
+    """A search's embedding never waits behind an ingest's batches (bench/abuse.py: 1.1 s behind
+    them before), and an ingest's batches run at a lower CPU priority than the answering threads."""
+    import os
+
+    from engine.knowledge.embedder import INGEST_NICE
+
+    real_encode = embedder.model.encode
+    inside = threading.Event()
+    release = threading.Event()
+    seen: dict[str, int] = {}
+
+    def encode(texts, **kwargs):
+        name = threading.current_thread().name
+        seen[name.rsplit("_", 1)[0]] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        if name.startswith("embed-ingest") and texts:
+            inside.set()
+            release.wait(30)  # an ingest batch that takes its time
+        return real_encode(texts, **kwargs)
+
+    embedder.model.encode = encode
+    ingest = threading.Thread(target=lambda: embedder.encode(["a chunk of a document"] * 8, busy=lambda: True))
+    try:
+        ingest.start()
+        assert inside.wait(30), "the ingest's batch started"
+        done = threading.Event()
+        vectors = []
+        asker = threading.Thread(target=lambda: (vectors.append(embedder.encode_query("who is on call?")), done.set()))
+        asker.start()
+        assert done.wait(20), "the question's embedding waited for the ingest's batch"
+        assert vectors[0].shape == (embedder.dimension,)
+    finally:
+        release.set()
+        ingest.join(30)
+        del embedder.model.encode
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen["embed"] == base and seen["embed-ingest"] >= min(19, base + INGEST_NICE), seen

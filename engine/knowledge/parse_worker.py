@@ -30,6 +30,8 @@ from engine.knowledge import loaders
 from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.parse_protocol import encode_document
 
+PARSE_NICE = 10  # the worker's nice value: see engine/knowledge/embedder.py's INGEST_NICE
+
 PAGE_EVERY_S = 0.05
 PRELOADED = ("pypdfium2", "docx", "bs4", "lxml.etree", "charset_normalizer")  # imported before "ready"
 
@@ -99,6 +101,7 @@ def serve(inbox: Connection, outbox: Connection) -> int:
 
 def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file
+    os.nice(PARSE_NICE)  # parsing yields the cores to answering (the embedder's ingest thread does the same)
     inbox = Connection(int(argv[1]), writable=False)
     outbox = Connection(int(argv[2]), readable=False)
     return serve(inbox, outbox)
