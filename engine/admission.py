@@ -17,10 +17,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from engine.authority import Authority
-from engine.config import LimitsConfig
+from engine.config import Config, LimitsConfig
 from engine.errors import ErrorCode, ParleyError
 from engine.limits import RateLimiter
 from engine.monitor import MemoryMonitor
+from engine.shared_stats import StatsSync, open_stats_sync
 from engine.stats import EngineStats
 from engine.types import AnswerFailed, ChatRequest, Conversation, FileUpload, User
 
@@ -88,10 +89,15 @@ class Admission:
         self.limiter: RateLimiter | None = None  # from start()
         self.monitor: MemoryMonitor | None = None  # from watch()
         self._tickets = Tickets()  # units precheck took, until admit comes for them
+        self.stats_sync: StatsSync | None = None  # from start(), with redis
 
-    def start(self) -> None:
-        """Start counting rates (in memory, or in Redis shared with other processes)."""
+    def start(self, config: Config | None = None) -> None:
+        """Start counting rates (in memory, or in Redis shared with other processes), and with
+        `sessions.backend: redis` summing the stats there (engine/shared_stats.py)."""
         self.limiter = RateLimiter.from_config(self._limits)
+        self.stats_sync = open_stats_sync(config, self._stats) if config is not None else None
+        if self.stats_sync is not None:
+            self.stats_sync.start()
 
     def watch(self, monitor: MemoryMonitor) -> None:
         """Refuse new work while `monitor` says memory is short."""
@@ -100,6 +106,8 @@ class Admission:
     async def close(self) -> None:
         if self.limiter is not None:
             await self.limiter.close()
+        if self.stats_sync is not None:
+            await self.stats_sync.close()
 
     # ---- whether now -------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from engine.channel_commands import ChannelCommands
 from engine.channels import ChannelSettings, ChannelSettingsStore, open_channel_settings
 from engine.completions import Completions
 from engine.config import Config
-from engine.documents import DocumentCommands
+from engine.documents import DocumentCommands, shared_cancels
 from engine.errors import ErrorCode, ParleyError, reported
 from engine.feedback import FeedbackBook, FeedbackComment, open_feedback
 from engine.lineup import ModelLineup
@@ -111,7 +111,7 @@ class Engine:
         """Open the stores and load the default model (in a worker thread)."""
         config = self.config
         config.data_path.mkdir(parents=True, exist_ok=True)
-        self.admission.start()
+        self.admission.start(config)  # rate limits, and the stats summed in redis
         self.sessions = await asyncio.to_thread(open_session_store, config)  # sqlite or redis
         self.channels = await asyncio.to_thread(open_channel_settings, config)  # sqlite or redis
         self.feedback = await asyncio.to_thread(open_feedback, config)  # sqlite or redis
@@ -150,7 +150,7 @@ class Engine:
                           feedback=self.feedback, channel_settings=channels.settings)
         return _Parts(answers=answers,
                       documents=DocumentCommands(self.knowledge, self.admission, self.stats_counters,
-                                                 authority=self.authority),
+                                                 authority=self.authority, cancels=shared_cancels(config)),
                       summaries=Summaries(lineup=self.lineup, settings=channels.settings,
                                           admission=self.admission, state=self._read_state),
                       channels=channels, reports=reports)

@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING
 from engine.admission import Admission
 from engine.authority import Authority
 from engine.errors import ErrorCode, ParleyError
+from engine.ingest_cancel import SharedCancels, shared_cancels
+from engine.knowledge.names import clean_filename
 from engine.stats import EngineStats
 from engine.types import Conversation, DocumentInfo, FileUpload, IngestResult, ProgressCallback, User
 
 if TYPE_CHECKING:
     from engine.knowledge import KnowledgeBase
+
+__all__ = ["DocumentCommands", "shared_cancels"]
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,9 @@ class DocumentCommands:
     """The documents of a channel or workspace, as the chat commands see them."""
 
     def __init__(self, knowledge: KnowledgeBase | None, admission: Admission, stats: EngineStats, *,
-                 authority: Authority):
+                 authority: Authority, cancels: SharedCancels | None = None):
         self._knowledge = knowledge
+        self._cancels = cancels  # with redis: a cancel asked on any replica reaches the one running it
         self._admission = admission
         self._stats = stats
         self._authority = authority
@@ -43,7 +48,18 @@ class DocumentCommands:
     async def ingest(self, upload: FileUpload, progress: ProgressCallback | None = None) -> IngestResult:
         knowledge = self._require_knowledge()
         await self._admission.admit(upload.where, upload.user, "ingest")
-        result = await knowledge.ingest(upload, progress)
+        if self._cancels is None:
+            result = await knowledge.ingest(upload, progress)
+        else:
+            name = clean_filename(upload.filename)
+
+            def cancel(by: str) -> None:
+                job = knowledge.active_ingest(upload.where, name)
+                if job is not None:
+                    job.cancel(by=by)
+
+            async with self._cancels.running(upload.where, name, upload.user.id, cancel):
+                result = await knowledge.ingest(upload, progress)
         self._stats.record_ingest(result.chunks)
         log.info("document ingested", extra={"file": upload.filename, "scope": upload.where.session_key,
                                              "chunks": result.chunks, "version": result.version})
@@ -55,10 +71,21 @@ class DocumentCommands:
         The job is found once (by the name as clean_filename makes it) and that job is checked."""
         job = self._require_knowledge().active_ingest(where, name)
         if job is None:
-            return False
+            return await self._cancel_elsewhere(where, clean_filename(name), user)
         async with self._authority.acting("cancel_ingest", where, user, owner=job.uploader, target=job.filename):
             job.cancel(by=user.id)  # a job still waiting its turn leaves the line at once
         log.info("ingest cancelled", extra={"file": job.filename, "scope": where.session_key, "by": user.id})
+        return True
+
+    async def _cancel_elsewhere(self, where: Conversation, name: str, user: User) -> bool:
+        """Cancel the ingest of `name` another replica runs (its sharer or an admin may)."""
+        uploader = await self._cancels.uploader(where, name) if self._cancels is not None else None
+        if uploader is None:
+            return False
+        async with self._authority.acting("cancel_ingest", where, user, owner=uploader, target=name):
+            await self._cancels.request(where, name, user.id)
+        log.info("ingest cancel sent to the replica running it", extra={"file": name, "scope": where.session_key,
+                                                                       "by": user.id})
         return True
 
     async def list_documents(self, where: Conversation, workspace_wide: bool | None = None) -> list[DocumentInfo]:

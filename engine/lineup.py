@@ -4,6 +4,10 @@ It creates a backend for a configured model (a local one on the batching schedul
 server), looks one up by name (loading it on first use), switches the live model, replaces a
 backend after a device fault, and shuts them all down. One lock serialises the loads, so two
 channels asking for the same model load it once.
+
+The live model's choice is kept (engine/live_model.py): a restart loads the model switched to
+last, not the config's default; with Redis every replica polls the shared choice and follows a
+switch made on any of them.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import logging
 
 from engine.config import Config, ModelConfig
 from engine.errors import ErrorCode, ParleyError
+from engine.live_model import POLL_S, LiveChoice, open_live_choice
 from engine.runtime.backends import Backend, FaultHandler, ModelLoader, open_backend
 from engine.runtime.cpu import embedding_threads, generation_threads
 from engine.types import ModelInfo
@@ -32,6 +37,9 @@ class ModelLineup:
         self._live: Backend | None = None
         self._extra: dict[str, Backend] = {}  # other models that channel settings asked for
         self._lock = asyncio.Lock()
+        self._choice: LiveChoice | None = None  # where the choice is kept, once load_live opened it
+        self._follower: asyncio.Task | None = None  # polls a shared choice
+        self._unloadable: str | None = None  # a shared choice this process failed to load
 
     @property
     def live(self) -> Backend | None:
@@ -56,8 +64,32 @@ class ModelLineup:
         return await open_backend(cfg, scheduler, loader=self._loader, on_fault=self._on_fault)
 
     async def load_live(self) -> None:
-        """Load the config's default model as the live one."""
-        self._live = await self.create(self._config.model(self._config.default_model))
+        """Load the live model: the one switched to last (kept across restarts, shared by replicas
+        with Redis), or the config's default; then follow a shared choice."""
+        self._choice = await asyncio.to_thread(open_live_choice, self._config)
+        chosen = await asyncio.to_thread(self._choice.read)
+        name = chosen if chosen and self._config.model(chosen) is not None else self._config.default_model
+        if chosen and name != chosen:
+            log.warning("the stored live model is not configured: the default serves", extra={"model": chosen})
+        self._live = await self.create(self._config.model(name))
+        if self._choice.shared:
+            self._follower = asyncio.create_task(self._follow(), name="follow-live-model")
+
+    async def _follow(self) -> None:
+        """Switch to the model another replica chose (polled every POLL_S)."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            name = None
+            try:
+                name = await asyncio.to_thread(self._choice.read)
+                if name in (None, self.live_model, self._unloadable) or self._config.model(name) is None:
+                    continue
+                await self._switch_to(name, by="another replica")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep following; this name is not tried again until it changes
+                self._unloadable = name
+                log.error("could not follow the shared live model", extra={"model": name}, exc_info=True)
 
     async def backend_for(self, name: str) -> Backend:
         """The backend for model `name`: the live one, or another loaded on first use by a channel."""
@@ -86,6 +118,12 @@ class ModelLineup:
     async def switch(self, name: str, *, by: str = "") -> None:
         """Make `name` the live model: load it (the old one keeps answering meanwhile), route new
         requests to it, and let the old one finish its answers before it is freed."""
+        self.check_name(name)
+        if self._choice is not None:  # first the record, so no replica (this one's follower too) goes back
+            await asyncio.to_thread(self._choice.write, name, by)
+        await self._switch_to(name, by=by)
+
+    async def _switch_to(self, name: str, *, by: str) -> None:
         cfg = self.check_name(name)
         async with self._lock:
             if self.live_model == name:
@@ -141,6 +179,13 @@ class ModelLineup:
 
     async def shutdown(self, *, cancel: bool) -> None:
         """Shut every backend down (cancel=False lets their answers finish) and forget them."""
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
+        if self._choice is not None:
+            await asyncio.to_thread(self._choice.close)
+            self._choice = None
         backends = self.backends()
         self._live = None
         self._extra = {}

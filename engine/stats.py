@@ -1,4 +1,10 @@
-"""Counters and latency samples behind /llm-stats (and the Prometheus metrics)."""
+"""Counters and latency samples behind /llm-stats (and the Prometheus metrics).
+
+With Redis (engine/shared_stats.py) every change is also kept as a delta, which a sync task adds
+to totals in Redis once a second and replaces with the totals of every replica: the counters and
+each person's usage of the day are then the same, summed, whichever replica is asked. Latency
+percentiles and histograms stay this process's.
+"""
 from __future__ import annotations
 
 import statistics
@@ -45,6 +51,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 MAX_USERS = 50_000  # users whose figures of the day are kept
+# The counters summed across replicas (with Redis); errors and rate limits by kind too.
+SHARED_FIELDS = ("requests", "answered", "cancelled", "prompt_tokens", "completion_tokens", "generation_seconds",
+                 "rate_limited", "ingests", "ingested_chunks")
+
+
+def _by_prefix(totals: dict, prefix: str) -> dict:
+    return {name[len(prefix):]: int(n) for name, n in totals.items() if name.startswith(prefix) and n}
 
 
 def _day(at: float) -> str:
@@ -85,10 +98,38 @@ class EngineStats:
     first_token_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     latency_s: deque = field(default_factory=lambda: deque(maxlen=SAMPLES))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    sharing: bool = False  # a sync task takes the deltas and hands back every replica's totals
+    _deltas: Counter = field(default_factory=Counter, repr=False)  # name -> change since the last sync
+    _shared: dict | None = field(default=None, repr=False)  # every replica's totals, once synced
+    _shared_usage: dict = field(default_factory=dict, repr=False)  # "platform/workspace/user" -> (q, tokens)
+
+    def _count(self, name: str, n: float = 1) -> None:
+        """Keep a change for the sync (under the lock)."""
+        if self.sharing:
+            self._deltas[name] += n
+
+    def take_deltas(self) -> Counter:
+        """The changes since the last call (the sync adds them to the shared totals)."""
+        with self._lock:
+            deltas = self._deltas
+            self._deltas = Counter()
+            return deltas
+
+    def give_back_deltas(self, deltas: Counter) -> None:
+        """Changes the sync could not store: kept for the next try."""
+        with self._lock:
+            self._deltas.update(deltas)
+
+    def use_shared(self, totals: dict, usage: dict) -> None:
+        """Every replica's totals (SHARED_FIELDS, "error:CODE", "limited:KIND") and today's usage."""
+        with self._lock:
+            self._shared = totals
+            self._shared_usage = usage
 
     def record_request(self) -> None:
         with self._lock:
             self.requests += 1
+            self._count("requests")
 
     def record_question(self, user: str, at: float | None = None) -> None:
         """A question asked by `user` ("platform/workspace/user id"), for their own usage figures."""
@@ -97,11 +138,13 @@ class EngineStats:
             usage = self._usage_of(user, at)
             usage.questions += 1
             usage.recent.append(at)
+            self._count(f"q|{user}")
 
     def record_user_tokens(self, user: str, tokens: int, at: float | None = None) -> None:
         at = time.time() if at is None else at
         with self._lock:
             self._usage_of(user, at).tokens += tokens
+            self._count(f"t|{user}", tokens)
 
     def user_usage(self, user: str, at: float | None = None) -> UserUsage:
         """`user`'s figures for today (UTC): questions, tokens, and the questions of the last minute."""
@@ -109,15 +152,19 @@ class EngineStats:
         with self._lock:
             usage = self.usage.get(user)
             if usage is None or usage.day != _day(at):
-                return UserUsage(_day(at))
-            return UserUsage(usage.day, usage.questions, usage.tokens,
-                             deque(t for t in usage.recent if at - t < 60))
+                usage = UserUsage(_day(at))
+            questions, tokens = self._shared_usage.get(user, (usage.questions, usage.tokens)) \
+                if self._shared is not None else (usage.questions, usage.tokens)
+            return UserUsage(usage.day, questions, tokens, deque(t for t in usage.recent if at - t < 60))
 
     def workspace_usage(self, workspace: str, at: float | None = None) -> tuple[int, int, int]:
         """Today's (people, questions, tokens) in `workspace` ("platform/workspace"), for its admins."""
         at = time.time() if at is None else at
         day = _day(at)
         with self._lock:
+            if self._shared is not None:
+                shared = [n for key, n in self._shared_usage.items() if key.rpartition("/")[0] == workspace]
+                return len(shared), sum(q for q, _ in shared), sum(t for _, t in shared)
             today = [u for key, u in self.usage.items() if key.rpartition("/")[0] == workspace and u.day == day]
         return len(today), sum(u.questions for u in today), sum(u.tokens for u in today)
 
@@ -137,6 +184,9 @@ class EngineStats:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
             self.generation_seconds += total_s
+            for name, n in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion_tokens),
+                            ("generation_seconds", total_s), ("cancelled" if cancelled else "answered", 1)):
+                self._count(name, n)
             if cancelled:
                 self.cancelled += 1
                 return
@@ -150,38 +200,55 @@ class EngineStats:
     def record_error(self, code: str) -> None:
         with self._lock:
             self.errors[code] += 1
+            self._count(f"error:{code}")
 
     def record_rate_limited(self, bucket: str = "user") -> None:
         with self._lock:
             self.rate_limited += 1
             self.rate_limited_by[bucket] += 1
+            self._count("rate_limited")
+            self._count(f"limited:{bucket}")
 
     def record_ingest(self, chunks: int) -> None:
         with self._lock:
             self.ingests += 1
             self.ingested_chunks += chunks
+            self._count("ingests")
+            self._count("ingested_chunks", chunks)
 
     def snapshot(self) -> dict:
         with self._lock:
             ttft = list(self.first_token_s)
             latency = list(self.latency_s)
-            return {
-                "uptime_s": time.time() - self.started_at,
-                "requests": self.requests,
-                "answered": self.answered,
-                "cancelled": self.cancelled,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "tokens_per_s": (self.completion_tokens / self.generation_seconds) if self.generation_seconds else 0.0,
-                "ttft_p50_s": percentile(ttft, 50),
-                "ttft_p95_s": percentile(ttft, 95),
-                "latency_p50_s": percentile(latency, 50),
-                "latency_p95_s": percentile(latency, 95),
-                "rate_limited": self.rate_limited,
-                "rate_limited_by": dict(self.rate_limited_by),
-                "errors": dict(self.errors),
-                "ingests": self.ingests,
-                "ingested_chunks": self.ingested_chunks,
-                "first_token_hist": (self.first_token_hist.cumulative(), self.first_token_hist.total),
-                "latency_hist": (self.latency_hist.cumulative(), self.latency_hist.total),
-            }
+            snap = self._local_snapshot(ttft, latency)
+            if self._shared is not None:  # every replica's counters, summed
+                snap.update({name: self._shared.get(name, 0) for name in SHARED_FIELDS})
+                snap["errors"] = _by_prefix(self._shared, "error:")
+                snap["rate_limited_by"] = _by_prefix(self._shared, "limited:")
+                seconds = snap["generation_seconds"]
+                snap["tokens_per_s"] = snap["completion_tokens"] / seconds if seconds else 0.0
+            snap.pop("generation_seconds")
+            return snap
+
+    def _local_snapshot(self, ttft: list[float], latency: list[float]) -> dict:
+        return {
+            "generation_seconds": self.generation_seconds,
+            "uptime_s": time.time() - self.started_at,
+            "requests": self.requests,
+            "answered": self.answered,
+            "cancelled": self.cancelled,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens_per_s": (self.completion_tokens / self.generation_seconds) if self.generation_seconds else 0.0,
+            "ttft_p50_s": percentile(ttft, 50),
+            "ttft_p95_s": percentile(ttft, 95),
+            "latency_p50_s": percentile(latency, 50),
+            "latency_p95_s": percentile(latency, 95),
+            "rate_limited": self.rate_limited,
+            "rate_limited_by": dict(self.rate_limited_by),
+            "errors": dict(self.errors),
+            "ingests": self.ingests,
+            "ingested_chunks": self.ingested_chunks,
+            "first_token_hist": (self.first_token_hist.cumulative(), self.first_token_hist.total),
+            "latency_hist": (self.latency_hist.cumulative(), self.latency_hist.total),
+        }

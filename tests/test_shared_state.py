@@ -23,7 +23,7 @@ from engine.sessions import SessionStore
 from engine.sqlite_files import open_sqlitedict, sqlite_pragmas
 from engine.state_codec import StateCodec
 from engine.turns import Turn
-from engine.types import Conversation
+from engine.types import ChatRequest, Conversation, User
 from ops_servers import redis_server
 
 WHERE = Conversation("slack", "T1", "C1", "")
@@ -144,3 +144,57 @@ def test_the_claim_is_on_disk_before_the_answer_it_allows(tmp_path):
     db = open_sqlitedict(tmp_path / "other.sqlite", "t")
     assert sqlite_pragmas(db) == ("wal", 1)  # WAL, synchronous=NORMAL
     db.close()
+
+
+ADMIN = User(id="console")
+CONSOLE = Conversation("console", "local", "console", "t1")
+
+
+def redis_config(data: Path, monkeypatch, url: str):
+    monkeypatch.setenv("PARLEY_TEST_REDIS", url)
+    return make_config(data, knowledge={"enabled": False},
+                       sessions={"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"})
+
+
+async def eventually(check, within_s: float) -> float:
+    """Seconds until `check()` held (fails past `within_s`)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < within_s, "not within the time allowed"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_replicas_share_the_live_model_the_stats_and_the_usage(engine_factory, tmp_path, monkeypatch):
+    with redis_server(tmp_path / "redis") as url:
+        first = await engine_factory(redis_config(tmp_path / "a", monkeypatch, url))
+        second = await engine_factory(redis_config(tmp_path / "b", monkeypatch, url))
+        await first.switch_model("smollm2-135m-b", CONSOLE, ADMIN)
+        assert await eventually(lambda: second.live_model == "smollm2-135m-b", 2.0) < 2.0
+        third = await engine_factory(redis_config(tmp_path / "c", monkeypatch, url))  # a restarted replica
+        assert third.live_model == "smollm2-135m-b", "the stored choice, not the config's default"
+
+        alice = User(id="U1", name="alice")
+        where = Conversation("console", "local", "console", "t2")
+        for engine in (first, second, second):
+            async for _ in engine.answer(ChatRequest(where=where, user=alice, text="Say hi.")):
+                pass
+        figures = ("requests", "answered", "prompt_tokens", "completion_tokens")
+
+        def same() -> bool:
+            snaps = [e.stats_counters.snapshot() for e in (first, second, third)]
+            return all(s[f] == snaps[0][f] for s in snaps for f in figures) and snaps[0]["requests"] == 3
+
+        await eventually(same, 5.0)
+        usage = [e.stats_counters.user_usage("console/local/U1") for e in (first, second, third)]
+        assert {u.questions for u in usage} == {3} and len({u.tokens for u in usage}) == 1
+        assert third.stats_counters.workspace_usage("console/local")[:2] == (1, 3)
+
+
+async def test_without_redis_the_switch_survives_a_restart(engine_factory, tmp_path):
+    config = make_config(tmp_path / "data", knowledge={"enabled": False})
+    engine = await engine_factory(config)
+    await engine.switch_model("smollm2-135m-b", CONSOLE, ADMIN)
+    await engine.stop()
+    again = await engine_factory(make_config(tmp_path / "data", knowledge={"enabled": False}))
+    assert again.live_model == "smollm2-135m-b"

@@ -81,7 +81,8 @@ class EditBudget:
     """A token bucket shared by every reply streaming at once into one workspace (or guild):
     platforms limit edits per app, not per message, so sixteen answers streaming together must
     not each edit once a second. Interim edits that find the bucket empty are skipped (the next
-    one shows the text so far); final edits always go and only drain it."""
+    one shows the text so far); final edits always go and only drain it. With Redis, Slack's is
+    one bucket per workspace for every replica (adapters/chat/edit_budget.py)."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
         self.rate_per_s = rate_per_s
@@ -95,16 +96,24 @@ class EditBudget:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
         self._at = now
 
-    def try_take(self) -> bool:
+    async def try_take(self) -> bool:
         self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return True
         return False
 
-    def take(self) -> None:
+    async def take(self) -> None:
         self._refill()
         self._tokens = max(0.0, self._tokens - 1)
+
+
+class Allowance(Protocol):
+    """An edit budget: EditBudget (this process's) or adapters.chat.edit_budget.SharedEditBudget."""
+
+    async def try_take(self) -> bool: ...
+
+    async def take(self) -> None: ...
 
 
 class MessageTarget(Protocol):
@@ -136,7 +145,7 @@ class StreamingReply:
 
     def __init__(self, target: AnswerTarget, *, interval_s: float, limit: int, soft_limit: int | None = None,
                  render: Callable[[str], str] = lambda s: s, cursor: str = " ▍",
-                 clock: Callable[[], float] = time.monotonic, budget: EditBudget | None = None):
+                 clock: Callable[[], float] = time.monotonic, budget: Allowance | None = None):
         self.target = target
         self.interval_s = interval_s
         self.limit = limit
@@ -180,7 +189,7 @@ class StreamingReply:
         self.raw += delta
         now = self.clock()
         if now - self._last_flush >= self.interval_s and now >= self._backoff_until and self.raw.strip():
-            if self.budget is not None and not self.budget.try_take():
+            if self.budget is not None and not await self.budget.try_take():
                 return  # the workspace's edit budget is spent: the next delta tries again
             self._last_flush = now
             await self._try(self._sync(self._layout(self.render(self.raw.rstrip()) + self.cursor)))
@@ -189,7 +198,7 @@ class StreamingReply:
         """Show `final_text` (already rendered) over as many messages as it needs; `feedback`
         (a FeedbackTag) puts the rating buttons on the last one."""
         if self.budget is not None:
-            self.budget.take()
+            await self.budget.take()
         await self._sync(self._layout(final_text), final=True, feedback=feedback)
 
     async def replace(self, text: str) -> None:

@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.chat.answering import Progress, stream_answer
 from adapters.chat.commands import run_command
 from adapters.chat.memory import ThreadMemory
+from adapters.chat.edit_budget import SharedEditBudget, open_edit_buckets
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import TaskSet
 from adapters.slack.assistant import PanelContexts, build_assistant, panel_contexts
@@ -64,13 +65,16 @@ class SlackReplies:
 
         self.wording = dataclasses.replace(WORDING, people=name_of)
         self.support = StreamSupport()
-        self.budgets: dict[str, EditBudget] = {}  # per workspace, shared by concurrent answers
+        self.budgets: dict[str, EditBudget | SharedEditBudget] = {}  # per workspace, shared by concurrent answers
+        self.edit_buckets = open_edit_buckets(config)  # with redis: one bucket per workspace for every replica
 
     async def open(self) -> None:
         await self.panels.open()
 
     async def close(self) -> None:
         await self.panels.close()
+        if self.edit_buckets is not None:
+            await self.edit_buckets.close()
 
     async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...]) -> None:
         where = origin.where
@@ -101,10 +105,11 @@ class SlackReplies:
         await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.reply_thread_ts,
                                            text=SLACK.guard(text))
 
-    def budget(self, workspace: str) -> EditBudget:
+    def budget(self, workspace: str) -> EditBudget | SharedEditBudget:
         budget = self.budgets.get(workspace)
         if budget is None:
-            budget = EditBudget(EDIT_RATE_PER_S, EDIT_BURST)
+            budget = EditBudget(EDIT_RATE_PER_S, EDIT_BURST) if self.edit_buckets is None \
+                else SharedEditBudget(self.edit_buckets, workspace, EDIT_RATE_PER_S, EDIT_BURST)
             self.budgets[workspace] = budget
         return budget
 
