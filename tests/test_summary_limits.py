@@ -192,11 +192,18 @@ async def test_past_the_task_bound_a_mention_hears_parley_is_busy(slack_factory,
     second = h.fake.mention("And the mountains?", user=ADA)
     again = h.fake.mention("Hello? The mountains?", user=ADA)
     assert await h.send(second) == 200 and await h.send(again) == 200
+    # Work nobody waits on a reply for is bounded too: a flood of Home tab opens or file shares
+    # past the bound is dropped, not queued.
+    assert await h.send(h.fake.home_opened(user=ADA)) == 200
+    assert await h.send(h.fake.event_body({"type": "file_shared", "file_id": "F0FLOOD", "user_id": ADA,
+                                           "channel_id": CHANNEL})) == 200
+    assert h.adapter.tasks.in_flight == 1, "the first answer was still in hand"
     await h.settle()
 
     assert [e["text"] for e in h.fake.ephemerals if e["user"] == ADA] == ["I'm busy — try again in a minute."]
     assert h.fake.bot_messages(CHANNEL, first["event"]["ts"]), "the work in hand goes on"
-    assert not h.fake.bot_messages(CHANNEL, second["event"]["ts"]) and h.adapter.tasks.refused == 2
+    assert not h.fake.bot_messages(CHANNEL, second["event"]["ts"]) and h.adapter.tasks.refused == 4
+    assert not h.fake.calls_of("views.publish") and not h.fake.calls_of("files.info")
     _, later = await h.mention("And the mountains, now?", user=ADA)  # room again: served
     assert h.fake.bot_messages(CHANNEL, later)
 

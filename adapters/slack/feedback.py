@@ -97,7 +97,7 @@ def register_feedback(app: AsyncApp, engine: Engine, users: SlackUsers, tasks: T
         await ack()
         team, enterprise = team_of(body)
         if allowed(team, enterprise):
-            tasks.spawn(_pressed(engine, users, client, body), name="slack-feedback")
+            tasks.spawn(_pressed(engine, users, client, body), name="slack-feedback", bounded=True)
 
     async def on_offer(ack, body: dict, client) -> None:
         await ack()

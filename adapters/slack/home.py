@@ -80,7 +80,7 @@ def register_home(app: AsyncApp, engine: Engine, users: SlackUsers, tasks: TaskS
         team, enterprise = team_of(body, event)
         if event.get("tab", "home") != "home" or not event.get("user") or not allowed(team, enterprise):
             return
-        tasks.spawn(_publish(engine, users, client, team, event["user"]), name="slack-home")
+        tasks.spawn(_publish(engine, users, client, team, event["user"]), name="slack-home", bounded=True)
 
     app.event("app_home_opened")(on_home_opened)
 

@@ -110,7 +110,8 @@ class SlackSharing:
         user_id = event.get("user_id", "")
         if not (channel and file_id and user_id) or user_id == context.bot_user_id or not self.allowed(team, enterprise):
             return
-        self.tasks.spawn(self._file_shared(team, channel, file_id, user_id), name=f"slack-file-{file_id}")
+        self.tasks.spawn(self._file_shared(team, channel, file_id, user_id), name=f"slack-file-{file_id}",
+                         bounded=True)  # a flood of shares past the bound is refused, not queued
 
     async def _file_shared(self, team: str, channel: str, file_id: str, user_id: str) -> None:
         owner, done = await self.claim(channel, file_id)
