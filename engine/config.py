@@ -210,6 +210,10 @@ class DiscordConfig:
     guilds: list[str] = field(default_factory=list)  # guild ids served; empty = all
     admin_roles: list[str] = field(default_factory=list)  # role ids whose members are admins
     stream_interval_s: float = field(default=1.0, metadata=at_least(0.2))
+    # Sharding (several processes on one token): the total number of shards, 0 = one unsharded
+    # connection; and the shards this process runs (empty = all shard_count of them).
+    shard_count: int = field(default=0, metadata=at_least(0))
+    shard_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -328,6 +332,9 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"default_model: {config.default_model!r} is not in models ({', '.join(names)})")
     if config.knowledge.chunk_overlap_tokens >= config.knowledge.chunk_tokens:
         raise ConfigError("knowledge.chunk_overlap_tokens: must be below knowledge.chunk_tokens")
+    shards = config.discord.shard_ids
+    if any(not 0 <= i < config.discord.shard_count for i in shards) or len(set(shards)) != len(shards):
+        raise ConfigError(f"discord.shard_ids: each from 0 to shard_count - 1 ({config.discord.shard_count}), none twice")
     if config.maintenance.memory_warn_fraction > config.maintenance.memory_act_fraction:
         raise ConfigError("maintenance.memory_warn_fraction: must not exceed memory_act_fraction")
     if config.limits.admins_exempt is not None:  # the older key still works, meaning what it said

@@ -99,6 +99,8 @@ class FakeDiscord:
         self.rate_limit_next_edits = 0  # answer this many message edits with a 429 first
         self.refused_edits: list[str | None] = []  # the content of edits answered with a 429
         self._ws: web.WebSocketResponse | None = None
+        self._sessions: list[tuple[web.WebSocketResponse, tuple[int, int]]] = []  # sharded sessions
+        self.ready_shards: list[tuple[int, int]] = []  # (shard id, count) of each session made ready
         self._seq = 0
         self._runner: web.AppRunner | None = None
         self._site_port = 0
@@ -121,6 +123,9 @@ class FakeDiscord:
     async def close(self) -> None:
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
+        for ws, _ in self._sessions:
+            if not ws.closed:
+                await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -271,11 +276,28 @@ class FakeDiscord:
     # ---- gateway -----------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: dict) -> int:
-        """Send one DISPATCH to the bot; returns its sequence number."""
-        assert self._ws is not None and not self._ws.closed, "the bot is not connected"
+        """Send one DISPATCH to the bot; returns its sequence number. With shards connected, as
+        Discord routes it: a guild's events to every session of shard (guild_id >> 22) % count,
+        the rest (DMs) to shard 0's."""
         self._seq += 1
-        await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+        frame = json.dumps({"op": 0, "t": event, "s": self._seq, "d": data})
+        sessions = [ws for ws, shard in self._sessions if not ws.closed and shard == self._shard_of(event, data, shard)]
+        if not self._sessions:
+            assert self._ws is not None and not self._ws.closed, "the bot is not connected"
+            sessions = [self._ws]
+        for ws in sessions:
+            await ws.send_str(frame)
         return self._seq
+
+    @staticmethod
+    def _shard_of(event: str, data: dict, shard: tuple[int, int]) -> tuple[int, int]:
+        """The shard of the session (`shard`'s count) that Discord sends this event to."""
+        gid = data.get("id") if event == "GUILD_CREATE" else data.get("guild_id")
+        return ((int(gid) >> 22) % shard[1] if gid else 0, shard[1])
+
+    @staticmethod
+    def shard_of_guild(gid: int, count: int) -> int:
+        return (gid >> 22) % count
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -294,19 +316,36 @@ class FakeDiscord:
                 if payload["d"].get("token") != self.token:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
-                await self._ready()
+                shard = payload["d"].get("shard")
+                if shard:  # a sharded client: this session gets its shard's events only
+                    self._sessions.append((ws, (int(shard[0]), int(shard[1]))))
+                    await self._ready_shard(ws, (int(shard[0]), int(shard[1])))
+                else:
+                    await self._ready()
             elif op == 6:  # resume
                 await self.dispatch("RESUMED", {})
         return ws
 
     async def _ready(self) -> None:
-        await self.dispatch("READY", {
-            "v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-            "session_id": secrets.token_hex(16), "resume_gateway_url": self.gateway_url, "private_channels": [],
-            "relationships": [], "presences": [], "application": {"id": str(self.app_id), "flags": 1 << 19},
-            "session_type": "normal", "geo_ordered_rtc_regions": [], "_trace": ["fake-gateway"]})
+        await self.dispatch("READY", self._ready_payload(list(self.guilds)))
         for guild in self.guilds.values():
             await self.dispatch("GUILD_CREATE", guild)
+        self.connected.set()
+
+    def _ready_payload(self, guilds: list[int], shard: tuple[int, int] | None = None) -> dict:
+        return {"v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+                "session_id": secrets.token_hex(16), "resume_gateway_url": self.gateway_url, "private_channels": [],
+                "relationships": [], "presences": [], "application": {"id": str(self.app_id), "flags": 1 << 19},
+                "session_type": "normal", "geo_ordered_rtc_regions": [], "_trace": ["fake-gateway"],
+                **({"shard": list(shard)} if shard else {})}
+
+    async def _ready_shard(self, ws: web.WebSocketResponse, shard: tuple[int, int]) -> None:
+        """READY and GUILD_CREATE on one shard's session: the guilds of that shard."""
+        guilds = [g for g in self.guilds if self.shard_of_guild(g, shard[1]) == shard[0]]
+        for event, data in [("READY", self._ready_payload(guilds, shard)), *(("GUILD_CREATE", self.guilds[g]) for g in guilds)]:
+            self._seq += 1
+            await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+        self.ready_shards.append(shard)
         self.connected.set()
 
     def message_payload(self, msg: FakeMessage, *, guild_id: int | None, content: str | None = None,

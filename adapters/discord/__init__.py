@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import discord
 
 from adapters.discord.access import DISCORD_API_URL, api_base, explain
-from adapters.discord.client import DiscordAdapter
+from adapters.discord.client import DiscordAdapter, open_discord_adapter
 from engine.config import Config
 
 if TYPE_CHECKING:
     from engine.core import Engine
 
-__all__ = ["DISCORD_API_URL", "DiscordAdapter", "api_base", "configured", "discord_configured", "run", "run_discord"]
+__all__ = ["DISCORD_API_URL", "DiscordAdapter", "api_base", "configured", "discord_configured", "open_discord_adapter",
+           "run", "run_discord"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def discord_configured(env: Mapping[str, str], config: Config) -> bool:
 
 async def run_discord(engine: Engine, config: Config, env: Mapping[str, str], stop: asyncio.Event) -> None:
     """Serve Discord until `stop` is set, then stop taking messages and let answers in hand finish."""
-    adapter = DiscordAdapter(engine, config, api_url=env.get("DISCORD_API_URL") or DISCORD_API_URL)
+    adapter = open_discord_adapter(engine, config, api_url=env.get("DISCORD_API_URL") or DISCORD_API_URL)
     runner = asyncio.create_task(adapter.start(env["DISCORD_TOKEN"].strip()), name="discord-gateway")
     stopped = asyncio.create_task(stop.wait())
     try:

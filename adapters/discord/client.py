@@ -20,6 +20,10 @@ calls (adapters.chat), and the chat layer's messages go back through discord.py:
 
 Messages from bots and webhooks are never answered. The token goes only to the configured API
 host (Discord's, or DISCORD_API_URL) and is never logged or shown.
+
+Several processes on one token split the guilds by gateway shard (discord.shard_count and
+shard_ids: open_discord_adapter); with `sessions.backend: redis` each message is also claimed
+once across processes (SET NX with a TTL), so even two processes given the same shard answer once.
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from adapters.discord.feedback import DYNAMIC_ITEMS as FEEDBACK_ITEMS
 from adapters.discord.messages import DiscordMessages
 from adapters.discord.rooms import guild_conversation
 from adapters.discord.summaries import DiscordSummaries
-from engine.config import Config
+from engine.config import Config, DiscordConfig
 from engine.types import Conversation, User
 
 if TYPE_CHECKING:  # the engine object is handed in; importing it here would pull the model code in
@@ -82,6 +86,7 @@ class DiscordAdapter(discord.Client):
         register_commands(self.tree, engine, self._command_scope,
                           lambda interaction: self.user_of(interaction.user, interaction.permissions))
         self.memory = open_thread_memory(config, "discord")
+        self.shared_claims = config.sessions.backend == "redis"  # a message claimed once over processes
         self.tasks = TaskSet("discord", limit=config.limits.tasks_in_flight)
         self.dm_access = DmAccess(self)
         self.documents = DiscordDocuments(engine, config, self.tasks)  # a deleted message forgets its files
@@ -195,4 +200,30 @@ class DiscordAdapter(discord.Client):
             return
         if message.type not in ANSWERED_TYPES:
             return  # joins, pins, thread notices, slash-command echoes…
+        if not message.author.bot and not await self.memory.claim(f"message:{message.id}", shared=self.shared_claims):
+            log.info("discord message taken by another process", extra={"message_id": message.id})
+            return
         self.messages.take(message)
+
+
+class ShardedDiscordAdapter(DiscordAdapter, discord.AutoShardedClient):
+    """Parley's Discord bot running several gateway shards in this process (discord.shard_ids)."""
+
+
+def shard_options(config: DiscordConfig) -> dict[str, Any]:
+    """discord.py's options for this process's shards: none unsharded, shard_id for one, shard_ids for several."""
+    if not config.shard_count:
+        return {}
+    ids = config.shard_ids or list(range(config.shard_count))
+    if len(ids) == 1:
+        return {"shard_id": ids[0], "shard_count": config.shard_count}
+    return {"shard_ids": ids, "shard_count": config.shard_count}
+
+
+def open_discord_adapter(engine: Engine, config: Config, **options: Any) -> DiscordAdapter:
+    """The adapter for this process's shards (discord.shard_count / shard_ids)."""
+    sharding = shard_options(config.discord)
+    if sharding:
+        log.info("discord shards", extra={k: v for k, v in sharding.items()})
+    adapter = ShardedDiscordAdapter if "shard_ids" in sharding else DiscordAdapter
+    return adapter(engine, config, **sharding, **options)
