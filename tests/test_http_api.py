@@ -72,7 +72,8 @@ async def wait_until(check, timeout: float = 15.0) -> None:
 
 @pytest.fixture
 def api_config(tmp_path):
-    return make_config(tmp_path / "data", knowledge={"enabled": False}, limits={"user_per_minute": 1000})
+    return make_config(tmp_path / "data", knowledge={"enabled": False}, limits={"user_per_minute": 1000},
+                       http_api={"max_body_mb": 1})
 
 
 # ---- completions -------------------------------------------------------------------------------
@@ -153,7 +154,26 @@ async def test_refusals_are_shaped_like_openai_errors(engine_factory, api_config
         # Another model than the live one is loaded for operators only.
         with pytest.raises(openai.PermissionDeniedError):
             await api.chat.completions.create(model="smollm2-135m-b", messages=HI)
+        async with aiohttp.ClientSession() as http:
+            big = {"messages": [{"role": "user", "content": "x" * (2 * 2**20)}]}  # past http_api.max_body_mb
+            async with http.post(f"{url}/v1/chat/completions", json=big,
+                                 headers={"Authorization": f"Bearer {key}"}) as response:
+                assert response.status == 413 and "error" in await response.json()
     assert key not in (api_config.data_path / "api_keys.json").read_text()  # only its hash is kept
+
+
+async def test_an_engine_still_loading_answers_503_with_retry_after(api_config):
+    from engine.core import Engine
+
+    engine = Engine(api_config)  # not started: the model is not loaded yet
+    key = KeyStore(api_config.data_path).create("early", "W1")
+    async with serving(engine) as url, aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                             json={"messages": HI}) as response:
+            assert response.status == 503 and int(response.headers["Retry-After"]) > 0
+            assert (await response.json())["error"]["parley_code"] == "MODEL_NOT_READY"
+        async with http.get(f"{url}/healthz") as response:
+            assert response.status == 503
 
 
 async def test_rate_limits_and_the_keys_cap_on_requests_in_flight_answer_429(engine_factory, tmp_path):

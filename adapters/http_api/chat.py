@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -21,7 +21,11 @@ from adapters.http_api.errors import bad_request, failure_body, failure_response
 from adapters.http_api.identity import Caller
 from adapters.http_api.shapes import Completion
 from engine.completions import CompletionRequest
+from engine.errors import ErrorCode, ParleyError
 from engine.types import AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, TextDelta
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 MOST_STOPS = 4
 SESSION_CHARS = 128
@@ -106,8 +110,16 @@ def session_request(body: dict, caller: Caller, session: Any) -> ChatRequest:
         channel, workspace_wide = caller.readable(scope)
         if workspace_wide:
             raise bad_request("A session reads one channel's documents: `channel:NAME`.", "parley.scope")
-    where = caller.conversation(channel, f"{caller.identity.name}:{session}")
-    return ChatRequest(where=where, user=caller.user, text=last["content"])
+    return ChatRequest(where=caller.conversation(channel, f"{caller.identity.name}:{session}"), user=caller.user,
+                       text=last["content"])
+
+
+async def _reads_only_allowed(engine: Engine, request: ChatRequest, caller: Caller) -> None:
+    """A session answers from its channel's scope as the channel's settings say: refused when they
+    widen it to the workspace (config knowledge.workspace_scope) and the key may not read that."""
+    if (await engine.channel_settings(request.where)).scope == "workspace" and not caller.identity.may_read("workspace"):
+        raise ParleyError(ErrorCode.FORBIDDEN, "This key may not read the documents of workspace, "
+                                               "which this workspace's sessions read.")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -120,7 +132,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     session = _extension(body).get("session")
     completion = Completion(model=model or engine.live_model or "", session=session if isinstance(session, str) else "")
     if session is not None:
-        events = engine.answer(session_request(body, caller, session))
+        chat = session_request(body, caller, session)
+        await _reads_only_allowed(engine, chat, caller)
+        events = engine.answer(chat)
     else:
         events = engine.api.complete(completion_request(body, caller, completion))
     async with contextlib.aclosing(events):  # a client gone or a cancelled handler cancels the generation
