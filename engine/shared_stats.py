@@ -95,12 +95,14 @@ class StatsSync:
 
 
 def open_stats_sync(config: Config, stats: EngineStats) -> StatsSync | None:
-    """With `sessions.backend: redis`, the sync of `stats` (blocking: call it in a worker thread)."""
+    """With `sessions.backend: redis`, the sync of `stats` (opening connects nothing: no blocking)."""
     sessions = config.sessions
     if sessions.backend != "redis":
         return None
-    from engine.limits import redis_url
-    from engine.redis_state import redis_client
+    import redis
 
-    client = redis_client(redis_url(sessions.redis_url_env, "sessions"))
+    from engine.limits import redis_url
+
+    client = redis.Redis.from_url(redis_url(sessions.redis_url_env, "sessions"), socket_timeout=5,
+                                  socket_connect_timeout=5)  # connects in the sync's worker thread
     return StatsSync(stats, client, sessions.redis_state_prefix)

@@ -198,3 +198,39 @@ async def test_without_redis_the_switch_survives_a_restart(engine_factory, tmp_p
     await engine.stop()
     again = await engine_factory(make_config(tmp_path / "data", knowledge={"enabled": False}))
     assert again.live_model == "smollm2-135m-b"
+
+
+async def test_the_edit_budget_and_an_ingest_cancel_cross_replicas(tmp_path):
+    import redis
+
+    from adapters.chat.edit_budget import SharedEditBudget
+    from engine.buckets import RedisBuckets
+    from engine.ingest_cancel import SharedCancels
+
+    with redis_server(tmp_path / "redis") as url:
+        stores = [RedisBuckets.from_url(url, "e:") for _ in range(2)]
+        budgets = [SharedEditBudget(store, "T1", 50 / 60, 10) for store in stores]
+        taken = [await budget.try_take() for _ in range(10) for budget in budgets]
+        assert sum(taken) == 10, "two replicas share one workspace's 10-edit burst"
+        await budgets[0].take()  # a final edit always goes
+
+        replicas = [SharedCancels(redis.Redis.from_url(url), "s:") for _ in range(2)]
+        cancelled = asyncio.Event()
+        asked_by: list[str] = []
+
+        def cancel(by: str) -> None:
+            asked_by.append(by)
+            cancelled.set()
+
+        async with replicas[0].running(WHERE, "report.pdf", "U0ADA", cancel):
+            for _ in range(40):
+                if await replicas[1].uploader(WHERE, "report.pdf") == "U0ADA":
+                    break
+                await asyncio.sleep(0.05)
+            assert await replicas[1].uploader(WHERE, "report.pdf") == "U0ADA"
+            await replicas[1].request(WHERE, "report.pdf", "U0LIN")
+            await asyncio.wait_for(cancelled.wait(), 3.0)
+        assert asked_by == ["U0LIN"]
+        assert await replicas[1].uploader(WHERE, "report.pdf") is None, "an ended ingest is no longer listed"
+        for store in stores:
+            await store.close()
