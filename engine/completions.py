@@ -206,10 +206,13 @@ class Completions:
             await self._authority.require("load_model", request.where, request.user, target=name)
         return await self._lineup.backend_for(name)
 
-    async def _prepare(self, request: CompletionRequest) -> _Prepared:
+    def _ready(self) -> None:
         state = self._state()
         if state != "ready":
             raise ParleyError(ErrorCode.MODEL_NOT_READY if state == "new" else ErrorCode.SHUTTING_DOWN)
+
+    async def _prepare(self, request: CompletionRequest) -> _Prepared:
+        self._ready()
         messages = _checked(request.messages)
         backend = await self._backend(request)
         found = await self._retrieve(request, messages, backend)
@@ -244,15 +247,16 @@ class Completions:
     async def embed(self, texts: Sequence[str], where: Conversation, user: User) -> list[list[float]]:
         """The packaged embedder's unit vectors of `texts`, admitted and counted like a question."""
         knowledge = self._knowledge()
-        if knowledge is None:
-            raise ParleyError(ErrorCode.INVALID_REQUEST, "Embeddings need the knowledge base (knowledge.enabled).")
-        if not texts or len(texts) > MOST_EMBEDDING_INPUTS or not all(isinstance(t, str) and t for t in texts):
-            raise ParleyError(ErrorCode.INVALID_REQUEST,
-                              f"`input` must be 1 to {MOST_EMBEDDING_INPUTS} non-empty strings.")
         try:
+            self._ready()
+            if knowledge is None:
+                raise ParleyError(ErrorCode.INVALID_REQUEST, "Embeddings need the knowledge base (knowledge.enabled).")
+            if not texts or len(texts) > MOST_EMBEDDING_INPUTS or not all(isinstance(t, str) and t for t in texts):
+                raise ParleyError(ErrorCode.INVALID_REQUEST,
+                                  f"`input` must be 1 to {MOST_EMBEDDING_INPUTS} non-empty strings.")
             await self._admission.admit(where, user, "answer")
         except ParleyError as exc:
-            self._admission.failure(exc, action="embed", args=(where, user))
+            self._admission.failure(exc, action="embed", args=(where, user))  # counted and logged once
             raise
         self._stats.record_request()
         vectors = await asyncio.to_thread(lambda: knowledge.embedder.encode(list(texts)))

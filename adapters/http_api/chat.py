@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from adapters.http_api.context import caller_of, engine_of
-from adapters.http_api.errors import bad_request, failure_body, failure_response
+from adapters.http_api.errors import bad_request, failure_body, failure_response, forbidden
 from adapters.http_api.identity import Caller
 from adapters.http_api.shapes import Completion
 from engine.completions import CompletionRequest
-from engine.errors import ErrorCode, ParleyError
 from engine.types import AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, TextDelta
 
 if TYPE_CHECKING:
@@ -118,8 +117,8 @@ async def _reads_only_allowed(engine: Engine, request: ChatRequest, caller: Call
     """A session answers from its channel's scope as the channel's settings say: refused when they
     widen it to the workspace (config knowledge.workspace_scope) and the key may not read that."""
     if (await engine.channel_settings(request.where)).scope == "workspace" and not caller.identity.may_read("workspace"):
-        raise ParleyError(ErrorCode.FORBIDDEN, "This key may not read the documents of workspace, "
-                                               "which this workspace's sessions read.")
+        raise forbidden("This key may not read the documents of workspace, which this workspace's sessions read.",
+                        "parley.session")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

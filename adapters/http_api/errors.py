@@ -66,6 +66,15 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_api_key", parley_code="UNAUTHORIZED")
 
 
+def forbidden(message: str, param: str | None = None) -> ApiError:
+    """A scope the key was not given (the HTTP layer's own check: logged here, not by the Engine)."""
+    return ApiError(403, message, code="forbidden", parley_code=ErrorCode.FORBIDDEN.value, param=param)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message, code="not_found", parley_code=ErrorCode.DOCUMENT_NOT_FOUND.value)
+
+
 def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, code="invalid_request", parley_code=ErrorCode.INVALID_REQUEST.value, param=param)
 

@@ -14,9 +14,8 @@ import binascii
 from aiohttp import web
 
 from adapters.http_api.context import caller_of, engine_of
-from adapters.http_api.errors import bad_request
+from adapters.http_api.errors import bad_request, not_found
 from adapters.http_api.identity import Caller
-from engine.errors import ErrorCode, ParleyError
 from engine.types import DocumentInfo, FileUpload
 
 PREFIX = "file-"
@@ -27,14 +26,14 @@ def file_id(channel: str, filename: str) -> str:
 
 
 def parse_id(value: str) -> tuple[str, str]:
-    """(channel, filename) of an id; DOCUMENT_NOT_FOUND for one Parley never made."""
+    """(channel, filename) of an id; 404 for one Parley never made."""
     try:
         raw = value.removeprefix(PREFIX)
         channel, _, filename = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition("/")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, "There is no file with that id.") from None
+        raise not_found("There is no file with that id.") from None
     if not value.startswith(PREFIX) or not channel or not filename:
-        raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, "There is no file with that id.")
+        raise not_found("There is no file with that id.")
     return channel, filename
 
 

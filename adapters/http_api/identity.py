@@ -3,7 +3,7 @@ and the conversations and document scopes that identity reaches.
 
 A key's requests live on platform `api`, in the key's workspace: its usage counts against that
 workspace's rate limits, its documents are that workspace's. A scope is named as
-`channel:NAME` or `workspace`; one the key may not read is refused (FORBIDDEN, 403), one of
+`channel:NAME` or `workspace`; one the key may not read is refused (403), one of
 another workspace cannot be named at all. Without a scope, a request lives in the key's own
 channel (`~NAME`), which holds no documents.
 """
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.http_api.errors import bad_request
+from adapters.http_api.errors import bad_request, forbidden
 from engine.api_keys import ApiIdentity
 from engine.authority import API, API_OPERATOR, Role
-from engine.errors import ErrorCode, ParleyError
 from engine.types import Conversation, User
 
 
@@ -45,7 +44,7 @@ class Caller:
         if not channel or "/" in channel or channel.startswith("~") or channel == "*":
             raise bad_request("A scope is `channel:NAME` or `workspace`.", param)
         if not self.identity.may_read(scope):
-            raise ParleyError(ErrorCode.FORBIDDEN, f"This key may not read the documents of {scope}.")
+            raise forbidden(f"This key may not read the documents of {scope}.", param)
         return channel, scope == "workspace"
 
     def default_channel(self) -> str:
