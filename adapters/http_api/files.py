@@ -60,8 +60,8 @@ async def upload_file(request: web.Request) -> web.Response:
         raise bad_request("Upload the file as multipart/form-data (`file`, optional `scope`).")
     form = await request.post()
     upload = form.get("file")
-    if not isinstance(upload, web.FileField):
-        raise bad_request("The form needs a `file` part.", "file")
+    if not isinstance(upload, web.FileField) or not upload.filename:
+        raise bad_request("The form needs a `file` part with a file name.", "file")
     channel = _channel(caller, form.get("scope"))
     data = await asyncio.to_thread(upload.file.read)
     result = await engine.ingest(FileUpload(where=caller.conversation(channel), user=caller.user,

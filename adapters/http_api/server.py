@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class InFlight:
     """Requests each key has running: past `most`, the next is refused (429) until one ends."""
 
