@@ -39,7 +39,8 @@ class ModelLineup:
         self._lock = asyncio.Lock()
         self._choice: LiveChoice | None = None  # where the choice is kept, once load_live opened it
         self._follower: asyncio.Task | None = None  # polls a shared choice
-        self._unloadable: str | None = None  # a shared choice this process failed to load
+        self._seen: str | None = None  # the stored choice as this process last saw (or wrote) it
+        self._switches = 0  # bumped as a switch here begins and once it is recorded
 
     @property
     def live(self) -> Backend | None:
@@ -65,30 +66,39 @@ class ModelLineup:
 
     async def load_live(self) -> None:
         """Load the live model: the one switched to last (kept across restarts, shared by replicas
-        with Redis), or the config's default; then follow a shared choice."""
+        with Redis), or the config's default (also when the chosen one fails to load); then follow
+        a shared choice."""
         self._choice = await asyncio.to_thread(open_live_choice, self._config)
-        chosen = await asyncio.to_thread(self._choice.read)
-        name = chosen if chosen and self._config.model(chosen) is not None else self._config.default_model
-        if chosen and name != chosen:
-            log.warning("the stored live model is not configured: the default serves", extra={"model": chosen})
-        self._live = await self.create(self._config.model(name))
+        chosen = self._seen = await asyncio.to_thread(self._choice.read)
+        default = self._config.default_model
+        if chosen and chosen != default and self._config.model(chosen) is not None:
+            try:
+                self._live = await self.create(self._config.model(chosen))
+            except Exception:  # noqa: BLE001 - a broken choice must not keep the bot down
+                log.error("the stored live model failed to load: the default serves", extra={"model": chosen},
+                          exc_info=True)
+        if self._live is None:
+            self._live = await self.create(self._config.model(default))
         if self._choice.shared:
             self._follower = asyncio.create_task(self._follow(), name="follow-live-model")
 
     async def _follow(self) -> None:
-        """Switch to the model another replica chose (polled every POLL_S)."""
+        """Switch to the model another replica chose (polled every POLL_S): only a change of the
+        shared choice is followed, so a switch here is never undone before it is recorded."""
         while True:
             await asyncio.sleep(POLL_S)
             name = None
             try:
+                switches = self._switches
                 name = await asyncio.to_thread(self._choice.read)
-                if name in (None, self.live_model, self._unloadable) or self._config.model(name) is None:
+                if name == self._seen or switches != self._switches:
                     continue
-                await self._switch_to(name, by="another replica")
+                self._seen = name
+                if name is not None and name != self.live_model and self._config.model(name) is not None:
+                    await self._switch_to(name, by="another replica")
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep following; this name is not tried again until it changes
-                self._unloadable = name
+            except Exception:  # noqa: BLE001 - keep following; this choice is not tried again until it changes
                 log.error("could not follow the shared live model", extra={"model": name}, exc_info=True)
 
     async def backend_for(self, name: str) -> Backend:
@@ -118,10 +128,12 @@ class ModelLineup:
     async def switch(self, name: str, *, by: str = "") -> None:
         """Make `name` the live model: load it (the old one keeps answering meanwhile), route new
         requests to it, and let the old one finish its answers before it is freed."""
-        self.check_name(name)
-        if self._choice is not None:  # first the record, so no replica (this one's follower too) goes back
-            await asyncio.to_thread(self._choice.write, name, by)
+        self._switches += 1  # a read the follower began before this is stale
         await self._switch_to(name, by=by)
+        if self._choice is not None:  # recorded once it serves: a model that fails to load is not kept
+            self._seen = name
+            await asyncio.to_thread(self._choice.write, name, by)
+            self._switches += 1
 
     async def _switch_to(self, name: str, *, by: str) -> None:
         cfg = self.check_name(name)
