@@ -81,7 +81,20 @@ def test_with_an_hmac_key_unsigned_or_moved_values_are_refused(tmp_path, caplog)
         assert "slack/T1/C3" not in dict(signed.items()) and signed.get("slack/T1/C4") is None
         assert signed["slack/T1/C2"] == {"prompt": "mine"}
         assert caplog.text.count("redis value refused") >= 2
+        asyncio.run(thread_records_are_signed(url, client))
         client.close()
+
+
+async def thread_records_are_signed(url: str, client) -> None:
+    from adapters.chat.memory_stores import RedisMemoryStore
+    from adapters.chat.thread_record import ThreadRecord
+
+    memory = RedisMemoryStore(url, "m:", StateCodec(b"k" * 32))
+    await memory.put_thread("C1:1.0", ThreadRecord("T1", "", 5.0), 3600)
+    assert await memory.get_thread("C1:1.0") == ThreadRecord("T1", "", 5.0)
+    client.set("m:thread:C1:2.0", b'["T1", "", 5.0]')  # "answer without a mention in this thread"
+    assert await memory.get_thread("C1:2.0") is None
+    await memory.close()
 
 
 def test_two_clients_changing_settings_votes_and_a_thread_lose_nothing(tmp_path):

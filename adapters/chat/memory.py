@@ -99,8 +99,10 @@ def open_thread_memory(config: Config, platform: str) -> ThreadMemory:
     if sessions.backend == "redis":
         from engine.limits import redis_url
 
+        from engine.redis_state import state_codec
+
         url = redis_url(sessions.redis_url_env, "sessions")
-        store: MemoryStore = RedisMemoryStore(url, f"{sessions.redis_state_prefix}{platform}:")
+        store: MemoryStore = RedisMemoryStore(url, f"{sessions.redis_state_prefix}{platform}:", state_codec(config))
     else:
         store = SqliteMemoryStore(config.data_path / f"{platform}_state.sqlite")
     return ThreadMemory(store, thread_ttl_s=sessions.idle_expiry_hours * 3600)

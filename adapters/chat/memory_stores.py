@@ -9,13 +9,13 @@ two processes handed the same event only one takes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
 
 from adapters.chat.thread_record import ThreadRecord
 from engine.sqlite_files import open_sqlitedict
+from engine.state_codec import Refused, StateCodec, refused
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +75,32 @@ class SqliteMemoryStore:
 
 
 class RedisMemoryStore:
-    def __init__(self, url: str, prefix: str):
+    def __init__(self, url: str, prefix: str, codec: StateCodec | None = None):
         import redis.asyncio as aioredis
 
         self._client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._prefix = prefix
+        self._codec = codec or StateCodec()  # thread records are JSON, signed with the state key if set
 
     async def load(self, thread_ttl_s: float, seen_ttl_s: float) -> tuple[dict[str, ThreadRecord], dict[str, float]]:
         await self._client.ping()  # fail at start with a clear error, not at the first message
         return {}, {}
 
     async def get_thread(self, key: str) -> ThreadRecord | None:
-        raw = await self._client.get(f"{self._prefix}thread:{key}")
-        return ThreadRecord(*json.loads(raw)) if raw else None
+        name = f"{self._prefix}thread:{key}"
+        raw = await self._client.get(name)
+        if not raw:
+            return None
+        try:
+            return ThreadRecord(*self._codec.decode(name, raw))
+        except (Refused, TypeError) as exc:  # not a record of ours: the thread is not Parley's
+            refused(name, exc)
+            return None
 
     async def put_thread(self, key: str, record: ThreadRecord, ttl_s: float) -> None:
-        value = json.dumps([record.workspace, record.parent, record.at])
-        await self._client.set(f"{self._prefix}thread:{key}", value, ex=max(1, int(ttl_s)))
+        name = f"{self._prefix}thread:{key}"
+        value = self._codec.encode(name, [record.workspace, record.parent, record.at])
+        await self._client.set(name, value, ex=max(1, int(ttl_s)))
 
     async def claim(self, key: str, at: float, ttl_s: float) -> bool:
         return bool(await self._client.set(f"{self._prefix}seen:{key}", at, nx=True, ex=max(1, int(ttl_s))))
