@@ -127,16 +127,18 @@ class WaitingLine:
 
 
 def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest],
-               needs_slices: Callable[[ScheduledRequest], bool], *, max_batch: int, max_tokens: int,
-               prefill_budget: int) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
-    """What one round starts, from `line` (in_line's order): the requests that join the batch, or
-    else a background request whose long prompt gets one slice prefilled (`needs_slices`). Never
-    both: a slice waits for a round without newcomers, so answers arriving meanwhile go first."""
+               needs_slices: Callable[[ScheduledRequest], bool], *, slice_due: bool, max_batch: int,
+               max_tokens: int, prefill_budget: int) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
+    """What one round starts, from `line` (WaitingLine's order): the requests that join the batch,
+    or else a background request whose long prompt gets one slice prefilled (`needs_slices`).
+    Never both: a slice waits for a round without newcomers, so answers arriving meanwhile go
+    first; and while answers are running, it waits until it is `slice_due`."""
     chosen = line[:admissible(line, running, max_batch=max_batch, max_tokens=max_tokens,
                               prefill_budget=prefill_budget)]
     for i, r in enumerate(chosen):
         if r.params.background and needs_slices(r):
-            return chosen[:i], None if i else r
+            answering = any(not row.params.background for row in running)
+            return chosen[:i], r if not i and (slice_due or not answering) else None
     return chosen, None
 
 
