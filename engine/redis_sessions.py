@@ -230,9 +230,8 @@ class RedisSessions:
                 continue
             try:
                 converted += self._convert(key)
-            except Exception as exc:  # noqa: BLE001 - not a session of ours: refused and dropped
+            except Exception as exc:  # noqa: BLE001 - not a session of ours: never read (left for the operator)
                 refused(raw_key, exc)
-                self._client.delete(raw_key)
         self._client.set(marker, LAYOUT)
         log.warning("redis sessions migrated from pickles to JSON", extra={"prefix": self._prefix,
                                                                           "converted": converted})

@@ -165,7 +165,7 @@ class RedisMapping(MutableMapping):
         wanted = FORMAT + ("+hmac" if self._codec.signed else "")
         if as_text(self._client.get(marker) or b"") == wanted:
             return
-        counts = {"converted": 0, "dropped": 0}
+        counts = {"converted": 0, "refused": 0}
         batch: list[bytes] = []
         for raw_key in self._raw_keys():
             batch.append(raw_key)
@@ -184,10 +184,9 @@ class RedisMapping(MutableMapping):
                 continue
             try:
                 value = legacy_pickle(raw) if raw[:1] == b"\x80" else StateCodec().decode(raw_key, raw)
-            except Exception as exc:  # noqa: BLE001 - whatever it is, it is not kept
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is never used (left for the operator)
                 refused(raw_key, exc)
-                self._client.delete(raw_key)
-                counts["dropped"] += 1
+                counts["refused"] += 1
                 continue
             ttl = self._client.ttl(raw_key)
             self._client.set(raw_key, self._codec.encode(raw_key, value), ex=ttl if ttl and ttl > 0 else None)
