@@ -334,7 +334,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("knowledge.chunk_overlap_tokens: must be below knowledge.chunk_tokens")
     shards = config.discord.shard_ids
     if any(not 0 <= i < config.discord.shard_count for i in shards) or len(set(shards)) != len(shards):
-        raise ConfigError(f"discord.shard_ids: each from 0 to shard_count - 1 ({config.discord.shard_count}), none twice")
+        raise ConfigError(f"discord.shard_ids: each from 0 to shard_count - 1 ({config.discord.shard_count}), "
+                          "none twice")
     if config.maintenance.memory_warn_fraction > config.maintenance.memory_act_fraction:
         raise ConfigError("maintenance.memory_warn_fraction: must not exceed memory_act_fraction")
     if config.limits.admins_exempt is not None:  # the older key still works, meaning what it said

@@ -342,7 +342,8 @@ class FakeDiscord:
     async def _ready_shard(self, ws: web.WebSocketResponse, shard: tuple[int, int]) -> None:
         """READY and GUILD_CREATE on one shard's session: the guilds of that shard."""
         guilds = [g for g in self.guilds if self.shard_of_guild(g, shard[1]) == shard[0]]
-        for event, data in [("READY", self._ready_payload(guilds, shard)), *(("GUILD_CREATE", self.guilds[g]) for g in guilds)]:
+        frames = [("READY", self._ready_payload(guilds, shard)), *(("GUILD_CREATE", self.guilds[g]) for g in guilds)]
+        for event, data in frames:
             self._seq += 1
             await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
         self.ready_shards.append(shard)

@@ -25,7 +25,8 @@ def replica_config(service: dict, tmp_path):
     """Run the replica's command's config step (sh, sed) as its container would, on this checkout."""
     script = service["command"][-1].split(" && ")[0].replace("/app/deploy/", f"{DEPLOY}/")
     script = script.replace("/tmp/parley.yaml", str(tmp_path / "parley.yaml")).replace("$$", "$")
-    subprocess.run(["sh", "-c", script], check=True, env={"SHARD": service["environment"]["SHARD"], "PATH": "/usr/bin:/bin"})
+    shard = service["environment"]["SHARD"]
+    subprocess.run(["sh", "-c", script], check=True, env={"SHARD": shard, "PATH": "/usr/bin:/bin"})
     return parse_config(yaml.safe_load((tmp_path / "parley.yaml").read_text()))
 
 

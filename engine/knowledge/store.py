@@ -223,7 +223,8 @@ class ChromaStore:
     def chunk_attempts(self, doc_id: str) -> list[tuple[str, int, str]]:
         """(chunk id, version, attempt id or "" for chunks from before attempts) of a document's chunks."""
         got = self.chunks.get(where={"doc_id": doc_id}, include=["metadatas"])
-        return [(cid, int(m.get("version", 0)), str(m.get("attempt", ""))) for cid, m in zip(got["ids"], got["metadatas"])]
+        return [(cid, int(m.get("version", 0)), str(m.get("attempt", "")))
+                for cid, m in zip(got["ids"], got["metadatas"])]
 
     def delete_document_chunks(self, doc_id: str) -> int:
         return self._delete_where({"doc_id": doc_id})
