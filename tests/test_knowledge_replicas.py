@@ -123,6 +123,7 @@ async def test_the_leader_cleans_up_a_dead_attempt_and_leaves_a_live_one(tmp_pat
                 led = [r for r in results if "skipped" not in r]
                 assert len(led) == 1, results  # one replica led the check, the other left it
                 assert led[0]["orphans"] == 1 and led[0]["in_progress"] == 1 and not led[0]["broken_documents"]
+                assert led[0]["dead_attempts"] == 1 and first.store.claims() == {"another-doc": live.id}
                 assert first.store.chunk_ids("another-doc")  # the live attempt's chunk is still there
                 assert all(attempt != dead for _, _, attempt in first.store.chunk_attempts(doc_id))
             # The dead attempt's claim does not block the document: the next upload of it goes through.

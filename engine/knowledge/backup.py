@@ -154,11 +154,14 @@ def check(store: VectorStore, *, repair: bool = True, lease_s: float = 60.0) -> 
                 continue
             live_counts[doc.doc_id] = live_counts.get(doc.doc_id, 0) + 1
     broken = [r for r in records.values() if live_counts.get(r.doc_id, 0) != r.chunks]
+    dead = 0
     if repair:
         orphans = _still_orphans(store, orphans, lease_s)
         store.delete_chunk_ids([o[0] for o in orphans])
         broken = [doc for doc in broken if _remove_broken(store, doc, lease_s)]
+        dead = _forget_dead_attempts(store, lease_s)
     result = {"documents": len(records), "chunks": total, "orphans": len(orphans), "in_progress": in_progress,
+              "dead_attempts": dead,
               "bad_embeddings": len(bad_vectors),
               "broken_documents": [f"{d.platform}/{d.workspace}/{d.channel}/{d.filename}" for d in broken],
               "repaired": repair, "ok": not (orphans or bad_vectors or broken),
@@ -176,6 +179,21 @@ def _still_orphans(store: VectorStore, orphans: list[tuple[str, str, int, str]],
     alive = live_attempts(store, lease_s)
     live = {r.doc_id: r.version for r in store.find_documents()}
     return [o for o in orphans if o[3] not in alive and live.get(o[1]) != o[2]]
+
+
+def _forget_dead_attempts(store: VectorStore, lease_s: float) -> int:
+    """Remove the records and claims of attempts that stopped beating (their processes were killed);
+    their chunks went above. Returns how many attempts were dead."""
+    now = time.time()
+    dead = [attempt for attempt, beat in store.attempt_beats().items() if now - beat > lease_s]
+    for attempt in dead:
+        store.end_attempt(attempt)
+    claims = store.claims()  # before the live attempts: an attempt beats before it claims
+    alive = live_attempts(store, lease_s)
+    for doc_id, holder in claims.items():
+        if holder not in alive:
+            store.release(doc_id, holder)
+    return len(dead)
 
 
 def _remove_broken(store: VectorStore, doc: DocumentRecord, lease_s: float) -> bool:

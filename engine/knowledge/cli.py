@@ -70,6 +70,8 @@ def knowledge_cli(config: Config, argv: list[str]) -> int:
 
 def _render_check(result: dict) -> str:
     lines = [f"Checked {result['documents']} documents and {result['chunks']} chunks in {result['seconds']} s."]
+    if result.get("in_progress"):
+        lines.append(f"{result['in_progress']} chunks of ingests still running (on this or another replica) left alone.")
     if result["ok"]:
         lines.append("Everything is consistent.")
         return "\n".join(lines)
