@@ -117,3 +117,16 @@ async def test_a_misconfigured_pair_with_redis_answers_once(tmp_path, engine_fac
             assert len(threads) == 1 and len(answers(fake, threads[0])) == 1
         finally:
             await stop_bots(bots, fake)
+
+
+async def test_one_process_can_run_several_shards(tmp_path, engine_factory):
+    fake, by_shard, ada = await world()
+    bots = await start_bots(tmp_path, engine_factory, fake, [[0, 1]])  # discord.py's AutoShardedClient
+    try:
+        await until(lambda: len(fake.ready_shards) == 2, what="both shards")
+        assert sorted(fake.ready_shards) == [(0, 2), (1, 2)] and bots[0][0].shard_count == 2
+        for gid in by_shard.values():
+            threads = await ask(fake, bots, gid, ada, "Say hello.")
+            assert len(threads) == 1 and len(answers(fake, threads[0])) == 1
+    finally:
+        await stop_bots(bots, fake)
