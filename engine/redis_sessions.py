@@ -20,10 +20,10 @@ import time
 from collections.abc import Sequence
 
 from engine.config import Config
-from engine.redis_state import (BATCH, RedisMapping, glob_escape, as_text, open_state_mapping, open_state_tally,
-                                redis_client)
+from engine.redis_state import (BATCH, RedisMapping, as_text, glob_escape, open_state_mapping, open_state_tally,
+                                redis_client, state_codec)
 from engine.sessions import SessionStore, compacted
-from engine.state_codec import legacy_pickle, refused
+from engine.state_codec import SIGNED, Refused, StateCodec, legacy_pickle, refused
 from engine.turns import DEFAULT_MAX_TURNS, NOTHING_FOLDED, Folded, Session, Turn, json_dict, to_json
 
 __all__ = ["RedisMapping", "RedisSessions", "open_session_store", "open_state_mapping", "open_state_tally",
@@ -64,9 +64,11 @@ return redis.call('DEL', KEYS[1], KEYS[2])
 class RedisSessions:
     """The SessionBackend over Redis (see the module's docstring for the keys)."""
 
-    def __init__(self, client, prefix: str, ttl_seconds: float | None = None, max_turns: int = DEFAULT_MAX_TURNS):
+    def __init__(self, client, prefix: str, ttl_seconds: float | None = None, max_turns: int = DEFAULT_MAX_TURNS,
+                 codec: StateCodec | None = None):
         self._client = client  # redis.Redis
         self._prefix = prefix
+        self._codec = codec or StateCodec()  # each turn and header field signed when a key is configured
         self._ttl = max(1, int(ttl_seconds)) if ttl_seconds else 0
         self.max_turns = max_turns
         self._index = f"{prefix}#active"
@@ -76,8 +78,8 @@ class RedisSessions:
 
     @classmethod
     def from_url(cls, url: str, prefix: str, ttl_seconds: float | None = None,
-                 max_turns: int = DEFAULT_MAX_TURNS) -> "RedisSessions":
-        return cls(redis_client(url), prefix, ttl_seconds, max_turns)
+                 max_turns: int = DEFAULT_MAX_TURNS, codec: StateCodec | None = None) -> "RedisSessions":
+        return cls(redis_client(url), prefix, ttl_seconds, max_turns, codec)
 
     def _keys_of(self, key: str) -> list[str]:
         return [self._prefix + key, f"{self._prefix}#turns:{key}", self._index]
@@ -94,9 +96,20 @@ class RedisSessions:
         if not fields:
             return None
         fields = {as_text(k): v for k, v in fields.items()}
-        return Session(key, tuple(Turn.from_json(r) for r in rows), float(fields.get("created_at", 0)),
-                       float(fields.get("updated_at", 0)), json_dict(fields.get("settings")),
-                       Folded.from_json(fields.get("folded")))
+        kept = (self._opened(turns, r) for r in rows)
+        return Session(key, tuple(Turn.from_json(r) for r in kept if r is not None), float(fields.get("created_at", 0)),
+                       float(fields.get("updated_at", 0)), json_dict(self._opened(f"{head}#settings", fields.get("settings"))),
+                       Folded.from_json(self._opened(f"{head}#folded", fields.get("folded"))))
+
+    def _opened(self, name: str, raw: bytes | None) -> bytes | None:
+        """A stored turn or header field's JSON; None (logged) when its signature fails."""
+        if raw is None:
+            return None
+        try:
+            return self._codec.unseal(name, raw)
+        except Refused as exc:
+            refused(name, exc)
+            return None
 
     def _read_old(self, key: str) -> Session | None:
         raw = self._client.get(self._prefix + key)
@@ -114,7 +127,9 @@ class RedisSessions:
         self._write(key, (), to_json(settings), "set", now)
 
     def _write(self, key: str, turns: Sequence[Turn], settings: str, mode: str, now: float) -> int:
-        args = [key, repr(now), self._ttl, settings, mode, *(t.to_json() for t in turns)]
+        head, rows, _ = self._keys_of(key)
+        args = [key, repr(now), self._ttl, self._codec.seal(f"{head}#settings", settings), mode,
+                *(self._codec.seal(rows, t.to_json()) for t in turns)]
         stored = self._append_script(keys=self._keys_of(key), args=args)
         if stored < 0:  # someone wrote a plain value there: refused, never read
             raise RuntimeError(f"session {key!r} is not in the turn-by-turn layout: refused")
@@ -147,12 +162,12 @@ class RedisSessions:
         head, turns, index = self._keys_of(session.key)
         pipe.delete(head, turns)
         fields = {"created_at": repr(session.created_at), "updated_at": repr(session.updated_at),
-                  "settings": to_json(session.settings or {})}
+                  "settings": self._codec.seal(f"{head}#settings", to_json(session.settings or {}))}
         if session.folded:
-            fields["folded"] = session.folded.to_json()
+            fields["folded"] = self._codec.seal(f"{head}#folded", session.folded.to_json())
         pipe.hset(head, mapping=fields)
         if session.turns:
-            pipe.rpush(turns, *(t.to_json() for t in session.turns))
+            pipe.rpush(turns, *(self._codec.seal(turns, t.to_json()) for t in session.turns))
         pipe.zadd(index, {session.key: session.updated_at})
         if self._ttl:
             pipe.expire(head, self._ttl)
@@ -171,11 +186,12 @@ class RedisSessions:
                     excess = pipe.llen(turns) - self.max_turns
                     if excess <= 0:
                         return
-                    oldest = [Turn.from_json(r) for r in pipe.lrange(turns, 0, excess - 1)]
-                    folded = Folded.from_json(pipe.hget(head, "folded")).fold(oldest)
+                    kept = (self._opened(turns, r) for r in pipe.lrange(turns, 0, excess - 1))
+                    oldest = [Turn.from_json(r) for r in kept if r is not None]
+                    folded = Folded.from_json(self._opened(f"{head}#folded", pipe.hget(head, "folded"))).fold(oldest)
                     pipe.multi()
                     pipe.ltrim(turns, excess, -1)
-                    pipe.hset(head, "folded", folded.to_json())
+                    pipe.hset(head, "folded", self._codec.seal(f"{head}#folded", folded.to_json()))
                     pipe.execute()
                     return
                 except WatchError:
@@ -221,7 +237,8 @@ class RedisSessions:
         """Convert the sessions of the old layout (pickles), once per prefix: the first process to
         open it (two at once convert each session once: _convert is a WATCH transaction). Logged."""
         marker = f"{self._prefix}#layout"
-        if as_text(self._client.get(marker) or b"") == LAYOUT:
+        wanted = LAYOUT + ("+hmac" if self._codec.signed else "")
+        if as_text(self._client.get(marker) or b"") == wanted:
             return
         converted = 0
         for raw_key in self._client.scan_iter(match=glob_escape(self._prefix) + "*", count=BATCH):
@@ -232,9 +249,36 @@ class RedisSessions:
                 converted += self._convert(key)
             except Exception as exc:  # noqa: BLE001 - not a session of ours: never read (left for the operator)
                 refused(raw_key, exc)
-        self._client.set(marker, LAYOUT)
+        signed = sum(self._sign(as_text(k)) for k in self._client.zrange(self._index, 0, -1)) \
+            if self._codec.signed else 0
+        self._client.set(marker, wanted)
         log.warning("redis sessions migrated from pickles to JSON", extra={"prefix": self._prefix,
-                                                                          "converted": converted})
+                                                                          "converted": converted, "signed": signed})
+
+    def _sign(self, key: str) -> int:
+        """Sign a session's unsigned turns and header fields (a key was configured since they were
+        written): 1 if this call did."""
+        from redis.exceptions import WatchError
+
+        head, turns, _ = self._keys_of(key)
+        with self._client.pipeline() as pipe:
+            try:
+                pipe.watch(head, turns)
+                rows = pipe.lrange(turns, 0, -1)
+                fields = {as_text(k): v for k, v in pipe.hgetall(head).items() if as_text(k) in ("settings", "folded")}
+                ttl = pipe.ttl(head)
+                pipe.multi()
+                pipe.delete(turns)
+                if rows:
+                    pipe.rpush(turns, *(r if r.startswith(SIGNED) else self._codec.seal(turns, r) for r in rows))
+                for name, raw in fields.items():
+                    pipe.hset(head, name, raw if raw.startswith(SIGNED) else self._codec.seal(f"{head}#{name}", raw))
+                if ttl and ttl > 0:
+                    pipe.expire(turns, ttl)
+                pipe.execute()
+                return 1
+            except WatchError:
+                return 0  # written meanwhile by a process that signs
 
 
 def open_session_store(config: Config) -> SessionStore:
@@ -245,7 +289,7 @@ def open_session_store(config: Config) -> SessionStore:
 
         url = redis_url(sessions.redis_url_env, "sessions")
         backend = RedisSessions.from_url(url, sessions.redis_prefix, ttl_seconds=sessions.idle_expiry_hours * 3600,
-                                         max_turns=sessions.max_turns)
+                                         max_turns=sessions.max_turns, codec=state_codec(config))
         log.info("sessions in redis", extra={"prefix": sessions.redis_prefix})
         return SessionStore(backend)
     return SessionStore.open_sqlite(config.data_path / "sessions.sqlite", sessions.max_turns)

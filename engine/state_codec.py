@@ -57,23 +57,33 @@ class StateCodec:
         name = redis_key.encode() if isinstance(redis_key, str) else redis_key
         return hmac.new(self._key, name + b"\0" + body, hashlib.sha256).hexdigest().encode()
 
-    def encode(self, redis_key: bytes | str, value: Any) -> bytes:
-        body = json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False).encode()
+    def seal(self, redis_key: bytes | str, body: bytes | str) -> bytes | str:
+        """`body` (JSON text) as stored at `redis_key`: signed when there is a key, else as it is."""
         if self._key is None:
             return body
-        return SIGNED + self._digest(redis_key, body) + b":" + body
+        raw = body.encode() if isinstance(body, str) else body
+        return SIGNED + self._digest(redis_key, raw) + b":" + raw
 
-    def decode(self, redis_key: bytes | str, raw: bytes | str) -> Any:
-        """The value stored at `redis_key`; Refused when it is not JSON or its signature fails."""
+    def unseal(self, redis_key: bytes | str, raw: bytes | str) -> bytes:
+        """The JSON text stored at `redis_key`; Refused when its signature fails (or is missing
+        while there is a key, or present while there is none)."""
         raw = raw.encode() if isinstance(raw, str) else raw
         if raw.startswith(SIGNED):
             digest, _, body = raw[len(SIGNED):].partition(b":")
             if self._key is None or not hmac.compare_digest(digest, self._digest(redis_key, body)):
                 raise Refused("bad signature" if self._key else "signed, and no key to check it")
-        elif self._key is not None:
+            return body
+        if self._key is not None:
             raise Refused("not signed")
-        else:
-            body = raw
+        return raw
+
+    def encode(self, redis_key: bytes | str, value: Any) -> bytes:
+        body = json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False).encode()
+        return self.seal(redis_key, body)
+
+    def decode(self, redis_key: bytes | str, raw: bytes | str) -> Any:
+        """The value stored at `redis_key`; Refused when it is not JSON or its signature fails."""
+        body = self.unseal(redis_key, raw)
         try:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
