@@ -69,7 +69,8 @@ class ModelLineup:
         with Redis), or the config's default (also when the chosen one fails to load); then follow
         a shared choice."""
         self._choice = await asyncio.to_thread(open_live_choice, self._config)
-        chosen = self._seen = await asyncio.to_thread(self._choice.read)
+        chosen = await asyncio.to_thread(self._choice.read)
+        self._seen = chosen
         default = self._config.default_model
         if chosen and chosen != default and self._config.model(chosen) is not None:
             try:
