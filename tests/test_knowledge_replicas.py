@@ -86,6 +86,25 @@ async def test_two_replicas_ingesting_one_name_at_once_leave_one_document(tmp_pa
             second.close()
 
 
+async def test_a_delete_on_one_replica_waits_for_an_ingest_on_another(tmp_path, embedder):
+    with chroma_server(tmp_path / "chroma") as (host, port):
+        first = replica(tmp_path, "bot1", host, port, embedder)
+        second = replica(tmp_path, "bot2", host, port, embedder)
+        try:
+            await first.ingest(upload("report.txt", docgen.notes_txt()))
+            slow_writes(first, 1.5)
+            ingest = asyncio.create_task(first.ingest(upload("report.txt", docgen.notes_txt() + b"\n\nRevised.")))
+            while not first.store.claims():  # the new version is being stored
+                await asyncio.sleep(0.02)
+            removed = await second.delete_document(CHANNEL, "report.txt")
+            result = await ingest  # the ingest was not broken by the delete: it finished first
+            assert result.version == 2 and removed == result.chunks  # then the delete took the new version
+            assert first.list_documents_sync(CHANNEL) == [] and first.stats()["chunks"] == 0
+        finally:
+            first.close()
+            second.close()
+
+
 def killed_attempt(kb: KnowledgeBase, doc_id: str, text: str) -> str:
     """What `kill -9` mid-ingest leaves: an attempt record that no longer beats, its document's
     claim, and chunks of the version it was writing, never registered."""

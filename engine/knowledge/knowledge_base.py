@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from engine.config import KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError
+from engine.knowledge.attempts import Attempt
 from engine.knowledge.citations import excerpt, is_fragment, sentences
 from engine.knowledge.embedder import Embedder, shared_embedder
 from engine.knowledge.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES, Candidate, cosines, fuse, ranked
@@ -277,9 +278,11 @@ class KnowledgeBase:
 
     def forget_sync(self, record: DocumentRecord) -> int:
         """Delete the document `record` names, if it is still that person's (a record found before
-        another's upload took the name after a forget is not theirs: DOCUMENT_NOT_FOUND)."""
+        another's upload took the name after a forget is not theirs: DOCUMENT_NOT_FOUND). An ingest of
+        it under way, on this replica or another, finishes first (it holds the document's claim)."""
         doc_id = record.doc_id
-        with self._write_lock:
+        with self._write_lock, Attempt(self.store, self.config.ingest_lease_seconds) as attempt:
+            attempt.claim(doc_id, lambda: None)
             current = self.store.get_document(doc_id)
             if current is None or current.uploader != record.uploader:
                 raise ParleyError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document named {record.filename} here.")
