@@ -126,6 +126,11 @@ class EngineStats:
             self._shared = totals
             self._shared_usage = usage
 
+    def _shared_usage_of(self, user: str) -> tuple[int, int]:
+        """`user`'s questions and tokens today on every replica (with this one's not yet synced)."""
+        questions, tokens = self._shared_usage.get(user, (0, 0))
+        return questions + int(self._deltas.get(f"q|{user}", 0)), tokens + int(self._deltas.get(f"t|{user}", 0))
+
     def record_request(self) -> None:
         with self._lock:
             self.requests += 1
@@ -153,8 +158,8 @@ class EngineStats:
             usage = self.usage.get(user)
             if usage is None or usage.day != _day(at):
                 usage = UserUsage(_day(at))
-            questions, tokens = self._shared_usage.get(user, (usage.questions, usage.tokens)) \
-                if self._shared is not None else (usage.questions, usage.tokens)
+            questions, tokens = self._shared_usage_of(user) if self._shared is not None \
+                else (usage.questions, usage.tokens)
             return UserUsage(usage.day, questions, tokens, deque(t for t in usage.recent if at - t < 60))
 
     def workspace_usage(self, workspace: str, at: float | None = None) -> tuple[int, int, int]:
@@ -163,7 +168,8 @@ class EngineStats:
         day = _day(at)
         with self._lock:
             if self._shared is not None:
-                shared = [n for key, n in self._shared_usage.items() if key.rpartition("/")[0] == workspace]
+                users = {k.partition("|")[2] for k in self._deltas if "|" in k} | set(self._shared_usage)
+                shared = [self._shared_usage_of(u) for u in users if u.rpartition("/")[0] == workspace]
                 return len(shared), sum(q for q, _ in shared), sum(t for _, t in shared)
             today = [u for key, u in self.usage.items() if key.rpartition("/")[0] == workspace and u.day == day]
         return len(today), sum(u.questions for u in today), sum(u.tokens for u in today)
@@ -221,10 +227,12 @@ class EngineStats:
             ttft = list(self.first_token_s)
             latency = list(self.latency_s)
             snap = self._local_snapshot(ttft, latency)
-            if self._shared is not None:  # every replica's counters, summed
-                snap.update({name: self._shared.get(name, 0) for name in SHARED_FIELDS})
-                snap["errors"] = _by_prefix(self._shared, "error:")
-                snap["rate_limited_by"] = _by_prefix(self._shared, "limited:")
+            if self._shared is not None:  # every replica's counters, summed (and this one's not yet synced)
+                totals = Counter(self._shared)
+                totals.update({k: n for k, n in self._deltas.items() if "|" not in k})
+                snap.update({name: totals.get(name, 0) for name in SHARED_FIELDS})
+                snap["errors"] = _by_prefix(totals, "error:")
+                snap["rate_limited_by"] = _by_prefix(totals, "limited:")
                 seconds = snap["generation_seconds"]
                 snap["tokens_per_s"] = snap["completion_tokens"] / seconds if seconds else 0.0
             snap.pop("generation_seconds")
