@@ -252,8 +252,9 @@ class RedisSessions:
         signed = sum(self._sign(as_text(k)) for k in self._client.zrange(self._index, 0, -1)) \
             if self._codec.signed else 0
         self._client.set(marker, wanted)
-        log.warning("redis sessions migrated from pickles to JSON", extra={"prefix": self._prefix,
-                                                                          "converted": converted, "signed": signed})
+        level = logging.WARNING if converted or signed else logging.INFO
+        log.log(level, "redis sessions migrated from pickles to JSON", extra={"prefix": self._prefix,
+                                                                             "converted": converted, "signed": signed})
 
     def _sign(self, key: str) -> int:
         """Sign a session's unsigned turns and header fields (a key was configured since they were

@@ -175,8 +175,9 @@ class RedisMapping(MutableMapping):
         if batch:
             self._migrate_batch(batch, counts)
         self._client.set(marker, wanted)
-        log.warning("redis values migrated to JSON", extra={"prefix": self._prefix, **counts,
-                                                            "signed": self._codec.signed})
+        level = logging.WARNING if any(counts.values()) else logging.INFO  # a fresh prefix: nothing to see
+        log.log(level, "redis values migrated to JSON", extra={"prefix": self._prefix, **counts,
+                                                               "signed": self._codec.signed})
 
     def _migrate_batch(self, keys: list[bytes], counts: dict[str, int]) -> None:
         for raw_key, raw in zip(keys, self._client.mget(keys)):
