@@ -59,15 +59,21 @@ class SharedCancels:
                 await asyncio.to_thread(self._client.delete, key, key + "#cancel")
 
     async def _watch(self, key: str, uploader: str, cancel: Callable[[str], None]) -> None:
+        unreachable = False
         while True:
             try:
                 asked = await asyncio.to_thread(self._beat, key, uploader)
-                by = self._read(key + "#cancel", asked, "by")
-                if by is not None:
-                    cancel(by)
-                    return
-            except Exception as exc:  # noqa: BLE001 - redis errors: try again next time
-                log.warning("could not check for a shared ingest cancel", extra={"key": key, "why": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - redis away: try again next time; said once
+                if not unreachable:
+                    log.warning("could not check for a shared ingest cancel", extra={"key": key, "why": str(exc)})
+                unreachable = True
+                await asyncio.sleep(POLL_S)
+                continue
+            unreachable = False
+            by = self._read(key + "#cancel", asked, "by")
+            if by is not None:
+                cancel(by)
+                return
             await asyncio.sleep(POLL_S)
 
     def _beat(self, key: str, uploader: str) -> bytes | None:

@@ -86,21 +86,26 @@ class ModelLineup:
     async def _follow(self) -> None:
         """Switch to the model another replica chose (polled every POLL_S): only a change of the
         shared choice is followed, so a switch here is never undone before it is recorded."""
+        unreachable = False
         while True:
             await asyncio.sleep(POLL_S)
-            name = None
+            switches = self._switches
             try:
-                switches = self._switches
                 name = await asyncio.to_thread(self._choice.read)
-                if name == self._seen or switches != self._switches:
-                    continue
-                self._seen = name
-                if name is not None and name != self.live_model and self._config.model(name) is not None:
+            except Exception:  # noqa: BLE001 - Redis away: this replica keeps its model; said once
+                if not unreachable:
+                    log.warning("the shared live model cannot be read", exc_info=True)
+                unreachable = True
+                continue
+            unreachable = False
+            if name == self._seen or switches != self._switches:
+                continue
+            self._seen = name
+            if name is not None and name != self.live_model and self._config.model(name) is not None:
+                try:
                     await self._switch_to(name, by="another replica")
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep following; this choice is not tried again until it changes
-                log.error("could not follow the shared live model", extra={"model": name}, exc_info=True)
+                except Exception:  # noqa: BLE001 - keep following; this choice is not tried again until it changes
+                    log.error("could not follow the shared live model", extra={"model": name}, exc_info=True)
 
     async def backend_for(self, name: str) -> Backend:
         """The backend for model `name`: the live one, or another loaded on first use by a channel."""
