@@ -258,3 +258,24 @@ async def test_the_edit_budget_and_an_ingest_cancel_cross_replicas(tmp_path):
         assert await replicas[1].uploader(WHERE, "report.pdf") is None, "an ended ingest is no longer listed"
         for store in stores:
             await store.close()
+
+
+async def test_an_ingest_is_cancelled_from_another_replica(engine_factory, embedder, tmp_path, monkeypatch):
+    from engine.errors import ErrorCode, ParleyError
+    from test_knowledge_ingest import ALICE, BOB, CONSOLE, start_ingest
+
+    with redis_server(tmp_path / "redis") as url:
+        monkeypatch.setenv("PARLEY_TEST_REDIS", url)
+        shared = {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"}
+        running = await engine_factory(make_config(tmp_path / "y", sessions=shared))
+        elsewhere = await engine_factory(make_config(tmp_path / "x", sessions=shared))
+        task, _ = await start_ingest(running, ALICE)
+        with pytest.raises(ParleyError) as forbidden:
+            await elsewhere.cancel_ingest(CONSOLE, "big.txt", BOB)  # neither the sharer nor an admin
+        assert forbidden.value.code is ErrorCode.FORBIDDEN
+        assert await elsewhere.cancel_ingest(CONSOLE, "big.txt", ALICE) is True
+        with pytest.raises(ParleyError) as cancelled:
+            await asyncio.wait_for(task, 60)
+        assert cancelled.value.code is ErrorCode.CANCELLED and "nothing of it was kept" in cancelled.value.user_message
+        assert running.knowledge.stats()["chunks"] == 0
+        assert await elsewhere.cancel_ingest(CONSOLE, "big.txt", ALICE) is False, "it is over"
