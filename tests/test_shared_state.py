@@ -176,8 +176,11 @@ CONSOLE = Conversation("console", "local", "console", "t1")
 
 def redis_config(data: Path, monkeypatch, url: str):
     monkeypatch.setenv("PARLEY_TEST_REDIS", url)
-    return make_config(data, knowledge={"enabled": False},
-                       sessions={"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"})
+    config = make_config(data, knowledge={"enabled": False},
+                         sessions={"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"})
+    for model in config.models:
+        model.generation.max_new_tokens = 8  # the figures are counted, not read
+    return config
 
 
 async def eventually(check, within_s: float) -> float:
