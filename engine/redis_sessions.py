@@ -96,10 +96,11 @@ class RedisSessions:
         if not fields:
             return None
         fields = {as_text(k): v for k, v in fields.items()}
-        kept = (self._opened(turns, r) for r in rows)
-        return Session(key, tuple(Turn.from_json(r) for r in kept if r is not None), float(fields.get("created_at", 0)),
-                       float(fields.get("updated_at", 0)), json_dict(self._opened(f"{head}#settings", fields.get("settings"))),
-                       Folded.from_json(self._opened(f"{head}#folded", fields.get("folded"))))
+        kept = tuple(Turn.from_json(r) for r in (self._opened(turns, r) for r in rows) if r is not None)
+        settings = json_dict(self._opened(f"{head}#settings", fields.get("settings")))
+        folded = Folded.from_json(self._opened(f"{head}#folded", fields.get("folded")))
+        return Session(key, kept, float(fields.get("created_at", 0)), float(fields.get("updated_at", 0)),
+                       settings, folded)
 
     def _opened(self, name: str, raw: bytes | None) -> bytes | None:
         """A stored turn or header field's JSON; None (logged) when its signature fails."""
