@@ -7,9 +7,11 @@ RedisSessions keeps a session as (prefix P, key K):
 An answer's turns, the header's timestamps and the index move in one Lua script: atomic across
 processes. Past max_turns the oldest turns are folded into the header (a WATCH transaction).
 Every write sets the idle-expiry TTL on the header and the list, so Redis forgets an idle thread
-by itself. A key written by the layout before (a pickled Session at `P K`) is read as it is,
-converted to this layout once, by the first process to open the store (read by the restricted
-unpickler of engine/state_codec.py, logged); after that a value of the old layout is refused.
+by itself. With the state HMAC key (sessions.redis_hmac_key_env) each turn and each header field
+is signed (engine/state_codec.py), bound to its key: a turn planted in the list is refused.
+A key written by the layout before (a pickled Session at `P K`) is converted to this layout once,
+by the first process to open the store (read by the restricted unpickler of
+engine/state_codec.py, logged); after that a value of the old layout is refused.
 
 Other state (channel settings, feedback, records) is in engine/redis_state.py (RedisMapping).
 """
