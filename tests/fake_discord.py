@@ -281,7 +281,8 @@ class FakeDiscord:
         the rest (DMs) to shard 0's."""
         self._seq += 1
         frame = json.dumps({"op": 0, "t": event, "s": self._seq, "d": data})
-        sessions = [ws for ws, shard in self._sessions if not ws.closed and shard == self._shard_of(event, data, shard)]
+        sessions = [ws for ws, shard in self._sessions
+                    if not ws.closed and shard == self._shard_of(event, data, shard)]
         if not self._sessions:
             assert self._ws is not None and not self._ws.closed, "the bot is not connected"
             sessions = [self._ws]
@@ -322,8 +323,12 @@ class FakeDiscord:
                     await self._ready_shard(ws, (int(shard[0]), int(shard[1])))
                 else:
                     await self._ready()
-            elif op == 6:  # resume
-                await self.dispatch("RESUMED", {})
+            elif op == 6:  # resume: to the session resuming
+                if any(session is ws for session, _ in self._sessions):
+                    self._seq += 1
+                    await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}}))
+                else:
+                    await self.dispatch("RESUMED", {})
         return ws
 
     async def _ready(self) -> None:

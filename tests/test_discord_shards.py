@@ -57,7 +57,8 @@ async def start_bots(tmp_path, engine_factory, fake: FakeDiscord, shard_sets: li
 
 
 async def stop_bots(bots, fake: FakeDiscord) -> None:
-    for adapter, runner in bots:
+    # Last started, first closed: each adapter puts back the REST and gateway hooks it found (process-wide)
+    for adapter, runner in reversed(bots):
         await adapter.close(grace_s=1)
         await asyncio.wait([runner], timeout=5)
     await fake.close()

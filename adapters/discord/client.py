@@ -200,7 +200,8 @@ class DiscordAdapter(discord.Client):
             return
         if message.type not in ANSWERED_TYPES:
             return  # joins, pins, thread notices, slash-command echoes…
-        if not message.author.bot and not await self.memory.claim(f"message:{message.id}", shared=self.shared_claims):
+        claimed = message.author.bot or await self.memory.claim(f"message:{message.id}", shared=self.shared_claims)
+        if not claimed:
             log.info("discord message taken by another process", extra={"message_id": message.id})
             return
         self.messages.take(message)
