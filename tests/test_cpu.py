@@ -75,3 +75,28 @@ def test_a_question_is_embedded_while_an_ingest_batch_runs_and_ingests_yield_the
         del embedder.model.encode
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert seen["embed"] == base and seen["embed-ingest"] >= min(19, base + INGEST_NICE), seen
+
+
+def test_a_slow_ingest_while_answers_stream_does_not_shrink_the_largest_file_accepted(embedder):
+    """The size limit follows the embedder's best measured speed: an ingest slowed down because it
+    yields the cores to answering must not make the next 2 MB file FILE_TOO_LARGE."""
+    import time as clock
+
+    from engine.config import KnowledgeConfig
+    from engine.knowledge.ingesting import chunk_limit
+
+    texts = [f"chunk {i} of a document" for i in range(4 * embedder.batch_size)]
+    embedder.encode(texts, busy=lambda: False)
+    limit, best = chunk_limit(KnowledgeConfig(), embedder)
+    real_encode = embedder.model.encode
+
+    def crawling(batch, **kwargs):  # the cores busy with answers: each batch waits its turn
+        clock.sleep(0.2)
+        return real_encode(batch, **kwargs)
+
+    embedder.model.encode = crawling
+    try:
+        embedder.encode(texts, busy=lambda: True)
+    finally:
+        del embedder.model.encode
+    assert chunk_limit(KnowledgeConfig(), embedder) == (limit, best)

@@ -145,7 +145,10 @@ class Embedder:
                 self._ingest_worker.submit(self._encode_batch, [], self.threads).result()
         if len(texts) >= 4 * size:  # long enough to say something about this machine's speed
             rate = len(texts) / max(time.perf_counter() - started, 1e-6)
-            self.chunks_per_s = rate if not self.chunks_per_s else 0.5 * (self.chunks_per_s + rate)
+            # The best seen: ingests yield the cores to answering (INGEST_NICE), so a rate measured
+            # while answers streamed says how busy the machine was, not how large a file it takes
+            # (bench/abuse.py: a running mean fell to 13 chunks/s and refused 2 MB files as too large).
+            self.chunks_per_s = max(self.chunks_per_s, rate)
         return out
 
     def _encode_timed(self, batch: list[str], busy: Callable[[], bool] | None) -> np.ndarray:
