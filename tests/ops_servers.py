@@ -2,6 +2,7 @@
 
 - Redis: Debian's redis-server on a free loopback port, nothing saved to disk.
 - Chroma: `chroma run` (the chromadb CLI in the venv) on a temp dir.
+- Parley itself: `python bot.py` serving the fake Slack in HTTP mode (SlackBotProcess).
 - An OpenAI-compatible chat server: aiohttp on loopback speaking the streaming protocol
   (server-sent events of chat.completion.chunk objects, then `data: [DONE]`), like vLLM's.
 A test whose server binary is missing is skipped with the reason; CI installs redis-server.
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -49,6 +54,51 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class SlackBotProcess:
+    """One real `python bot.py` serving the fake Slack (`fake`) in HTTP mode with `config` (its
+    `slack` and `logging` sections are set here) and `env` added to the environment; its stderr
+    (the log) goes to a file the test reads."""
+
+    def __init__(self, name: str, tmp: Path, fake, config: dict, env: dict[str, str]):
+        import yaml
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/slack/events"
+        self.log = tmp / f"{name}.log"
+        self.config = tmp / f"{name}.yaml"
+        served = {**config, "slack": {"mode": "http", "port": self.port, "stream_interval_s": 0.2},
+                  "logging": {"file": ""}}
+        self.config.write_text(yaml.safe_dump(served))
+        self.env = {**os.environ, "PARLEY_CONFIG": str(self.config), "SLACK_BOT_TOKEN": fake.bot_token,
+                    "SLACK_SIGNING_SECRET": fake.signing_secret, "SLACK_API_URL": fake.api_url,
+                    "HF_HUB_OFFLINE": "1", **env}
+        for other in ("DISCORD_TOKEN", "SLACK_APP_TOKEN"):
+            self.env.pop(other, None)
+        with open(self.log, "wb") as stderr:
+            self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def logged(self, text: str) -> int:
+        return self.log.read_text(errors="replace").count(text)
+
+    async def ready(self, timeout: float = 400) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.logged("slack listening"):
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the bot did not start"
+            await asyncio.sleep(0.2)
+
+    def stop(self) -> int:
+        """SIGTERM (a graceful shutdown), its exit code; killed after 60 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 @contextlib.contextmanager

