@@ -147,6 +147,24 @@ async def test_greedy_answers_alone_are_the_runtimes_own(make_scheduler, loaded_
         assert alone[q].text == expected, q
 
 
+@pytest.mark.real_weights  # near-ties everywhere with random weights
+async def test_greedy_answers_in_one_batch_are_the_runtimes_own(make_scheduler, loaded_model):
+    """As deployed, four questions answered at once, in one batch, with prompts that share no
+    prefix: each answer is, token for token, what the library answers it alone on the same file
+    (llama-cpp-python's generate on Parley's GGUF; transformers on a GPU)."""
+    scheduler = make_scheduler(max_batch=4)
+    questions = QUESTIONS[:3] + [FRENCH]
+    handles = [scheduler.submit(prompt(loaded_model, q), GREEDY) for q in questions]  # one batch
+    results = await asyncio.gather(*(collect(h) for h in handles))
+    assert scheduler.snapshot()["mean_batch"] > 1, "they were computed together"
+    for q, got in zip(questions, results):
+        want = reference_greedy(loaded_model, prompt(loaded_model, q), 24)
+        shown = loaded_model.tokenizer.decode(want, skip_special_tokens=True)
+        agree = next((i for i, (a, b) in enumerate(zip(got.text, shown)) if a != b), min(len(got.text), len(shown)))
+        assert got.text == shown, f"{q!r}: the batch's answer leaves the library's at character {agree}: " \
+                                  f"{got.text[agree:agree + 40]!r} against {shown[agree:agree + 40]!r}"
+
+
 @pytest.mark.slow
 @pytest.mark.real_weights  # near-ties everywhere with random weights
 async def test_answers_do_not_change_inside_a_busy_changing_batch(make_scheduler, exact_model):
