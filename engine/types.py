@@ -117,6 +117,19 @@ class TextDelta:
     text: str
 
 
+def named_place(page: object) -> bool:
+    """Whether a citation's page is a place named in full ("slide 4", "Sheet1!A1:F40"), shown
+    as it is rather than as "p.4"."""
+    return isinstance(page, str) and (page.startswith("slide ") or "!" in page)
+
+
+def place_label(file: str, page: int | str | None) -> str:
+    """"report.pdf p.4", "deck.pptx slide 4", "book.xlsx Sheet1!A1:F40", or the file alone."""
+    if not page:
+        return file
+    return f"{file} {page}" if named_place(page) else f"{file} p.{page}"
+
+
 @dataclass(frozen=True)
 class Source:
     """A passage an answer relied on, shown so a reader can check it."""
@@ -128,7 +141,7 @@ class Source:
     version: int = 1
 
     def label(self) -> str:
-        return f"{self.file} p.{self.page}" if self.page else self.file
+        return place_label(self.file, self.page)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from adapters.chat.ingest import SharedFile
 from adapters.chat.wording import Wording
 from engine.errors import ErrorCode, ParleyError
-from engine.knowledge.formats import SUPPORTED
+from engine.knowledge.formats import SUPPORTED, units
 from engine.knowledge.names import clean_filename
 from engine.types import Conversation, DocumentInfo, User
 
@@ -98,7 +98,7 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
     head = f"**Documents this channel can use** ({len(docs)}" + (", workspace-wide" if wide else "") + ")"
     lines = [head]
     for doc in docs:
-        pages = f"{doc.pages} page{'s' if doc.pages != 1 else ''}, " if doc.pages else ""
+        pages = units(doc.filename, doc.pages) + ", " if doc.pages else ""
         who = await _name_of(doc.uploader, wording)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
         shared_as = f" as `{doc.shared_as.replace('`', '')}`" if doc.shared_as else ""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.chat.markup import Markup, shown_name
 from adapters.chat.streaming import MessageTarget
 from engine.errors import ErrorCode, ParleyError, file_too_large
-from engine.knowledge.formats import DOCUMENT_SUFFIXES, SUPPORTED
+from engine.knowledge.formats import DOCUMENT_SUFFIXES, SUPPORTED, units
 from engine.types import Conversation, FileUpload, IngestProgress, IngestResult, User
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def ingested_text(result: IngestResult, shown: str, markup: Markup | None = None
         shown = f"{shown} as {named}" + ("" if result.version > 1 else  # said when it was first named
                                           " (a document somebody else shared here is already named "
                                           f"{shown_name(result.shared_as, markup)}; theirs stays as it is)")
-    pages = (f"{result.pages} page{'s' if result.pages != 1 else ''}, " if result.pages else
-             f"{result.sections} section{'s' if result.sections != 1 else ''}, " if result.sections else "")
+    pages = (units(result.filename, result.pages) + ", " if result.pages else
+             units(result.filename, result.sections, sections=True) + ", " if result.sections else "")
     chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
     version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""
     return f"Indexed {shown}{version}: {pages}{chunks}. Ask away."

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from engine.types import AnswerDone, Source
+from engine.types import AnswerDone, Source, named_place
 
 _EMPHASIS = re.compile(r"(\*\*|__|\*)(?=\S)(.+?)(?<=\S)\1")
 _FENCE_LINE = re.compile(r"^\s*(```|~~~).*$\n?", re.MULTILINE)
@@ -85,7 +85,10 @@ def sources_text(sources: Iterable[Source], markup: Markup) -> str:
     lines = []
     for i, s in enumerate(sources, 1):
         where = markup.code(s.file.replace("`", "'"))
-        where += markup.page.format(s.page) if s.page else ""
+        if named_place(s.page):
+            where += f" {markup.literal(s.page)}"
+        elif s.page:
+            where += markup.page.format(s.page)
         if s.version and s.version > 1:
             where += f" (v{s.version})"
         excerpt = shorten(s.excerpt, markup.excerpt_chars)

@@ -3,7 +3,7 @@
 ParseLimits is what `knowledge.parse_*` configures (README's knowledge table). The checks here
 run before a parser sees the bytes, in the bot's process or in the parse worker:
 
-- a zip container (DOCX) is judged by its central directory alone, never expanded: entry count,
+- a zip container (DOCX, PPTX, XLSX) is judged by its central directory alone, never expanded: entry count,
   total expanded size and each large member's compression ratio (a zip bomb deflates zeros
   about 1,000 to 1; a Word document's XML 5-20 to 1, its pictures about 1 to 1);
 - text formats (TXT, Markdown, CSV, HTML, EML) may not yield more text than `text_ratio` times
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # Formats whose text is a part of the uploaded bytes (no compression in between).
 PLAIN_KINDS = frozenset({"text", "markdown", "csv", "html", "eml"})
 RATIO_FLOOR = 1 << 20  # members expanding to less than this are not judged by their ratio
+TABLE_CHARS_PER_TOKEN = 2.5  # a spreadsheet row's characters per word piece (numbers cut finely)
 TEXT_FLOOR = 4096  # characters any file may yield, however small (a 10-byte CSV still reads)
 _EOCD = b"PK\x05\x06"
 _EOCD_SIZE = 22
@@ -52,6 +53,7 @@ class ParseLimits:
     text_ratio: float = 4.0  # text characters per uploaded byte, text formats
     html_max_depth: int = 256
     html_max_nodes: int = 200_000
+    table_chars: int = 240  # a spreadsheet's rows per chunk, in characters: knowledge.chunk_tokens' worth
 
     @classmethod
     def from_config(cls, config: KnowledgeConfig) -> ParseLimits:
@@ -60,7 +62,8 @@ class ParseLimits:
                    page_seconds=config.parse_page_seconds, max_pages=config.parse_max_pages,
                    zip_max_entries=config.parse_zip_max_entries, zip_max_mb=config.parse_zip_max_mb,
                    zip_max_ratio=config.parse_zip_max_ratio, text_ratio=config.parse_text_ratio,
-                   html_max_depth=config.parse_html_max_depth, html_max_nodes=config.parse_html_max_nodes)
+                   html_max_depth=config.parse_html_max_depth, html_max_nodes=config.parse_html_max_nodes,
+                   table_chars=int(config.chunk_tokens * TABLE_CHARS_PER_TOKEN))
 
     def text_budget(self, size: int) -> int:
         """The most characters a text format of `size` bytes may yield."""

@@ -2,9 +2,18 @@
 adapter downloads (anything else attached, an image or an archive, is not fetched at all)."""
 from __future__ import annotations
 
-SUPPORTED = "PDF, DOCX, TXT, Markdown, HTML, CSV or EML"
+SUPPORTED = "PDF, DOCX, PPTX, XLSX, TXT, Markdown, HTML, CSV or EML"
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".log": "text", ".rst": "text",
                    ".md": "markdown", ".markdown": "markdown",
                    ".html": "html", ".htm": "html", ".xhtml": "html",
                    ".csv": "csv", ".eml": "eml"}
-DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", *TEXT_EXTENSIONS})
+DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".xlsm", *TEXT_EXTENSIONS})
+# What a document's pages and sections are called in replies (/llm-docs, "Indexed …"), by file name.
+_UNITS = {".pptx": ("slide", "section"), ".xlsx": ("page", "sheet"), ".xlsm": ("page", "sheet")}
+
+
+def units(filename: str, count: int, sections: bool = False) -> str:
+    """"3 pages", "1 slide", "2 sheets": `count` of a file's pages, or of its sections."""
+    suffix = filename[filename.rfind("."):].lower() if "." in filename else ""
+    unit = _UNITS.get(suffix, ("page", "section"))[sections]
+    return f"{count} {unit}{'s' if count != 1 else ''}"

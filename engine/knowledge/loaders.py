@@ -1,14 +1,16 @@
 """Turn uploaded bytes into blocks of text, choosing the loader by content first and extension second.
 
 Loaders: PDFium for PDF (pdf.py: word boundaries, running heads, printed page numbers, contents
-pages), python-docx (headings by paragraph style, tables whole), BeautifulSoup/lxml for HTML
+pages), python-docx (headings by paragraph style, tables whole), python-pptx and openpyxl for
+PPTX and XLSX (office.py: a slide a page, a sheet's rows in tables led by its header row),
+BeautifulSoup/lxml for HTML
 (html.py: main content, inline tags inline), the standard library's email parser for EML, and
 text.py for TXT, Markdown and CSV (decoded from UTF-8, UTF-16 or UTF-8 with a BOM, Windows-1252,
 or another encoding charset-normalizer recognises).
 
 unstructured is not used (and not installed): its partitioners classify text with NLTK/spaCy
 data they download on first use, which a self-hosted, offline install cannot do, and the formats
-it would add (PPTX, XLSX, ODT, EPUB, RTF) are refused by name instead.
+it would add beyond PPTX and XLSX (ODT, EPUB, RTF) are refused by name instead.
 
 Every failure a user can cause becomes a ParleyError whose message names the file. What one file
 may cost is bounded (bounds.py: zip containers judged before reading, text formats' text by
@@ -29,6 +31,7 @@ from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.bounds import ParseLimits, check_text, zip_names
 from engine.knowledge.formats import SUPPORTED, TEXT_EXTENSIONS
 from engine.knowledge.html import html_blocks, html_to_text
+from engine.knowledge.office import load_pptx, load_xlsx
 from engine.knowledge.records import Block, LoadedDocument, PageText
 from engine.knowledge.text import csv_blocks, decode, text_blocks
 
@@ -51,6 +54,8 @@ _MAGIC = [
     (b"MZ", None), (b"\x7fELF", "a program"), (b"{\\rtf", "an RTF file; save it as .docx"),
     (b"RIFF", "a media file"), (b"ID3", "an audio file"), (b"OggS", "a media file"),
 ]
+# Zip containers we read, by the part that says what they are.
+_ZIP_KINDS = (("word/document.xml", "docx"), ("ppt/presentation.xml", "pptx"), ("xl/workbook.xml", "xlsx"))
 _EMAIL_HEADERS = re.compile(rb"^(from|to|subject|date|message-id|mime-version|received|return-path|cc):",
                             re.IGNORECASE | re.MULTILINE)
 _HTML_START = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>])",
@@ -71,19 +76,18 @@ def sniff(filename: str, data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> s
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
         names = zip_names(filename, data, limits)
-        if "word/document.xml" in names:
-            return "docx"
-        kind = ("an Excel workbook" if "xl/workbook.xml" in names else
-                "a PowerPoint deck" if "ppt/presentation.xml" in names else "a zip archive")
-        raise _error(ErrorCode.UNSUPPORTED_FILE, f"{filename} is {kind}; I can read {SUPPORTED} files.")
+        for part, kind in _ZIP_KINDS:
+            if part in names:
+                return kind
+        raise _error(ErrorCode.UNSUPPORTED_FILE, f"{filename} is a zip archive; I can read {SUPPORTED} files.")
     for magic, what in _MAGIC:
         if data.startswith(magic) and (what or ext not in TEXT_EXTENSIONS):
             what = what or "a binary file"
             raise _error(ErrorCode.UNSUPPORTED_FILE, f"{filename} is {what}; I can read {SUPPORTED} files.")
     if ext == ".pdf":
         raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is not a valid PDF (no PDF header); it may be corrupt.")
-    if ext == ".docx":
-        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is not a valid DOCX file; it may be corrupt.")
+    if ext in (".docx", ".pptx", ".xlsx"):
+        raise _error(ErrorCode.FILE_UNREADABLE, f"{filename} is not a valid {ext[1:].upper()} file; it may be corrupt.")
     if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):  # a byte-order mark: text
         return TEXT_EXTENSIONS.get(ext, "text")
     if b"\x00" in data[:8192]:
@@ -110,8 +114,10 @@ def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = N
     if not any(p.text.strip() for p in pages):
         raise _error(ErrorCode.FILE_EMPTY, f"{filename} has no text in it.")
     kept = tuple(p for p in pages if p.text.strip())
-    sections = sum(1 for p in kept for b in p.as_blocks() if b.kind == "heading")
-    return LoadedDocument(kind=kind, pages=kept, page_count=len(pages) if kind == "pdf" else 0, sections=sections)
+    headings = [b.text for p in kept for b in p.as_blocks() if b.kind == "heading"]
+    sections = len(set(headings)) if kind == "xlsx" else len(headings)  # a sheet's name leads each of its tables
+    return LoadedDocument(kind=kind, pages=kept, page_count=len(pages) if kind in ("pdf", "pptx") else 0,
+                          sections=sections)
 
 
 # ---- the loaders -----------------------------------------------------------------------------
@@ -218,5 +224,5 @@ def _load_eml(filename: str, data: bytes, on_page: PageCallback, limits: ParseLi
 
 LOADERS: dict[str, Loader] = {
     "pdf": _load_pdf, "docx": _load_docx, "html": _load_html, "markdown": _load_markdown,
-    "text": _load_text, "csv": _load_csv, "eml": _load_eml,
+    "text": _load_text, "csv": _load_csv, "eml": _load_eml, "pptx": load_pptx, "xlsx": load_xlsx,
 }

@@ -33,7 +33,7 @@ from engine.knowledge.parse_protocol import encode_document
 PARSE_NICE = 10  # the worker's nice value: see engine/knowledge/embedder.py's INGEST_NICE
 
 PAGE_EVERY_S = 0.05
-PRELOADED = ("pypdfium2", "docx", "bs4", "lxml.etree", "charset_normalizer")  # imported before "ready"
+PRELOADED = ("pypdfium2", "docx", "pptx", "openpyxl", "bs4", "lxml.etree", "charset_normalizer")  # imported before "ready"
 
 
 def _arm(limits: ParseLimits) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.types import place_label
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -32,7 +34,7 @@ class Passage:
         return self.page_label or self.page
 
     def label(self) -> str:
-        return f"{self.file} p.{self.shown_page}" if self.page else self.file
+        return place_label(self.file, self.shown_page) if self.page else self.file
 
 
 @dataclass(frozen=True)
