@@ -3,9 +3,8 @@
 Loaders: PDFium for PDF (pdf.py: word boundaries, running heads, printed page numbers, contents
 pages), python-docx (headings by paragraph style, tables whole), python-pptx and openpyxl for
 PPTX and XLSX (office.py: a slide a page, a sheet's rows in tables led by its header row),
-BeautifulSoup/lxml for HTML
-(html.py: main content, inline tags inline), the standard library's email parser for EML, and
-text.py for TXT, Markdown and CSV (decoded from UTF-8, UTF-16 or UTF-8 with a BOM, Windows-1252,
+BeautifulSoup/lxml for HTML (html.py: main content, inline tags inline), the standard library's
+email parser for EML, and text.py for TXT, Markdown and CSV (decoded from UTF-8, UTF-16 or UTF-8 with a BOM, Windows-1252,
 or another encoding charset-normalizer recognises).
 
 unstructured is not used (and not installed): its partitioners classify text with NLTK/spaCy
@@ -31,6 +30,7 @@ from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.bounds import ParseLimits, check_text, zip_names
 from engine.knowledge.formats import SUPPORTED, TEXT_EXTENSIONS
 from engine.knowledge.html import html_blocks, html_to_text
+from engine.knowledge.ocr import load_image
 from engine.knowledge.office import load_pptx, load_xlsx
 from engine.knowledge.records import Block, LoadedDocument, PageText
 from engine.knowledge.text import csv_blocks, decode, text_blocks
@@ -225,4 +225,5 @@ def _load_eml(filename: str, data: bytes, on_page: PageCallback, limits: ParseLi
 LOADERS: dict[str, Loader] = {
     "pdf": _load_pdf, "docx": _load_docx, "html": _load_html, "markdown": _load_markdown,
     "text": _load_text, "csv": _load_csv, "eml": _load_eml, "pptx": load_pptx, "xlsx": load_xlsx,
+    "image": load_image,  # not sniffed: a picture is read only for the turn it was shared in (ocr.py)
 }
