@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.bounds import ParseLimits
-from engine.knowledge.ocr import image_text
+from engine.knowledge.pictures import image_text
 
 PLANTED = "ERROR 4012: connection to billing-db refused"
 

@@ -8,6 +8,8 @@ TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".log": "text", ".rst": "tex
                    ".html": "html", ".htm": "html", ".xhtml": "html",
                    ".csv": "csv", ".eml": "eml"}
 DOCUMENT_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".xlsm", *TEXT_EXTENSIONS})
+# Pictures whose text is read (engine/knowledge/ocr.py) when shared with a question, not indexed.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 # What a document's pages and sections are called in replies (/llm-docs, "Indexed …"), by file name.
 _UNITS = {".pptx": ("slide", "section"), ".xlsx": ("page", "sheet"), ".xlsm": ("page", "sheet")}
 

@@ -1,8 +1,8 @@
 """Text in images, offline: RapidOCR (rapidocr-onnxruntime; its detection, direction and
 recognition models ship inside the wheel, so nothing is fetched at run time) on onnxruntime.
 
-`image_text` reads one image in a parse worker (sandbox.py) like any document, as the loader kind
-"image": its memory limit is raised to OCR_MEMORY_MB (onnxruntime's arenas reserve more address
+engine/knowledge/pictures.py reads one image in a parse worker (sandbox.py) like any document, as
+the loader kind "image": its memory limit is raised to OCR_MEMORY_MB (onnxruntime's arenas reserve more address
 space than a parser: 1 GB fails on a one-line screenshot, 1.5 GB reads it) and, past the 256 MB
 a worker may keep, the worker is replaced after it. Pictures are bounded before they are decoded:
 MAX_PIXELS (Pillow's decompression-bomb check, made an error) and the file size the platform
@@ -10,7 +10,6 @@ allows. The recognised lines come back in reading order, one a line.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 from typing import Any, Callable
@@ -25,23 +24,7 @@ PageCallback = Callable[[int, int], None]
 OCR_MEMORY_MB = 2048  # a worker's address space while it reads an image
 MAX_PIXELS = 40_000_000  # a 40-megapixel picture at most (a 4K screenshot is 8)
 MIN_SCORE = 0.5  # recognised lines less certain than this are left out
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 _engine: list[Any] = []  # the worker's RapidOCR, made at its first image
-
-
-def image_text(filename: str, data: bytes, limits: ParseLimits) -> str:
-    """The text recognised in an image, read in a parse worker; "" when it holds none.
-    ParleyError for a file that is no picture (FILE_UNREADABLE) or past a limit."""
-    from engine.knowledge.sandbox import read_document
-
-    limits = dataclasses.replace(limits, memory_mb=max(limits.memory_mb, OCR_MEMORY_MB))
-    try:
-        document = read_document("image", filename, data, limits)
-    except ParleyError as exc:
-        if exc.code is ErrorCode.FILE_EMPTY:
-            return ""
-        raise
-    return "\n".join(page.text for page in document.pages).strip()
 
 
 def load_image(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
