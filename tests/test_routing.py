@@ -156,8 +156,23 @@ def test_the_routing_table(situation, given, do, carries):
 def test_file_kinds_by_name_and_detected_type():
     assert FileFact.of("1", "Report.PDF").kind is FileKind.DOCUMENT
     assert FileFact.of("2", "notes", "text/plain; charset=utf-8").kind is FileKind.DOCUMENT, "text without a suffix"
-    assert FileFact.of("3", "photo.png", "image/png").kind is FileKind.REFUSED
+    assert FileFact.of("3", "photo.png", "image/png").kind is FileKind.PICTURE
+    assert FileFact.of("5", "clipboard", "image/png").kind is FileKind.PICTURE, "a picture without a suffix"
     assert FileFact.of("4", "archive.zip", "application/zip").kind is FileKind.REFUSED
+
+
+def test_a_picture_shared_with_parley_is_read_where_the_platform_reads_pictures():
+    shot = FileFact.of("S1", "error.png", "image/png")
+    asked = route(MessageFacts(text="", mentioned=True, files=(shot,), reads_pictures=True))
+    assert (asked.do, asked.pictures, asked.explain) == (Do.ANSWER, (shot,), ())  # a bare mention: the picture is the question
+    dm = route(MessageFacts(text="what is this?", is_dm=True, files=(shot, PDF), reads_pictures=True))
+    assert (dm.do, dm.pictures, dm.ingest) == (Do.ANSWER, (shot,), (PDF,))
+    passing = route(MessageFacts(text="look", files=(shot,), reads_pictures=True, indexes_in_passing=True))
+    assert (passing.do, passing.pictures, passing.explain) == (Do.IGNORE, (), ())  # stays quiet
+    elsewhere = route(MessageFacts(text="", mentioned=True, files=(shot,)))
+    assert (elsewhere.do, elsewhere.explain) == (Do.EXPLAIN, (shot,))  # a platform that does not read them
+    summary = route(MessageFacts(text="summarize", mentioned=True, in_thread=True, files=(shot,), reads_pictures=True))
+    assert summary.do is Do.ANSWER and summary.pictures == (shot,)  # words sent with a picture are about it
 
 
 def test_what_holds_whatever_the_facts():

@@ -373,14 +373,17 @@ async def test_a_screenshot_is_ignored_quietly_unless_shared_with_a_mention(slac
     await h.settle()
     assert not h.fake.calls_of("chat.postMessage")
 
-    # The same PNG sent with a mention: one private explanation to the sharer, nothing public.
-    mention = h.fake.mention("", user=ADA, files=[shot])
+    # An archive sent with a mention: one private explanation to the sharer, nothing public (a
+    # picture sent with a mention is read into the question: tests/test_slack_pictures.py).
+    archive = h.fake.add_file("logs.zip", b"PK\x05\x06" + bytes(18), "application/zip", channel=CHANNEL,
+                              ts=h.fake.next_ts(), user=ADA)
+    mention = h.fake.mention("", user=ADA, files=[archive])
     as_message = h.fake.message(mention["event"]["text"], user=ADA, ts=mention["event"]["ts"],
-                                subtype="file_share", files=[shot])
+                                subtype="file_share", files=[archive])
     assert await h.send(mention) == 200 and await h.send(as_message) == 200
     await h.settle()
     [note] = h.fake.ephemerals
-    assert note["user"] == ADA and "screenshot.png" in note["text"] and "UNSUPPORTED_FILE" in note["text"]
+    assert note["user"] == ADA and "logs.zip" in note["text"] and "UNSUPPORTED_FILE" in note["text"]
     assert not h.fake.downloads and not h.fake.calls_of("chat.postMessage")
 
     # The sharer's ingest budget (one a minute here) is untouched: a PDF right after is indexed.

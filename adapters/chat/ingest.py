@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.chat.markup import Markup, shown_name
 from adapters.chat.streaming import MessageTarget
 from engine.errors import ErrorCode, ParleyError, file_too_large
-from engine.knowledge.formats import DOCUMENT_SUFFIXES, SUPPORTED, units
+from engine.knowledge.formats import DOCUMENT_SUFFIXES, IMAGE_SUFFIXES, SUPPORTED, units
 from engine.types import Conversation, FileUpload, IngestProgress, IngestResult, User
 
 if TYPE_CHECKING:
@@ -55,6 +55,12 @@ def is_document(name: str, content_type: str = "") -> bool:
     suffix = PurePath(name).suffix.lower()
     kind = content_type.split(";")[0].strip().lower()
     return suffix in DOCUMENT_SUFFIXES or (not suffix and (kind.startswith("text/") or kind == "message/rfc822"))
+
+
+def is_picture(name: str, content_type: str = "") -> bool:
+    """A picture, by its name or the type the platform detected (its text can be read: OCR)."""
+    suffix = PurePath(name).suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (not suffix and content_type.split(";")[0].strip().lower().startswith("image/"))
 
 
 def unsupported_text(names: list[str], markup: Markup) -> str:

@@ -21,7 +21,10 @@ The rule, in words:
 - a bare mention: a nudge ("ask me something after the mention");
 - documents shared with Parley, or anywhere on a platform where being present means being
   invited (Slack): indexed; files Parley cannot read (images, archives): never downloaded, and
-  explained only to a sharer who addressed Parley (a mention, a DM).
+  explained only to a sharer who addressed Parley (a mention, a DM);
+- pictures shared with Parley (a mention, a DM) where the platform reads them (Slack): their text
+  is read (OCR) into the question they came with, which may be the picture alone; pictures
+  shared in passing stay quiet, as other files Parley cannot index.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import enum
 from dataclasses import dataclass
 
 from adapters.chat.conversations import asks_for_fresh_start
-from adapters.chat.ingest import is_document
+from adapters.chat.ingest import is_document, is_picture
 from adapters.chat.summaries import asks_for_summary
 from engine.access import Decision
 
@@ -39,7 +42,8 @@ NUDGE_TEXT = "Ask me something after the mention, e.g. `@Parley what can you do?
 
 class FileKind(enum.Enum):
     DOCUMENT = "document"  # a type Parley reads (engine/knowledge/formats.py): downloaded and indexed
-    REFUSED = "refused"  # an image, an archive, a video…: never downloaded
+    REFUSED = "refused"  # an archive, a video…: never downloaded
+    PICTURE = "picture"  # an image: its text read for the question it came with, where the platform does
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,9 @@ class FileFact:
     @classmethod
     def of(cls, key: str, name: str, content_type: str = "") -> FileFact:
         """Its kind by its name and the type the platform detected."""
-        return cls(key, name, FileKind.DOCUMENT if is_document(name, content_type) else FileKind.REFUSED)
+        if is_document(name, content_type):
+            return cls(key, name, FileKind.DOCUMENT)
+        return cls(key, name, FileKind.PICTURE if is_picture(name, content_type) else FileKind.REFUSED)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class MessageFacts:
     # a thread Parley is asked into becomes one it holds (Slack: a thread hangs off a message;
     # Discord: a thread is a room people opened for themselves, so Parley holds only its own).
     holds_threads_asked_into: bool = False
+    # pictures shared with Parley are read (OCR) into the question (Slack); elsewhere refused
+    reads_pictures: bool = False
 
     @property
     def documents(self) -> tuple[FileFact, ...]:
@@ -88,7 +96,12 @@ class MessageFacts:
 
     @property
     def refused(self) -> tuple[FileFact, ...]:
-        return tuple(f for f in self.files if f.kind is FileKind.REFUSED)
+        return tuple(f for f in self.files if f.kind is FileKind.REFUSED
+                     or f.kind is FileKind.PICTURE and not self.reads_pictures)
+
+    @property
+    def pictures(self) -> tuple[FileFact, ...]:
+        return tuple(f for f in self.files if f.kind is FileKind.PICTURE and self.reads_pictures)
 
     @property
     def top_of_dm(self) -> bool:
@@ -136,6 +149,7 @@ class Action:
     context: Context = Context.NONE
     hold_thread: bool = False  # hold (or keep holding) the thread the reply goes in
     note: str = ""  # Do.TURN_AWAY: why, in a line
+    pictures: tuple[FileFact, ...] = ()  # Do.ANSWER: pictures whose text goes into the question
 
 
 def route(facts: MessageFacts) -> Action:
@@ -154,6 +168,7 @@ def route(facts: MessageFacts) -> Action:
     reply_all = facts.reply_all and not facts.is_dm and not facts.in_thread
     asked = addressed or facts.our_thread or reply_all
     explain = facts.refused if addressed else ()  # a picture posted in passing gets no reply
+    pictures = facts.pictures if addressed else ()
     documents = facts.documents
     if facts.top_of_dm and not documents and asks_for_fresh_start(facts.text):
         return Action(Do.FRESH_START, "a fresh start asked for", explain=explain)
@@ -165,9 +180,9 @@ def route(facts: MessageFacts) -> Action:
     # it holds, a thread inside a DM (nobody else is there), or where the platform makes it so.
     hold = not facts.top_of_dm and (not facts.in_thread or facts.our_thread or facts.is_dm
                                     or facts.holds_threads_asked_into)
-    if facts.text and asked:
+    if (facts.text or pictures) and asked:
         return Action(Do.ANSWER, _why_answered(facts, reply_all), ingest=ingest, explain=explain,
-                      context=_context(facts), hold_thread=hold)
+                      context=_context(facts), hold_thread=hold, pictures=pictures)
     if ingest:
         return Action(Do.INGEST, "documents shared", ingest=ingest, explain=explain, hold_thread=hold)
     if explain:
@@ -179,8 +194,8 @@ def route(facts: MessageFacts) -> Action:
 
 def _summary(facts: MessageFacts, explain: tuple[FileFact, ...]) -> Action | None:
     """"summarize" said to Parley where there is a thread or a channel to summarise."""
-    if facts.documents or facts.top_of_dm or not (facts.mentioned or facts.our_thread):
-        return None  # words sent with a document are about it; a DM is one conversation
+    if facts.documents or facts.pictures or facts.top_of_dm or not (facts.mentioned or facts.our_thread):
+        return None  # words sent with a document or picture are about it; a DM is one conversation
     if not asks_for_summary(facts.text):
         return None
     if facts.in_thread:

@@ -27,7 +27,9 @@ from slack_sdk.errors import SlackApiError
 from adapters.chat.context import read_earlier
 from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import unsupported_text
+from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
+from adapters.chat.pictures import NO_TEXT_NOTE, with_pictures
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
 from adapters.slack.events import Origin, SlackThread, SlackUsers, message_origin, team_of, tell_privately
@@ -38,6 +40,7 @@ from adapters.slack.replies import SlackReplies
 from adapters.slack.sharing import Claim, SlackSharing
 from adapters.slack.summaries import SlackSummaries
 from engine.errors import ParleyError
+from engine.knowledge.bounds import ParseLimits
 from engine.types import User
 
 if TYPE_CHECKING:
@@ -125,6 +128,7 @@ class SlackMessages:
             from_bot=bool(event.get("bot_id") or event.get("bot_profile")) or origin.user_id == bot_user_id,
             served=self.allowed(team, enterprise),
             indexes_in_passing=True,  # Parley reads only the channels it was invited to
+            reads_pictures=True,  # a screenshot shared with a mention: its text goes into the question
             holds_threads_asked_into=True)  # a Slack thread hangs off a message: asked in it, Parley stays
         if facts.from_bot or not facts.served:
             return Incoming(origin, facts, files)
@@ -158,7 +162,8 @@ class SlackMessages:
         answer = action.do is Do.ANSWER and await self.claim_answer(origin) and await self.admitted(origin)
         claims = [(incoming.files[f.key], await self.sharing.claim(origin.channel, f.key)) for f in action.ingest]
         if answer or any(owner for _, (owner, _) in claims):
-            await self.respond(origin, incoming.facts.text if answer else None, claims, action)
+            pictures = [incoming.files[f.key] for f in action.pictures] if answer else []
+            await self.respond(origin, incoming.facts.text if answer else None, claims, action, pictures)
 
     async def whisper(self, origin: Origin, text: str) -> None:
         """Tell the sender alone (ephemeral); where Slack refuses, say nothing in a channel (a DM is
@@ -209,16 +214,31 @@ class SlackMessages:
                                                    private=functools.partial(tell_privately, self.client, origin))
 
     async def respond(self, origin: Origin, question: str | None, claims: list[tuple[dict, Claim]],
-                      action: Action) -> None:
-        """Index the documents this delivery claimed, then answer `question` (None: no answer)."""
+                      action: Action, pictures: list[dict]) -> None:
+        """Index the documents this delivery claimed, read the pictures' text into `question`, then
+        answer it (None: no answer)."""
         async with self.locks.lock(origin.where.session_key):
             user = await self.users.get(origin.user_id, origin.where.workspace)
             if action.hold_thread and origin.reply_thread_ts is not None:
                 await self.memory.mark(origin.where.session_key, origin.where.workspace, origin.channel)
             for file, claim in claims:
                 await self.sharing.take(file, claim, origin, user, waits=question is not None)
+            if question is not None and pictures:
+                question = await self.read_pictures(origin, user, question, pictures)
             if question is not None:
                 await self.answer(origin, user, question, action.context)
+
+    async def read_pictures(self, origin: Origin, user: User, question: str, pictures: list[dict]) -> str:
+        """The question with the pictures' text in it (adapters.chat.pictures); a picture without
+        text is said so in the thread first."""
+        shared = [self.sharing.fetcher.shared(file, self.client.files_info) for file in pictures]
+        turn = await with_pictures(question, user.name or "Someone", shared,
+                                   ParseLimits.from_config(self.engine.config.knowledge))
+        if turn.without_text:
+            names = ", ".join(shown_name(name, SLACK) for name in turn.without_text)
+            thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)
+            await thread.post(NO_TEXT_NOTE.format(names=names))
+        return turn.question
 
     async def answer(self, origin: Origin, user: User, text: str, context: Context) -> None:
         # Who can read the channel (a mention does not say; cached): documents shared here before

@@ -1,0 +1,54 @@
+"""Pictures shared with a question: each is downloaded, its text read (OCR, in a parse worker:
+engine/knowledge/pictures.py) and put into the question as the picture's content, so the model
+answers about what the screenshot says:
+
+    [Ana shared error.png; its text:
+    ERROR 4012: connection to billing-db refused]
+    what does this error mean?
+
+A picture without text, or one that could not be read, is said so in the same place, and the
+names of those without text come back so the platform can tell the asker.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from adapters.chat.ingest import SharedFile
+from engine.errors import ParleyError
+from engine.knowledge.bounds import ParseLimits
+from engine.knowledge.pictures import image_text
+
+log = logging.getLogger(__name__)
+
+ALONE = "What does this say?"  # the question of a picture shared with a bare mention
+NO_TEXT_NOTE = "I found no text in {names}, so I can only go by your words."
+
+
+@dataclass(frozen=True)
+class PictureTurn:
+    question: str  # the question with each picture's text before it
+    without_text: tuple[str, ...]  # pictures in which no text was found
+
+
+async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], limits: ParseLimits) -> PictureTurn:
+    """`question` with the text of each picture before it (see the module's doc)."""
+    parts: list[str] = []
+    without_text: list[str] = []
+    for picture in pictures:
+        name = picture.name.replace("[", "(").replace("]", ")")
+        try:
+            picture.check()
+            data = await picture.download()
+            text = await asyncio.to_thread(image_text, picture.name, data, limits)
+        except ParleyError as exc:
+            log.info("picture not read", extra={"file": picture.name, "code": exc.code.value})
+            parts.append(f"[{sharer} shared {name}; it could not be read ({exc.code.value})]")
+            continue
+        if text:
+            parts.append(f"[{sharer} shared {name}; its text:\n{text}]")
+        else:
+            parts.append(f"[{sharer} shared {name}; no text was found in it]")
+            without_text.append(picture.name)
+    return PictureTurn("\n".join([*parts, question.strip() or ALONE]), tuple(without_text))
