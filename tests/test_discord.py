@@ -329,12 +329,12 @@ async def test_an_attachment_is_ingested_for_the_channel_and_cited(discord_facto
         "Zorblax project report.",
         "The Zorblax project budget is 4.2 million euros.",
         "The budget was approved by Mira Patel in March."]), "application/pdf")
-    photo = h.fake.add_file(h.general, "photo.png", b"\x89PNG\r\n\x1a\n", "image/png")
-    _, thread = await h.mention("What is the budget of the Zorblax project?", attachments=[report, photo])
+    archive = h.fake.add_file(h.general, "logs.zip", b"PK\x05\x06" + bytes(18), "application/zip")
+    _, thread = await h.mention("What is the budget of the Zorblax project?", attachments=[report, archive])
 
     notes = [m.text for m in h.fake.bot_messages(thread)]
     assert notes[0].startswith("Indexed `report.pdf`: 1 page, ") and notes[0].endswith("Ask away.")
-    assert notes[1].startswith("⚠️ I can't read `photo.png`") and "UNSUPPORTED_FILE" in notes[1]
+    assert notes[1].startswith("⚠️ I can't read `logs.zip`") and "UNSUPPORTED_FILE" in notes[1]
     answer = notes[-1]
     assert "**Sources**" in answer and "`report.pdf` p. 1" in answer and "4.2 million" in answer
     docs = await h.engine.list_documents(

@@ -257,13 +257,13 @@ async def test_discord_gathers_the_facts_and_does_what_the_router_says(discord_f
     assert not h.fake.threads_of(h.general), "no thread opened: the router said nudge, not answer"
 
 
-async def test_discord_a_picture_with_a_mention_is_explained_without_a_thread(discord_factory):
-    h = await discord_factory(knowledge=True)
-    photo = h.fake.add_file(h.general, "photo.png", b"\x89PNG\r\n\x1a\n", "image/png")
-    payload = await h.say(h.general, "ada", "", mention=True, attachments=[photo])
+async def test_discord_an_archive_with_a_mention_is_explained_without_a_thread(discord_factory):
+    h = await discord_factory(knowledge=True)  # (a picture with a mention is read: tests/test_slack_pictures.py)
+    archive = h.fake.add_file(h.general, "logs.zip", b"PK\x05\x06" + bytes(18), "application/zip")
+    payload = await h.say(h.general, "ada", "", mention=True, attachments=[archive])
     [note] = h.fake.bot_messages(h.general)
-    assert "photo.png" in note.text and "UNSUPPORTED_FILE" in note.text and note.reference == int(payload["id"])
-    assert not h.fake.threads_of(h.general), "nothing to answer: no thread named photo.png"
+    assert "logs.zip" in note.text and "UNSUPPORTED_FILE" in note.text and note.reference == int(payload["id"])
+    assert not h.fake.threads_of(h.general), "nothing to answer: no thread named logs.zip"
     await h.say(h.general, "ada", "", mention=True)
     assert h.fake.bot_messages(h.general)[-1].text == NUDGE_TEXT
 

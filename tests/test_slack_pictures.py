@@ -1,4 +1,4 @@
-"""A screenshot shared with Parley in Slack: its text is read (OCR, in a parse worker) into the
+"""A screenshot shared with Parley in Slack or Discord: its text is read (OCR, in a parse worker) into the
 question it came with, so the answer is about what it says; a picture without text is said so;
 the same screenshot shared without a mention stays quiet (never downloaded, nothing posted)."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ import io
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from test_slack import ADA, CHANNEL, slack_factory  # noqa: F401 - the fixture, shared
+from test_discord import discord_factory  # noqa: F401 - the fixtures, shared
+from test_slack import ADA, CHANNEL, slack_factory  # noqa: F401
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,3 +58,13 @@ async def test_a_screenshot_shared_with_a_mention_is_read_into_the_question(slac
     assert question == "[Ada shared photo.png; no text was found in it]\nWhat does this say?"
     said = [m.text for m in h.fake.bot_messages(CHANNEL, ts)]
     assert any("I found no text in `photo.png`" in text for text in said), said
+
+
+async def test_a_screenshot_attached_with_a_mention_in_discord_is_read_into_the_question(discord_factory):  # noqa: F811
+    h = await discord_factory()
+    shot = h.fake.add_file(h.general, "error.png", screenshot([PLANTED]), "image/png")
+    _, thread = await h.mention("", attachments=[shot])
+    [question] = [t.text for t in h.engine.sessions.get(f"discord/{h.guild}/{h.general}/{thread}").turns
+                  if t.role == "user"]
+    assert question.startswith("[Ada shared error.png; its text:\n") and "TLS certificate" in question, question
+    assert question.endswith("What does this say?")

@@ -16,7 +16,8 @@ import logging
 from dataclasses import dataclass
 
 from adapters.chat.ingest import SharedFile
-from engine.errors import ParleyError
+from engine.config import KnowledgeConfig
+from engine.errors import ParleyError, file_too_large
 from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.pictures import image_text
 
@@ -32,14 +33,18 @@ class PictureTurn:
     without_text: tuple[str, ...]  # pictures in which no text was found
 
 
-async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], limits: ParseLimits) -> PictureTurn:
-    """`question` with the text of each picture before it (see the module's doc)."""
+async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], config: KnowledgeConfig) -> PictureTurn:
+    """`question` with the text of each picture before it (see the module's doc); a picture over
+    `knowledge.max_file_mb` is not downloaded."""
+    limits = ParseLimits.from_config(config)
     parts: list[str] = []
     without_text: list[str] = []
     for picture in pictures:
         name = picture.name.replace("[", "(").replace("]", ")")
         try:
             picture.check()
+            if picture.size > config.max_file_mb * 2**20:
+                raise file_too_large(picture.name, picture.size, config.max_file_mb)
             data = await picture.download()
             text = await asyncio.to_thread(image_text, picture.name, data, limits)
         except ParleyError as exc:

@@ -24,7 +24,9 @@ from adapters.chat.answering import stream_answer
 from adapters.chat.context import read_earlier
 from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import SharedFile, ingest_shared_file, unsupported_text
+from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
+from adapters.chat.pictures import NO_TEXT_NOTE, with_pictures
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
@@ -159,6 +161,7 @@ class DiscordMessages:
             files=tuple(FileFact.of(str(a.id), a.filename, a.content_type or "") for a in message.attachments),
             is_reply=message.reference is not None,
             indexes_in_passing=False,  # Parley sees every channel of a server: only what is shared with it
+            reads_pictures=True,  # a screenshot shared with a mention: its text goes into the question
             holds_threads_asked_into=False)  # a Discord thread is a room people opened for themselves
         channel = message.channel
         if message.guild is None:
@@ -289,12 +292,26 @@ class DiscordMessages:
             if note:  # only to someone who addressed Parley; a picture posted in passing gets no reply
                 await origin.target.post(note)
             if answer:
-                request = ChatRequest(where=origin.where, user=user, text=facts.text, message_id=origin.message_id,
+                text = facts.text
+                if action.pictures:
+                    text = await self.read_pictures(origin, user, text, [attachments[f.key] for f in action.pictures])
+                request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.message_id,
                                       earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
                                        limit=self.limit, soft_limit=self.soft_limit, budget=self.budget,
                                        render=DISCORD.render)
                 await stream_answer(self.engine, request, reply, DISCORD, feedback=True)
+
+    async def read_pictures(self, origin: Origin, user: User, question: str,
+                            pictures: list[discord.Attachment]) -> str:
+        """The question with the pictures' text in it (adapters.chat.pictures); a picture without
+        text is said so first."""
+        turn = await with_pictures(question, user.name or "Someone", [_shared(a) for a in pictures],
+                                   self.engine.config.knowledge)
+        if turn.without_text:
+            names = ", ".join(shown_name(name, DISCORD) for name in turn.without_text)
+            await origin.target.post(NO_TEXT_NOTE.format(names=names))
+        return turn.question
 
     async def origin(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> Origin:
         """Where the answer goes: the DM's current conversation, the thread, or a thread opened on
@@ -309,7 +326,7 @@ class DiscordMessages:
             return Origin(place.thread_conversation(), DiscordTarget(message.channel), message_id)
         channel = str(place.channel_id)
         try:
-            name = thread_name(facts.text or next(iter(action.ingest)).name)
+            name = thread_name(facts.text or next(iter((*action.ingest, *action.pictures))).name)
             thread = await message.create_thread(name=name, auto_archive_duration=1440)
         except discord.HTTPException as exc:
             # No thread here (no permission, or a channel without threads): reply under the message.

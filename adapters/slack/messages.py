@@ -40,7 +40,6 @@ from adapters.slack.replies import SlackReplies
 from adapters.slack.sharing import Claim, SlackSharing
 from adapters.slack.summaries import SlackSummaries
 from engine.errors import ParleyError
-from engine.knowledge.bounds import ParseLimits
 from engine.types import User
 
 if TYPE_CHECKING:
@@ -232,8 +231,7 @@ class SlackMessages:
         """The question with the pictures' text in it (adapters.chat.pictures); a picture without
         text is said so in the thread first."""
         shared = [self.sharing.fetcher.shared(file, self.client.files_info) for file in pictures]
-        turn = await with_pictures(question, user.name or "Someone", shared,
-                                   ParseLimits.from_config(self.engine.config.knowledge))
+        turn = await with_pictures(question, user.name or "Someone", shared, self.engine.config.knowledge)
         if turn.without_text:
             names = ", ".join(shown_name(name, SLACK) for name in turn.without_text)
             thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)

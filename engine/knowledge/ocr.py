@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 PageCallback = Callable[[int, int], None]
 OCR_MEMORY_MB = 2048  # a worker's address space while it reads an image
 MAX_PIXELS = 40_000_000  # a 40-megapixel picture at most (a 4K screenshot is 8)
+ENLARGED_SIDE = 4000  # a small picture is enlarged (up to 2x) to at most this many pixels a side
 MIN_SCORE = 0.5  # recognised lines less certain than this are left out
 _engine: list[Any] = []  # the worker's RapidOCR, made at its first image
 
@@ -36,7 +37,7 @@ def load_image(filename: str, data: bytes, on_page: PageCallback, limits: ParseL
         with Image.open(io.BytesIO(data)) as picture:
             if picture.width * picture.height > MAX_PIXELS:
                 raise too_complex(filename, f"is a picture of {picture.width:,} x {picture.height:,} pixels")
-            pixels = numpy.asarray(picture.convert("RGB"))[:, :, ::-1]  # RapidOCR takes OpenCV's BGR
+            pixels = numpy.asarray(_enlarged(picture.convert("RGB")))[:, :, ::-1]  # RapidOCR takes OpenCV's BGR
     except ParleyError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -45,6 +46,18 @@ def load_image(filename: str, data: bytes, on_page: PageCallback, limits: ParseL
     lines = _recognise(pixels)
     on_page(1, 1)
     return [PageText(page=None, text="\n".join(lines))]
+
+
+def _enlarged(picture: Any) -> Any:
+    """The picture up to twice its size, its longer side at most ENLARGED_SIDE: the recognition
+    model runs the words of a screenshot's small type together ("Retryafterrotating…") and keeps
+    their spaces once the type is larger."""
+    from PIL import Image
+
+    scale = min(2.0, ENLARGED_SIDE / max(picture.width, picture.height, 1))
+    if scale <= 1.0:
+        return picture
+    return picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.LANCZOS)
 
 
 def _recognise(pixels: Any) -> list[str]:
