@@ -258,7 +258,7 @@ async def test_discord_gathers_the_facts_and_does_what_the_router_says(discord_f
 
 
 async def test_discord_an_archive_with_a_mention_is_explained_without_a_thread(discord_factory):
-    h = await discord_factory(knowledge=True)  # (a picture with a mention is read: tests/test_slack_pictures.py)
+    h = await discord_factory(knowledge=True)  # (a picture with a mention is read: tests/test_pictures_shared.py)
     archive = h.fake.add_file(h.general, "logs.zip", b"PK\x05\x06" + bytes(18), "application/zip")
     payload = await h.say(h.general, "ada", "", mention=True, attachments=[archive])
     [note] = h.fake.bot_messages(h.general)

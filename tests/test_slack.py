@@ -374,7 +374,7 @@ async def test_a_screenshot_is_ignored_quietly_unless_shared_with_a_mention(slac
     assert not h.fake.calls_of("chat.postMessage")
 
     # An archive sent with a mention: one private explanation to the sharer, nothing public (a
-    # picture sent with a mention is read into the question: tests/test_slack_pictures.py).
+    # picture sent with a mention is read into the question: tests/test_pictures_shared.py).
     archive = h.fake.add_file("logs.zip", b"PK\x05\x06" + bytes(18), "application/zip", channel=CHANNEL,
                               ts=h.fake.next_ts(), user=ADA)
     mention = h.fake.mention("", user=ADA, files=[archive])
