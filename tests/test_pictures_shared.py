@@ -50,14 +50,14 @@ async def test_a_screenshot_shared_with_a_mention_is_read_into_the_question(slac
     assert h.fake.downloads and h.fake.bot_messages(CHANNEL, ts)  # answered in the thread
     assert not h.fake.ephemerals
 
-    # A picture without text, with a bare mention: the reply says no text was found.
+    # A picture without text, with a bare mention: the reply says no text was found, and nothing
+    # is left to ask the model.
     blank_ts = h.fake.next_ts()
     blank = h.fake.add_file("photo.png", screenshot([]), "image/png", channel=CHANNEL, ts=blank_ts, user=ADA)
     body, ts = await h.mention("", user=ADA, files=[blank])
-    [question] = user_turns(h, ts)
-    assert question == "[Ada shared photo.png; no text was found in it]\nWhat does this say?"
+    assert not user_turns(h, ts)
     said = [m.text for m in h.fake.bot_messages(CHANNEL, ts)]
-    assert any("I found no text in `photo.png`" in text for text in said), said
+    assert said == ["I found no text in `photo.png`: tell me in words what you would like to know."], said
 
 
 async def test_a_screenshot_attached_with_a_mention_in_discord_is_read_into_the_question(discord_factory):  # noqa: F811

@@ -7,12 +7,14 @@ answers about what the screenshot says:
     what does this error mean?
 
 A picture without text, or one that could not be read, is said so in the same place, and the
-names of those without text come back so the platform can tell the asker.
+asker is told (`notes`). When the asker wrote nothing and no picture gave any text, there is no
+question left: the notes are the whole reply (no model call on "What does this say?" alone).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.chat.ingest import SharedFile
@@ -25,12 +27,24 @@ log = logging.getLogger(__name__)
 
 ALONE = "What does this say?"  # the question of a picture shared with a bare mention
 NO_TEXT_NOTE = "I found no text in {names}, so I can only go by your words."
+NO_TEXT_ALONE = "I found no text in {names}: tell me in words what you would like to know."
+UNREADABLE_NOTE = "I could not read {name} as a picture ({code})."  # the name as the platform shows it safely
 
 
 @dataclass(frozen=True)
 class PictureTurn:
     question: str  # the question with each picture's text before it
     without_text: tuple[str, ...]  # pictures in which no text was found
+    unreadable: tuple[tuple[str, ParleyError], ...] = ()  # (picture, why) for those not read
+    asked: bool = True  # the asker wrote words, or a picture gave text: there is a question
+
+    def notes(self, shown_name: Callable[[str], str]) -> list[str]:
+        """What to tell the asker before the answer (or instead of it, when nothing was `asked`)."""
+        notes = [UNREADABLE_NOTE.format(name=shown_name(name), code=exc.code.value) for name, exc in self.unreadable]
+        if self.without_text:
+            note = NO_TEXT_NOTE if self.asked else NO_TEXT_ALONE
+            notes.append(note.format(names=", ".join(shown_name(name) for name in self.without_text)))
+        return notes
 
 
 async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], config: KnowledgeConfig) -> PictureTurn:
@@ -39,6 +53,7 @@ async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], 
     limits = ParseLimits.from_config(config)
     parts: list[str] = []
     without_text: list[str] = []
+    unreadable: list[tuple[str, ParleyError]] = []
     for picture in pictures:
         name = picture.name.replace("[", "(").replace("]", ")")
         try:
@@ -50,10 +65,12 @@ async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], 
         except ParleyError as exc:
             log.info("picture not read", extra={"file": picture.name, "code": exc.code.value})
             parts.append(f"[{sharer} shared {name}; it could not be read ({exc.code.value})]")
+            unreadable.append((picture.name, exc))
             continue
         if text:
             parts.append(f"[{sharer} shared {name}; its text:\n{text}]")
         else:
             parts.append(f"[{sharer} shared {name}; no text was found in it]")
             without_text.append(picture.name)
-    return PictureTurn("\n".join([*parts, question.strip() or ALONE]), tuple(without_text))
+    asked = bool(question.strip()) or len(without_text) + len(unreadable) < len(pictures)
+    return PictureTurn("\n".join([*parts, question.strip() or ALONE]), tuple(without_text), tuple(unreadable), asked)

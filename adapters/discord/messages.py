@@ -26,7 +26,7 @@ from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import SharedFile, ingest_shared_file, unsupported_text
 from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
-from adapters.chat.pictures import NO_TEXT_NOTE, with_pictures
+from adapters.chat.pictures import with_pictures
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
@@ -295,6 +295,8 @@ class DiscordMessages:
                 text = facts.text
                 if action.pictures:
                     text = await self.read_pictures(origin, user, text, [attachments[f.key] for f in action.pictures])
+                    if text is None:  # nothing to ask: the notes said why
+                        return
                 request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.message_id,
                                       earlier=earlier)
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
@@ -303,15 +305,14 @@ class DiscordMessages:
                 await stream_answer(self.engine, request, reply, DISCORD, feedback=True)
 
     async def read_pictures(self, origin: Origin, user: User, question: str,
-                            pictures: list[discord.Attachment]) -> str:
-        """The question with the pictures' text in it (adapters.chat.pictures); a picture without
-        text is said so first."""
+                            pictures: list[discord.Attachment]) -> str | None:
+        """The question with the pictures' text in it (adapters.chat.pictures), or None when
+        nothing is left to ask; a picture without text, or unread, is said so first."""
         turn = await with_pictures(question, user.name or "Someone", [_shared(a) for a in pictures],
                                    self.engine.config.knowledge)
-        if turn.without_text:
-            names = ", ".join(shown_name(name, DISCORD) for name in turn.without_text)
-            await origin.target.post(NO_TEXT_NOTE.format(names=names))
-        return turn.question
+        for note in turn.notes(lambda name: shown_name(name, DISCORD)):
+            await origin.target.post(note)
+        return turn.question if turn.asked else None
 
     async def origin(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> Origin:
         """Where the answer goes: the DM's current conversation, the thread, or a thread opened on

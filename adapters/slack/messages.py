@@ -29,7 +29,7 @@ from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import unsupported_text
 from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
-from adapters.chat.pictures import NO_TEXT_NOTE, with_pictures
+from adapters.chat.pictures import with_pictures
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
 from adapters.slack.events import Origin, SlackThread, SlackUsers, message_origin, team_of, tell_privately
@@ -223,20 +223,19 @@ class SlackMessages:
             for file, claim in claims:
                 await self.sharing.take(file, claim, origin, user, waits=question is not None)
             if question is not None and pictures:
-                question = await self.read_pictures(origin, user, question, pictures)
+                question = await self.read_pictures(origin, user, question, pictures)  # None: nothing to ask
             if question is not None:
                 await self.answer(origin, user, question, action.context)
 
-    async def read_pictures(self, origin: Origin, user: User, question: str, pictures: list[dict]) -> str:
-        """The question with the pictures' text in it (adapters.chat.pictures); a picture without
-        text is said so in the thread first."""
+    async def read_pictures(self, origin: Origin, user: User, question: str, pictures: list[dict]) -> str | None:
+        """The question with the pictures' text in it (adapters.chat.pictures), or None when
+        nothing is left to ask; a picture without text, or unread, is said so in the thread first."""
         shared = [self.sharing.fetcher.shared(file, self.client.files_info) for file in pictures]
         turn = await with_pictures(question, user.name or "Someone", shared, self.engine.config.knowledge)
-        if turn.without_text:
-            names = ", ".join(shown_name(name, SLACK) for name in turn.without_text)
-            thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)
-            await thread.post(NO_TEXT_NOTE.format(names=names))
-        return turn.question
+        thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)
+        for note in turn.notes(lambda name: shown_name(name, SLACK)):
+            await thread.post(note)
+        return turn.question if turn.asked else None
 
     async def answer(self, origin: Origin, user: User, text: str, context: Context) -> None:
         # Who can read the channel (a mention does not say; cached): documents shared here before
