@@ -110,7 +110,8 @@ def workload(name: str, model, users: int, seed: int) -> list[Ask]:
         for r in shared:
             history: list[dict] = []
             for turn in range(3):
-                history.append({"role": "user", "content": " ".join(docgen.everyday_paragraphs(2, seed=r.user * 7 + turn))})
+                said = " ".join(docgen.everyday_paragraphs(2, seed=r.user * 7 + turn))
+                history.append({"role": "user", "content": said})
                 asks.append(Ask(r.user, r.arrival_s, model.chat_prompt_ids(history), 48, after_previous=turn > 0))
                 history.append({"role": "assistant", "content": CANNED_REPLY})
         return asks
@@ -118,7 +119,8 @@ def workload(name: str, model, users: int, seed: int) -> list[Ask]:
         return [Ask(r.user, r.arrival_s, own_text(model, 500 + r.user, rng.randint(1500, 3000)), 96) for r in shared]
     if name == "steady":
         gap = 180.0 / users
-        return [Ask(u, u * gap, own_text(model, 2000 + u, rng.randint(40, 450)), rng.randint(16, 160)) for u in range(users)]
+        return [Ask(u, u * gap, own_text(model, 2000 + u, rng.randint(40, 450)), rng.randint(16, 160))
+                for u in range(users)]
     raise ValueError(name)
 
 
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated: {', '.join(WORKLOADS)}, steady")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated: {', '.join(WORKLOADS)}, steady")
     parser.add_argument("--steady", action="store_true", help="add the 64-users-over-three-minutes workload")
     parser.add_argument("--server-log", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)

@@ -4,8 +4,8 @@ The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the w
 waiting requests (answers before background work, each first come first served, within
 max_batch, max_tokens_in_flight and a prompt-token budget per step), has the executor prefill the
 newcomers, which join the running batch (or prefill one slice of a long background prompt),
-then runs one decode step that advances every running request by one token. A request leaves at a stop token, its
-max_new_tokens, or a cancel; the others never notice.
+then runs one decode step that advances every running request by one token. A request leaves at
+a stop token, its max_new_tokens, or a cancel; the others never notice.
 Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py
 (a GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
 next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
