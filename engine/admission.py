@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from engine.authority import Authority
 from engine.config import Config, LimitsConfig
@@ -33,6 +34,7 @@ FAULTS = frozenset({ErrorCode.GENERATION_FAILED, ErrorCode.MODEL_FAULT, ErrorCod
 
 
 Resolve = Callable[[], Awaitable[User]]  # the asker as the platform describes them (a profile lookup)
+T = TypeVar("T")
 
 
 def _ticket(where: Conversation, user: User, action: str) -> str:
@@ -162,6 +164,19 @@ class Admission:
                 raise
             return full
         return user
+
+    async def admitted(self, where: Conversation, user: User, start: Callable[[], Awaitable[T]], *,
+                       action: str = "answer", args: tuple = ()) -> T | AnswerFailed:
+        """`admit` a question's unit, then `start()` its work (planning, submitting); a failure of
+        either is counted and logged once (`failure`: `action`, `args`) and comes back as the
+        AnswerFailed to yield, with its reference."""
+        try:
+            await self.admit(where, user, "answer")
+            return await start()
+        except ParleyError as exc:
+            return self.failure(exc, action=action, args=args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
+            return self.failure(ParleyError(ErrorCode.INTERNAL), cause=exc, action=action, args=args)
 
     # ---- failures ----------------------------------------------------------------------------
 

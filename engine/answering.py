@@ -26,7 +26,9 @@ from engine.lineup import ModelLineup
 from engine.prompting import plan_prompt
 from engine.sessions import NOTHING_FOLDED, SessionStore, Turn, missed_turns
 from engine.stats import EngineStats
-from engine.types import AnswerDone, AnswerEvent, ChatRequest, Conversation, Queued, Reading, Source, TextDelta
+from engine.types import (
+    AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, Conversation, Queued, Reading, Source, TextDelta,
+)
 
 if TYPE_CHECKING:
     from engine.knowledge import KnowledgeBase
@@ -84,15 +86,12 @@ class AnswerPipeline:
         self._stats.record_request()
         self._stats.record_question(user_key(request))
         started = time.perf_counter()
-        try:
-            await self._admission.admit(request.where, request.user, "answer")
-            prepared, handle = await self._submit(request)
-        except ParleyError as exc:
-            yield self._admission.failure(exc, request)
+        submitted = await self._admission.admitted(request.where, request.user, lambda: self._submit(request),
+                                                   args=(request,))
+        if isinstance(submitted, AnswerFailed):
+            yield submitted
             return
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
-            yield self._admission.failure(ParleyError(ErrorCode.INTERNAL), request, exc)
-            return
+        prepared, handle = submitted
 
         if prepared.reply is not None:  # answered without the model (e.g. nothing in the documents)
             yield TextDelta(prepared.reply)

@@ -135,16 +135,12 @@ class Completions:
         self._stats.record_request()
         self._stats.record_question(_user_key(request))
         started = time.perf_counter()
-        try:
-            await self._admission.admit(request.where, request.user, "answer")
-            prepared = await self._prepare(request)
-            handle = prepared.backend.submit(prepared.prompt, prepared.params)
-        except ParleyError as exc:
-            yield self._failure(exc, request)
+        submitted = await self._admission.admitted(request.where, request.user, lambda: self._submit(request),
+                                                   action="complete", args=(request.where, request.user))
+        if isinstance(submitted, AnswerFailed):
+            yield submitted
             return
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply with a reference
-            yield self._failure(ParleyError(ErrorCode.INTERNAL), request, exc)
-            return
+        prepared, handle = submitted
         if prepared.passages:
             yield Reading(tuple(dict.fromkeys(p.file for p in prepared.passages)))
         async with contextlib.aclosing(self._generate(request, prepared, handle, started)) as events:
@@ -192,6 +188,10 @@ class Completions:
         yield AnswerDone(text="".join(parts), finish_reason=reason, prompt_tokens=finished.prompt_tokens,
                          completion_tokens=finished.completion_tokens, sources=to_sources(prepared.passages),
                          model=prepared.backend.config.name, latency_s=time.perf_counter() - started)
+
+    async def _submit(self, request: CompletionRequest) -> tuple[_Prepared, GenerationStream]:
+        prepared = await self._prepare(request)
+        return prepared, prepared.backend.submit(prepared.prompt, prepared.params)
 
     def _failure(self, exc: ParleyError, request: CompletionRequest, cause: BaseException | None = None) -> AnswerFailed:
         """Counted and logged once, with the reference the caller sees (engine/admission.py)."""
