@@ -29,6 +29,7 @@ from engine.stats import EngineStats
 from engine.types import (
     AnswerDone, AnswerEvent, AnswerFailed, ChatRequest, Conversation, Queued, Reading, Source, TextDelta,
 )
+from engine.vision import picture_tokens, with_picture_parts
 
 if TYPE_CHECKING:
     from engine.knowledge import KnowledgeBase
@@ -181,6 +182,8 @@ class AnswerPipeline:
         settings = dict(session.settings) if session and session.settings else \
             (await self._settings(request.where)).as_dict()
         backend = await self._lineup.backend_for(settings["model"])
+        # A model with vision sees this turn's pictures; any other reads their OCR text, in request.text
+        pictures = request.pictures if backend.config.vision else ()
         found = Retrieval()
         if self._knowledge is not None:
             scope = settings["scope"] if request.documents is None else \
@@ -200,10 +203,14 @@ class AnswerPipeline:
                 count_tokens=backend.count_tokens, history_budget=self._budgets.history_tokens,
                 context_window=backend.config.context_window, max_new_tokens=max_new_tokens,
                 context_block=found.block, speaker=request.user.name, speaker_id=request.user.id,
-                earlier=session.folded if session else NOTHING_FOLDED)
-            return p, backend.encode_chat(p.messages)
+                earlier=session.folded if session else NOTHING_FOLDED,
+                extra_tokens=sum(picture_tokens(picture) for picture in pictures))
+            return p, backend.encode_chat(with_picture_parts(p.messages, pictures))
 
         plan_, prompt = await asyncio.to_thread(plan)
+        if pictures:
+            log.info("pictures for the model", extra={"session": request.where.session_key, "pictures": len(pictures),
+                                                      "bytes": sum(len(picture.data) for picture in pictures)})
         if plan_.history_dropped:
             log.info("history trimmed", extra={"session": request.where.session_key,
                                                "dropped": plan_.history_dropped, "kept": plan_.history_kept})

@@ -43,6 +43,7 @@ class ModelConfig:
     api_model: str = ""
     api_key_env: str = ""  # name of the environment variable holding the API key, never the key
     tokenizer: str = ""  # openai_compatible: a local tokenizer (directory or tokenizer.json) for exact counts
+    vision: bool = False  # openai_compatible: the model takes pictures (image_url parts; engine/vision.py)
     # auto: llama.cpp for a GGUF on the CPU (its quantised weights), else transformers
     runtime: str = field(default="auto", metadata=choice("auto", "llama_cpp", "transformers"))
     # llama.cpp: compute on the GGUF as shipped, on its weights re-encoded as Q8_0, or (auto) the faster here
@@ -96,6 +97,11 @@ class ChromaConfig:
 class KnowledgeConfig:
     enabled: bool = True
     max_file_mb: float = field(default=25.0, metadata=positive())
+    # Pictures for a vision model (models[].vision; engine/vision.py): refused past these before
+    # they are decoded, then made at most vision_max_side pixels a side and re-encoded.
+    vision_max_mb: float = field(default=10.0, metadata=positive())
+    vision_max_pixels: int = field(default=40_000_000, metadata=between(10_000, 89_000_000))  # Pillow's bomb limit
+    vision_max_side: int = field(default=1024, metadata=between(64, 4096))
     # Measured on tests/docgen.py's planted facts with all-MiniLM-L6-v2: 96-token chunks found 22 of 23
     # paraphrased questions in the top 3 (200-token chunks: 20); right passages scored 0.23-0.6,
     # unrelated questions at most 0.2, so 0.25 keeps 21 of 23 and lets no unrelated one through.
@@ -324,6 +330,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{key}.package: required when source is packaged")
         if m.source == "openai_compatible" and not (m.base_url and m.api_model):
             raise ConfigError(f"{key}.base_url: base_url and api_model are required when source is openai_compatible")
+        if m.vision and m.source != "openai_compatible":
+            raise ConfigError(f"{key}.vision: only an openai_compatible model takes pictures")
         if m.generation.max_new_tokens >= m.context_window:
             raise ConfigError(f"{key}.generation.max_new_tokens: must be below context_window ({m.context_window})")
     if not config.default_model:

@@ -79,9 +79,11 @@ def plan_prompt(
     speaker: str = "",
     speaker_id: str = "",
     earlier: Folded = NOTHING_FOLDED,
+    extra_tokens: int = 0,
 ) -> PromptPlan:
     """Choose the messages for a prompt; `speaker` (display name) and `speaker_id` say who sent
-    `message`; `earlier` is what the session folded before `history` (history_dropped counts it).
+    `message`; `earlier` is what the session folded before `history` (history_dropped counts it);
+    `extra_tokens`, what the message carries besides its text (a vision model's pictures).
 
     Raises CONTEXT_TOO_LONG when the new message (with the system prompt and any retrieved
     context) leaves less than MIN_ANSWER_TOKENS of the window for the answer.
@@ -93,7 +95,7 @@ def plan_prompt(
         message = labelled(Turn("user", message, speaker_id, 0.0, user_name=speaker), True)
     if context_block:
         system = f"{system}\n\n{context_block}"
-    fixed = count_tokens(system) + count_tokens(message) + 3 * MESSAGE_OVERHEAD
+    fixed = count_tokens(system) + count_tokens(message) + extra_tokens + 3 * MESSAGE_OVERHEAD
     room_for_answer = min(max_new_tokens, max(MIN_ANSWER_TOKENS, context_window // 4))
     available = context_window - fixed - room_for_answer
     if context_window - fixed < MIN_ANSWER_TOKENS:

@@ -77,6 +77,18 @@ class ThreadMessage:
 
 
 @dataclass(frozen=True)
+class SharedPicture:
+    """A picture the asker shared with this question, ready for a vision model: bounded, at most
+    knowledge.vision_max_side a side, re-encoded without metadata (engine/vision.py)."""
+
+    name: str  # the file's name, for the log
+    mime: str  # image/png or image/jpeg
+    data: bytes = field(repr=False)  # never shown: a log or a repr names the picture, not its bytes
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     where: Conversation
     user: User
@@ -88,6 +100,9 @@ class ChatRequest:
     # Whose documents the answer may use, when not `where`'s channel: Slack's assistant panel
     # answers in a DM thread from the channel the user is viewing.
     documents: Conversation | None = None
+    # Pictures shared with this message (never earlier ones): a model with `vision: true` receives
+    # them as image parts; every model reads their OCR text, which is already in `text`.
+    pictures: tuple[SharedPicture, ...] = ()
 
     @property
     def scope(self) -> Conversation:

@@ -37,7 +37,8 @@ from adapters.discord.summaries import DiscordSummaries
 from adapters.discord.target import DiscordTarget
 from adapters.discord.text import DISCORD, NO_MENTIONS, question_text, thread_name
 from engine.errors import ErrorCode, ParleyError
-from engine.types import ChatRequest, Conversation, ThreadMessage, User
+from engine.types import ChatRequest, Conversation, SharedPicture, ThreadMessage, User
+from engine.vision import PictureBounds
 
 if TYPE_CHECKING:
     from adapters.chat.thread_record import ThreadRecord
@@ -292,27 +293,30 @@ class DiscordMessages:
             if note:  # only to someone who addressed Parley; a picture posted in passing gets no reply
                 await origin.target.post(note)
             if answer:
-                text = facts.text
+                text: str | None = facts.text
+                seen: tuple[SharedPicture, ...] = ()
                 if action.pictures:
-                    text = await self.read_pictures(origin, user, text, [attachments[f.key] for f in action.pictures])
+                    text, seen = await self.read_pictures(origin, user, text,
+                                                          [attachments[f.key] for f in action.pictures])
                     if text is None:  # nothing to ask: the notes said why
                         return
                 request = ChatRequest(where=origin.where, user=user, text=text, message_id=origin.message_id,
-                                      earlier=earlier)
+                                      earlier=earlier, pictures=seen)  # the asker's own, this turn's
                 reply = StreamingReply(origin.target, interval_s=self.config.discord.stream_interval_s,
                                        limit=self.limit, soft_limit=self.soft_limit, budget=self.budget,
                                        render=DISCORD.render)
                 await stream_answer(self.engine, request, reply, DISCORD, feedback=True)
 
     async def read_pictures(self, origin: Origin, user: User, question: str,
-                            pictures: list[discord.Attachment]) -> str | None:
+                            pictures: list[discord.Attachment]) -> tuple[str | None, tuple[SharedPicture, ...]]:
         """The question with the pictures' text in it (adapters.chat.pictures), or None when
-        nothing is left to ask; a picture without text, or unread, is said so first."""
+        nothing is left to ask, and the pictures for a vision model; a picture without text, or
+        unread, is said so first."""
         turn = await with_pictures(question, user.name or "Someone", [_shared(a) for a in pictures],
-                                   self.engine.config.knowledge)
+                                   self.engine.config.knowledge, PictureBounds.wanted(self.engine.config))
         for note in turn.notes(lambda name: shown_name(name, DISCORD)):
             await origin.target.post(note)
-        return turn.question if turn.asked else None
+        return (turn.question if turn.asked else None), turn.pictures
 
     async def origin(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> Origin:
         """Where the answer goes: the DM's current conversation, the thread, or a thread opened on

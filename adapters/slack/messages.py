@@ -40,7 +40,8 @@ from adapters.slack.replies import SlackReplies
 from adapters.slack.sharing import Claim, SlackSharing
 from adapters.slack.summaries import SlackSummaries
 from engine.errors import ParleyError
-from engine.types import User
+from engine.types import SharedPicture, User
+from engine.vision import PictureBounds
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -222,22 +223,27 @@ class SlackMessages:
                 await self.memory.mark(origin.where.session_key, origin.where.workspace, origin.channel)
             for file, claim in claims:
                 await self.sharing.take(file, claim, origin, user, waits=question is not None)
+            seen: tuple[SharedPicture, ...] = ()
             if question is not None and pictures:
-                question = await self.read_pictures(origin, user, question, pictures)  # None: nothing to ask
+                question, seen = await self.read_pictures(origin, user, question, pictures)  # None: nothing to ask
             if question is not None:
-                await self.answer(origin, user, question, action.context)
+                await self.answer(origin, user, question, action.context, seen)
 
-    async def read_pictures(self, origin: Origin, user: User, question: str, pictures: list[dict]) -> str | None:
+    async def read_pictures(self, origin: Origin, user: User, question: str,
+                            pictures: list[dict]) -> tuple[str | None, tuple[SharedPicture, ...]]:
         """The question with the pictures' text in it (adapters.chat.pictures), or None when
-        nothing is left to ask; a picture without text, or unread, is said so in the thread first."""
+        nothing is left to ask, and the pictures for a vision model; a picture without text, or
+        unread, is said so in the thread first."""
         shared = [self.sharing.fetcher.shared(file, self.client.files_info) for file in pictures]
-        turn = await with_pictures(question, user.name or "Someone", shared, self.engine.config.knowledge)
+        turn = await with_pictures(question, user.name or "Someone", shared, self.engine.config.knowledge,
+                                   PictureBounds.wanted(self.engine.config))
         thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)
         for note in turn.notes(lambda name: shown_name(name, SLACK)):
             await thread.post(note)
-        return turn.question if turn.asked else None
+        return (turn.question if turn.asked else None), turn.pictures
 
-    async def answer(self, origin: Origin, user: User, text: str, context: Context) -> None:
+    async def answer(self, origin: Origin, user: User, text: str, context: Context,
+                     pictures: tuple[SharedPicture, ...] = ()) -> None:
         # Who can read the channel (a mention does not say; cached): documents shared here before
         # visibility was recorded learn it on this use (KnowledgeBase), and so reach what they should
         origin = dataclasses.replace(origin, where=await self.sharing.channels.known(origin.where, origin.channel))
@@ -249,4 +255,4 @@ class SlackMessages:
                 self.history.reader(origin.channel, origin.reply_thread_ts, origin.ts, self.bot_user_id()),
                 self.context_messages, origin.where.session_key)
         # Native streaming or chat.update, the status line, a panel's documents, feedback: replies.py
-        await self.replies.answer(origin, user, text, earlier)
+        await self.replies.answer(origin, user, text, earlier, pictures)

@@ -33,7 +33,7 @@ from adapters.slack.feedback import FeedbackThread, register_feedback
 from adapters.slack.home import register_home
 from adapters.slack.markup import SLACK
 from adapters.slack.native_stream import NativeStreamingReply, StreamSupport
-from engine.types import ChatRequest, Conversation, ThreadMessage, User
+from engine.types import ChatRequest, Conversation, SharedPicture, ThreadMessage, User
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -76,7 +76,8 @@ class SlackReplies:
         if self.edit_buckets is not None:
             await self.edit_buckets.close()
 
-    async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...]) -> None:
+    async def answer(self, origin: Origin, user: User, text: str, earlier: tuple[ThreadMessage, ...],
+                     pictures: tuple[SharedPicture, ...] = ()) -> None:
         where = origin.where
         documents = await self.panels.scope(where.workspace, origin.channel, origin.reply_thread_ts) \
             if origin.is_dm else None
@@ -84,7 +85,7 @@ class SlackReplies:
                                                                                           origin.reply_thread_ts):
             return await self.list_documents(origin, user, documents)
         request = ChatRequest(where=where, user=user, text=text, message_id=origin.ts, earlier=earlier,
-                              documents=documents)
+                              documents=documents, pictures=pictures)  # the asker's own, this turn's
         reply = self.reply(origin)
         await stream_answer(self.engine, request, reply, SLACK,
                             private=lambda note: tell_privately(self.client, origin, note),

@@ -9,6 +9,10 @@ max_tokens, temperature, top_p, seed): top_k and repetition_penalty have no plac
 A base_url may carry credentials (`https://user:token@host/v1`, `?api_key=…`): they are sent, and
 never shown: describe() names the server as host[:port], and failure details (logged) carry the
 URL without user, password or query, and with any of those values scrubbed from the error text.
+
+A model entry with `vision: true` gets the pictures of the asker's turn as `image_url` parts of
+that message (engine/vision.py builds them); a server's error that echoes one has its base64 cut
+out before it reaches the log.
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
@@ -31,6 +36,23 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 300.0  # between two chunks: a busy server may queue a request for a while
 CHARS_PER_TOKEN = 4  # the usual rough figure when no tokenizer is configured
+PART_TOKENS = 1024 * 1024 // (28 * 28)  # an image part's rough count (engine/vision.py's, at 1,024 a side)
+# A picture's data in a server's error: as a data URL, or a long bare run of base64.
+PICTURE_DATA = re.compile(r"data:image/[A-Za-z0-9.+-]*;base64,[A-Za-z0-9+/=\\]*|[A-Za-z0-9+/]{200,}={0,2}")
+
+
+def content_tokens(content: Any, count_tokens: Callable[[str], int]) -> int:
+    """The tokens of a message's content: its text, or its text parts and PART_TOKENS an image part."""
+    if isinstance(content, list):
+        texts = [str(part.get("text", "")) for part in content if part.get("type") == "text"]
+        images = sum(1 for part in content if part.get("type") == "image_url")
+        return count_tokens("\n".join(texts)) + images * PART_TOKENS
+    return count_tokens(str(content))
+
+
+def without_pictures(text: str) -> str:
+    """`text` (a server's error, for the log) with any picture's data cut out."""
+    return PICTURE_DATA.sub("[picture data]", text)
 
 
 async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
@@ -222,7 +244,7 @@ class RemoteBackend:
         }
         if params.seed is not None:
             body["seed"] = params.seed
-        prompt_tokens = sum(self.count_tokens(str(m.get("content", ""))) + 4 for m in prompt)
+        prompt_tokens = sum(content_tokens(m.get("content", ""), self.count_tokens) + 4 for m in prompt)
         return RemoteHandle(self, body, prompt_tokens)
 
     async def shutdown(self, *, cancel: bool) -> None:
@@ -237,10 +259,11 @@ class RemoteBackend:
             self._session = None
 
     def scrub(self, text: str) -> str:
-        """`text` (an error's detail, for the log) without the URL's credentials or the API key."""
+        """`text` (an error's detail, for the log) without the URL's credentials, the API key or a
+        picture's data."""
         for secret in self._secrets:
             text = text.replace(secret, "[REDACTED]")
-        return text
+        return without_pictures(text)
 
     def describe(self) -> dict:
         return {"device": server_name(self.config.base_url),
