@@ -102,6 +102,7 @@ class KnowledgeConfig:
     vision_max_mb: float = field(default=10.0, metadata=positive())
     vision_max_pixels: int = field(default=40_000_000, metadata=between(10_000, 89_000_000))  # Pillow's bomb limit
     vision_max_side: int = field(default=1024, metadata=between(64, 4096))
+    vision_max_pictures: int = field(default=4, metadata=between(1, 16))  # a message's; more: their text only
     # Measured on tests/docgen.py's planted facts with all-MiniLM-L6-v2: 96-token chunks found 22 of 23
     # paraphrased questions in the top 3 (200-token chunks: 20); right passages scored 0.23-0.6,
     # unrelated questions at most 0.2, so 0.25 keeps 21 of 23 and lets no unrelated one through.

@@ -41,10 +41,12 @@ class PictureBounds:
     max_bytes: int
     max_pixels: int
     max_side: int
+    max_pictures: int = 4  # of one message; those past it are read for their text only
 
     @classmethod
     def from_config(cls, config: KnowledgeConfig) -> PictureBounds:
-        return cls(int(config.vision_max_mb * 2**20), config.vision_max_pixels, config.vision_max_side)
+        return cls(int(config.vision_max_mb * 2**20), config.vision_max_pixels, config.vision_max_side,
+                   config.vision_max_pictures)
 
     @classmethod
     def wanted(cls, config: Config) -> PictureBounds | None:

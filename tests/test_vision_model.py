@@ -17,7 +17,8 @@ from conftest import collect, make_config
 from engine.core import Engine
 from engine.types import AnswerDone, ChatRequest, Conversation, User
 from ops_servers import FakeOpenAI
-from test_slack import ADA, CHANNEL, LIN, slack_factory  # noqa: F401 - the fixture, shared
+from test_discord import discord_factory  # noqa: F401 - the fixtures, shared
+from test_slack import ADA, CHANNEL, LIN, slack_factory  # noqa: F401
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -164,6 +165,27 @@ async def test_a_picture_too_large_or_broken_is_refused_and_the_question_still_g
     assert len(h.fake.downloads) == downloads and len(eyes.requests) == 2  # nothing fetched, nothing asked
     assert [m.text for m in h.fake.bot_messages(CHANNEL, ts)] == [
         "`big.png` is larger than the pictures I look at (FILE_TOO_LARGE): share a smaller one or a crop."]
+
+
+async def test_discord_pictures_reach_a_vision_model_up_to_the_limit_of_a_message(discord_factory, servers):  # noqa: F811
+    eyes, _ = servers
+    h = await discord_factory(models=[remote("eyes", eyes, vision=True)], default_model="eyes")
+    h.engine.config.knowledge.vision_max_pictures = 1
+    first = h.fake.add_file(h.general, "first.png", screenshot(900, 120), "image/png")
+    second = h.fake.add_file(h.general, "second.jpg", _jpeg(), "image/jpeg")
+    await h.mention("what went wrong?", attachments=[first, second])
+    [body] = eyes.requests
+    [part] = image_parts(body)  # the first picture; the second counts for its text only
+    assert decoded(part).size == (900, 120)
+    asked = texts(body)
+    assert "[Ada shared first.png; its text:" in asked and "[Ada shared second.jpg; its text:" in asked
+    assert asked.count("Retry after rotating") == 2 and asked.endswith("what went wrong?")
+
+
+def _jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(screenshot(900, 120))).convert("RGB").save(out, format="JPEG", quality=95)
+    return out.getvalue()
 
 
 def test_a_servers_error_that_echoes_a_picture_is_logged_without_it():

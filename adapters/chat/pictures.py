@@ -74,7 +74,8 @@ async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], 
     for picture in pictures:
         name = picture.name.replace("[", "(").replace("]", ")")
         try:
-            text, prepared = await _read(picture, config, limits, vision)
+            seeing = vision if vision is not None and len(seen) < vision.max_pictures else None  # past it: text only
+            text, prepared = await _read(picture, config, limits, seeing)
         except ParleyError as exc:
             log.info("picture not read", extra={"file": picture.name, "code": exc.code.value})
             parts.append(f"[{sharer} shared {name}; it could not be read ({exc.code.value})]")
