@@ -206,6 +206,7 @@ def test_a_servers_error_that_echoes_a_picture_is_logged_without_it():
     (lambda data: data.update(knowledge={"vision_max_side": 10}), "knowledge.vision_max_side"),
     (lambda data: data.update(knowledge={"vision_max_pixels": 500_000_000}), "knowledge.vision_max_pixels"),
     (lambda data: data.update(knowledge={"vision_max_mb": 0}), "knowledge.vision_max_mb"),
+    (lambda data: data.update(knowledge={"vision_max_pictures": 0}), "knowledge.vision_max_pictures"),
 ])
 def test_the_vision_options_are_checked(tmp_path, change, key):
     from engine.config import parse_config
