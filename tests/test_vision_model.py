@@ -18,7 +18,7 @@ from engine.core import Engine
 from engine.types import AnswerDone, ChatRequest, Conversation, User
 from ops_servers import FakeOpenAI
 from test_discord import discord_factory  # noqa: F401 - the fixtures, shared
-from test_slack import ADA, CHANNEL, LIN, slack_factory  # noqa: F401
+from test_slack import ADA, CHANNEL, GRACE, LIN, slack_factory  # noqa: F401
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -157,12 +157,20 @@ async def test_a_picture_too_large_or_broken_is_refused_and_the_question_still_g
     [part] = image_parts(body)
     assert decoded(part).size == (300, 200) and texts(body).endswith("What does this say?")
 
+    # Someone else's picture in the thread is not the asker's: it never reaches the model.
+    theirs = h.fake.add_file("theirs.png", screenshot(600, 300), "image/png", channel=CHANNEL,
+                             ts=h.fake.next_ts(), user=GRACE)
+    posted = h.fake.add_message("look at this", user=GRACE, files=[theirs])
+    downloads = len(h.fake.downloads)
+    await h.mention("what do you make of it?", user=ADA, thread_ts=posted.ts)
+    assert not image_parts(eyes.requests[-1]) and len(h.fake.downloads) == downloads
+
     # Past the size for a vision model: refused before it is downloaded.
     h.engine.config.knowledge.vision_max_mb = 0.001
     big = h.fake.add_file("big.png", screenshot(), "image/png", channel=CHANNEL, ts=h.fake.next_ts(), user=ADA)
     downloads = len(h.fake.downloads)
     _, ts = await h.mention("", user=ADA, files=[big])
-    assert len(h.fake.downloads) == downloads and len(eyes.requests) == 2  # nothing fetched, nothing asked
+    assert len(h.fake.downloads) == downloads and len(eyes.requests) == 3  # nothing fetched, nothing asked
     assert [m.text for m in h.fake.bot_messages(CHANNEL, ts)] == [
         "`big.png` is larger than the pictures I look at (FILE_TOO_LARGE): share a smaller one or a crop."]
 
