@@ -133,13 +133,14 @@ class TextDelta:
 
 
 def named_place(page: object) -> bool:
-    """Whether a citation's page is a place named in full ("slide 4", "Sheet1!A1:F40"), shown
-    as it is rather than as "p.4"."""
-    return isinstance(page, str) and (page.startswith("slide ") or "!" in page)
+    """Whether a citation's page is a place named in full ("slide 4", "Sheet1!A1:F40", "page 12
+    (scanned)"), shown as it is rather than as "p.4"."""
+    return isinstance(page, str) and (page.startswith(("slide ", "page ")) or "!" in page)
 
 
 def place_label(file: str, page: int | str | None) -> str:
-    """"report.pdf p.4", "deck.pptx slide 4", "book.xlsx Sheet1!A1:F40", or the file alone."""
+    """"report.pdf p.4", "deck.pptx slide 4", "book.xlsx Sheet1!A1:F40", "scan.pdf page 12
+    (scanned)", or the file alone."""
     if not page:
         return file
     return f"{file} {page}" if named_place(page) else f"{file} p.{page}"
@@ -255,6 +256,7 @@ class IngestResult:
     duplicate: bool = False  # the same content was already there: nothing was added
     sections: int = 0  # headings found (a document without pages is counted in sections)
     shared_as: str = ""  # the name it was shared under, when another's document had it (filename differs)
+    scanned: int = 0  # pages read by OCR (no text layer)
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,7 @@ class DocumentInfo:
     sections: int = 0
     visibility: str = "unknown"  # of the channel it was shared in (Conversation.visibility)
     shared_as: str = ""  # the name it was shared under, when another's document had it
+    scanned: int = 0  # pages read by OCR (no text layer)
 
 
 # ---- summaries -------------------------------------------------------------------------------

@@ -293,7 +293,8 @@ def owner_only_encrypted_pdf() -> bytes:
 
 
 def scanned_pdf() -> bytes:
-    """Pages that hold only a picture of text, as a scanner makes them: no text layer."""
+    """Pages that hold only a picture without words (a scanned photo or drawing): no text layer,
+    and nothing OCR can read (a scan of text is read: scanned_pages_pdf)."""
     from PIL import Image, ImageDraw
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader
@@ -301,8 +302,9 @@ def scanned_pdf() -> bytes:
 
     image = Image.new("L", (600, 800), 255)
     draw = ImageDraw.Draw(image)
-    for y in range(40, 760, 24):
-        draw.text((40, y), "Scanned page: the quarterly figures are in the attached table.", fill=0)
+    for i in range(12):
+        draw.ellipse((40 + 37 * i, 60 + 50 * i, 200 + 31 * i, 180 + 45 * i), outline=60, width=6)
+        draw.rectangle((420 - 25 * i, 500 + 20 * i, 560 - 20 * i, 540 + 20 * i), fill=120 + 8 * i)
     out = io.BytesIO()
     pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
     for _ in range(2):
@@ -477,3 +479,80 @@ def everyday_paragraphs(count: int, seed: int = 5) -> list[str]:
         out.append(" ".join(f"{rng.choice(_WHO)} {rng.choice(_DID)} {rng.choice(_WHAT)} {rng.choice(_WHEN)} "
                             f"{rng.choice(_WHY)}." for _ in range(2)))
     return out
+
+
+# ---- scanned pages (OCR) -----------------------------------------------------------------------
+
+def page_picture(lines: list[str], dpi: int = 150, points: float = 11, size: tuple[float, float] = (8.27, 11.69)):
+    """A page as a scanner sees it: dark lines of text (Pillow's own font, `points` high) on a
+    white picture of an A4 page at `dpi`."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.new("L", (round(size[0] * dpi), round(size[1] * dpi)), 255)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=round(points * dpi / 72))
+    margin = round(0.8 * dpi)
+    for i, line in enumerate(lines):
+        draw.text((margin, margin + round(i * 1.5 * points * dpi / 72)), line, fill=25, font=font)
+    return picture
+
+
+def scanned_pages_pdf(pages: list[list[str]], dpi: int = 150) -> bytes:
+    """A scanned PDF: one picture a page (Pillow's PDF writer), no text layer."""
+    pictures = [page_picture(lines, dpi) for lines in pages]
+    out = io.BytesIO()
+    pictures[0].save(out, format="PDF", save_all=True, append_images=pictures[1:], resolution=dpi)
+    return out.getvalue()
+
+
+def prose_lines(seed: int, count: int = 12, width: int = 80) -> list[str]:
+    """`count` lines of everyday prose, wrapped at `width` characters."""
+    return textwrap.wrap(" ".join(everyday_paragraphs(count // 2 + 2, seed=seed)), width)[:count]
+
+
+def mixed_pdf(pages: list[tuple[str, list[str]]], dpi: int = 150) -> bytes:
+    """A PDF of text pages ("text", lines drawn as text) and scanned pages ("scan", a picture of
+    the lines), in the order given: what a scanner's output merged into a report looks like."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
+    for kind, lines in pages:
+        if kind == "scan":
+            pdf.drawImage(ImageReader(page_picture(lines, dpi)), 0, 0, width=A4[0], height=A4[1])
+        else:
+            pdf.setFont("Helvetica", 11)
+            for i, line in enumerate(lines):
+                pdf.drawString(58, A4[1] - 58 - 16.5 * i, line)
+        pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
+def picture_pages_pdf(pages: int, width: int = 64, height: int = 64) -> bytes:
+    """A PDF written by hand whose `pages` pages all show one grey picture of width x height
+    pixels (deflated, so a 10,000 x 10,000 one is a few hundred KB; a 10,000-page file a few MB)."""
+    import zlib
+
+    pixels = zlib.compress(bytes(width * height), 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % (5 + i) for i in range(pages)), pages),
+               b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+               b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream"
+               % (width, height, len(pixels), pixels),
+               b"<< /Length 31 >>\nstream\nq 595 0 0 842 0 0 cm /Im0 Do Q\nendstream"]
+    objects += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+                b"/Resources << /XObject << /Im0 3 0 R >> >> >>"] * pages
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    out.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref))
+    return out.getvalue()

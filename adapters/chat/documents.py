@@ -98,7 +98,7 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
     head = f"**Documents this channel can use** ({len(docs)}" + (", workspace-wide" if wide else "") + ")"
     lines = [head]
     for doc in docs:
-        pages = units(doc.filename, doc.pages) + ", " if doc.pages else ""
+        pages = units(doc.filename, doc.pages, scanned=doc.scanned) + ", " if doc.pages else ""
         who = await _name_of(doc.uploader, wording)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
         shared_as = f" as `{doc.shared_as.replace('`', '')}`" if doc.shared_as else ""

@@ -79,7 +79,7 @@ def ingested_text(result: IngestResult, shown: str, markup: Markup | None = None
         shown = f"{shown} as {named}" + ("" if result.version > 1 else  # said when it was first named
                                           " (a document somebody else shared here is already named "
                                           f"{shown_name(result.shared_as, markup)}; theirs stays as it is)")
-    pages = (units(result.filename, result.pages) + ", " if result.pages else
+    pages = (units(result.filename, result.pages, scanned=result.scanned) + ", " if result.pages else
              units(result.filename, result.sections, sections=True) + ", " if result.sections else "")
     chunks = f"{result.chunks} chunk{'s' if result.chunks != 1 else ''}"
     version = f" (version {result.version}, replacing the earlier one)" if result.version > 1 else ""

@@ -14,8 +14,10 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".
 _UNITS = {".pptx": ("slide", "section"), ".xlsx": ("page", "sheet"), ".xlsm": ("page", "sheet")}
 
 
-def units(filename: str, count: int, sections: bool = False) -> str:
-    """"3 pages", "1 slide", "2 sheets": `count` of a file's pages, or of its sections."""
+def units(filename: str, count: int, sections: bool = False, scanned: int = 0) -> str:
+    """"3 pages", "1 slide", "2 sheets", "20 pages (20 scanned)": `count` of a file's pages, or of
+    its sections; `scanned` of the pages were read by OCR."""
     suffix = filename[filename.rfind("."):].lower() if "." in filename else ""
     unit = _UNITS.get(suffix, ("page", "section"))[sections]
-    return f"{count} {unit}{'s' if count != 1 else ''}"
+    read = f" ({scanned} scanned)" if scanned and not sections else ""
+    return f"{count} {unit}{'s' if count != 1 else ''}{read}"

@@ -22,6 +22,7 @@ from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.embedder import Embedder
 from engine.knowledge.records import ChunkDraft, LoadedDocument
 from engine.knowledge.sandbox import read_document
+from engine.knowledge.scanned import reading_limits
 from engine.knowledge.splitting import split_pages
 from engine.knowledge.vector_store import Scope
 from engine.types import Conversation
@@ -152,7 +153,7 @@ def prepare(config: KnowledgeConfig, embedder: Embedder, name: str, data: bytes,
     limits = ParseLimits.from_config(config)
     kind = loaders.sniff(name, data, limits)
     # read in a parse worker process, within the limits (sandbox.py); a cancel stops it at once
-    document = read_document(kind, name, data, limits, check=job.check,
+    document = read_document(kind, name, data, reading_limits(kind, limits), check=job.check,
                              on_page=lambda done, total: emit("reading", done, total, "pages"))
     job.check()
     chunk_tokens = min(config.chunk_tokens, embedder.max_tokens - 2)  # [CLS] and [SEP]

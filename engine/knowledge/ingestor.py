@@ -164,7 +164,7 @@ class Ingestor:
             doc_id="", platform=scope.platform, workspace=scope.workspace, channel=scope.channel,
             filename=name, version=0, kind=prepared.kind, pages=document.page_count,
             chunks=len(prepared.drafts), uploader=upload.user.id, uploaded_at=float(upload.uploaded_at),
-            sha256=sha, sections=document.sections, visibility=upload.where.visibility)
+            sha256=sha, sections=document.sections, visibility=upload.where.visibility, scanned=document.scanned)
         result = self._store(record, prepared, emit, job)
         if not result.duplicate:
             with self._count_lock:
@@ -240,14 +240,14 @@ class Ingestor:
             except Exception:  # noqa: BLE001 - superseded chunks are filtered out; check() removes them
                 log.warning("old version not deleted", extra={"file": name}, exc_info=True)
         return IngestResult(filename=name, pages=draft.pages, chunks=len(ids), version=version,
-                            sections=draft.sections, shared_as=placed.shared_as)
+                            sections=draft.sections, shared_as=placed.shared_as, scanned=draft.scanned)
 
     def _find_duplicate(self, scope: Scope, sha: str) -> IngestResult | None:
         doc = self.store.find_by_sha(scope, sha)
         if doc is None:
             return None
         return IngestResult(filename=doc.filename, pages=doc.pages, chunks=doc.chunks, version=doc.version,
-                            duplicate=True, sections=doc.sections)
+                            duplicate=True, sections=doc.sections, scanned=doc.scanned)
 
     def _undo(self, doc_id: str, attempt: str, name: str) -> None:
         try:

@@ -234,7 +234,8 @@ class KnowledgeBase:
         records.sort(key=lambda r: (r.filename.lower(), r.channel))
         return [DocumentInfo(filename=r.filename, version=r.version, pages=r.pages, chunks=r.chunks,
                              uploader=r.uploader, uploaded_at=r.uploaded_at, sha256=r.sha256, channel=r.channel,
-                             sections=r.sections, visibility=r.visibility, shared_as=r.shared_as)
+                             sections=r.sections, visibility=r.visibility, shared_as=r.shared_as,
+                             scanned=r.scanned)
                 for r in records]
 
     def _records(self, where: Conversation, workspace_wide: bool) -> list[DocumentRecord]:

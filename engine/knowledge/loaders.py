@@ -33,6 +33,7 @@ from engine.knowledge.html import html_blocks, html_to_text
 from engine.knowledge.ocr import load_image
 from engine.knowledge.office import load_pptx, load_xlsx
 from engine.knowledge.records import Block, LoadedDocument, PageText
+from engine.knowledge.scanned import is_scanned_label, scanned_page_cap
 from engine.knowledge.text import csv_blocks, decode, text_blocks
 
 __all__ = ["html_to_text", "load", "sniff"]
@@ -117,7 +118,7 @@ def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = N
     headings = [b.text for p in kept for b in p.as_blocks() if b.kind == "heading"]
     sections = len(set(headings)) if kind == "xlsx" else len(headings)  # a sheet's name leads each of its tables
     return LoadedDocument(kind=kind, pages=kept, page_count=len(pages) if kind in ("pdf", "pptx") else 0,
-                          sections=sections)
+                          sections=sections, scanned=sum(1 for p in pages if is_scanned_label(p.label)))
 
 
 # ---- the loaders -----------------------------------------------------------------------------
@@ -125,7 +126,8 @@ def load(kind: str, filename: str, data: bytes, on_page: PageCallback | None = N
 def _load_pdf(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:
     from engine.knowledge.pdf import load_pdf
 
-    return load_pdf(filename, data, on_page, max_pages=limits.max_pages, page_seconds=limits.page_seconds)
+    return load_pdf(filename, data, on_page, max_pages=limits.max_pages, page_seconds=limits.page_seconds,
+                    max_scanned=scanned_page_cap(limits))
 
 
 def _load_docx(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:

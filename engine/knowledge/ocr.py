@@ -60,12 +60,19 @@ def _enlarged(picture: Any) -> Any:
     return picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.LANCZOS)
 
 
-def _recognise(pixels: Any) -> list[str]:
+def ocr_engine() -> Any:
+    """The worker's RapidOCR (made at its first use): one thread, the worker runs at nice 10 beside
+    the answering; lines recognised one at a time (a batch is padded to its longest line: batches
+    of 6 took twice the CPU time on a page of prose, bench/ocr_engines.py)."""
     if not _engine:
         from rapidocr_onnxruntime import RapidOCR
 
-        _engine.append(RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1))
-    found, _ = _engine[0](pixels)
+        _engine.append(RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1, rec_batch_num=1))
+    return _engine[0]
+
+
+def _recognise(pixels: Any) -> list[str]:
+    found, _ = ocr_engine()(pixels)
     boxes = [(box, text) for box, text, score in (found or []) if float(score) >= MIN_SCORE and text.strip()]
     boxes.sort(key=lambda item: (round(item[0][0][1] / 10), item[0][0][0]))  # top to bottom, then left to right
     return [" ".join(text.split()) for _, text in boxes]

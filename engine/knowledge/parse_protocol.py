@@ -45,7 +45,7 @@ def decode_document(data: Any, kind: str) -> LoadedDocument:
             raise WorkerGone("a malformed page")
         pages.append(PageText(page=page, text=text, label=_string(entry.get("label", "")), blocks=blocks))
     return LoadedDocument(kind=kind, pages=tuple(pages), page_count=count(data, "page_count"),
-                          sections=count(data, "sections"))
+                          sections=count(data, "sections"), scanned=count(data, "scanned"))
 
 
 def _block(item: Any) -> Block:
@@ -114,4 +114,5 @@ def encode_document(document: LoadedDocument) -> dict[str, Any]:
             entry["text"] = page.text
         pages.append(entry)
     return {"kind": document.kind, "page_count": document.page_count, "sections": document.sections,
+            "scanned": document.scanned,
             "pages": pages}

@@ -11,9 +11,14 @@ number) are removed; the printed page number is found (/PageLabels, else the num
 in the header or footer); contents and index pages, and nearly blank ones, are kept out of the
 chunks (their lines repeat section titles word for word and win searches they should not).
 
-Bounded: a PDF of more than `max_pages` pages is refused before any page is read, and a page
-that took longer than `page_seconds` fails the file (the parse worker's parent kills a page
-that never ends: engine/knowledge/sandbox.py).
+Scanned pages: a page without a text layer (but not blank) is recognised by OCR once the text
+layers are read (scanned.py), and its citation says so: "page 12 (scanned)". Text pages keep
+their text layer; progress counts the text pages read, then each page as it is recognised.
+
+Bounded: a PDF of more than `max_pages` pages is refused before any page is read, one with more
+than `max_scanned` pages to recognise before the first is recognised, and a page that took
+longer than `page_seconds` fails the file (the parse worker's parent kills a page that never
+ends: engine/knowledge/sandbox.py).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.bounds import too_complex
 from engine.knowledge.records import Block, PageText
+from engine.knowledge.scanned import has_marks, page_label, recognise_page
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +67,11 @@ class RawPage:
     index: int  # 0-based
     lines: list[Line] = field(default_factory=list)
     label: str = ""
+    scanned: bool = False  # its lines were recognised in its picture (no text layer)
 
 
 def load_pdf(filename: str, data: bytes, on_page, *, max_pages: int = 2000,
-             page_seconds: float = 15.0) -> list[PageText]:
+             page_seconds: float = 15.0, max_scanned: int = 40) -> list[PageText]:
     """Pages of a PDF as blocks; pages kept out of retrieval come back with no text."""
     import pypdfium2 as pdfium
 
@@ -82,32 +89,44 @@ def load_pdf(filename: str, data: bytes, on_page, *, max_pages: int = 2000,
                 raise ParleyError(ErrorCode.FILE_TOO_LARGE,
                                   f"{filename} has {len(document):,} pages; I read at most {max_pages:,}. "
                                   "Please split it into smaller files.")
-            raw = _read_pages(document, filename, on_page, page_seconds)
+            raw, pictured = _read_pages(document, filename, on_page, page_seconds)
+            _recognise_pages(document, raw, pictured, filename, on_page, page_seconds, max_scanned)
         finally:
             document.close()
     if not raw:
         raise ParleyError(ErrorCode.FILE_UNREADABLE, f"{filename} is a PDF with no pages; it may be corrupt.")
     if not any(page.lines for page in raw):
+        if not pictured:
+            raise ParleyError(ErrorCode.FILE_NO_TEXT, f"{filename} has no text in it: its pages are blank.")
         raise ParleyError(ErrorCode.FILE_NO_TEXT,
-                          f"{filename} has no text layer (a scanned document?); I can only read text. "
-                          "Run it through OCR and share it again.")
+                          f"{filename} has no text layer, and no text could be read in it even by OCR "
+                          "(text recognition on its page images). Share a sharper scan, or the document "
+                          "as text.")
     assign_printed_labels(raw)
     remove_running_lines(raw)
+    for page in raw:
+        if page.scanned:
+            page.label = page_label(page.label, page.index)
     pages = [_page_text(page) for page in raw]
     if not any(p.text for p in pages):  # a short note, all of it on nearly blank pages: keep it
         pages = [_page_text(page, min_words=1) for page in raw]
     return pages
 
 
-def _read_pages(document, filename: str, on_page, page_seconds: float) -> list[RawPage]:
+def _read_pages(document, filename: str, on_page, page_seconds: float) -> tuple[list[RawPage], list[int]]:
+    """Every page's text layer, and the indexes of the pages without one that show something
+    (their progress is counted as they are recognised)."""
     total = len(document)
     pages: list[RawPage] = []
+    pictured: list[int] = []
     for index in range(total):
         started = time.monotonic()
         page = RawPage(index=index, label=(document.get_page_label(index) or "").strip())
+        marked = False
         try:
-            textpage = document[index].get_textpage()
-            page.lines = page_lines(textpage)
+            pdf_page = document[index]
+            page.lines = page_lines(pdf_page.get_textpage())
+            marked = not page.lines and has_marks(pdf_page)
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged page stream: keep the other pages
@@ -115,8 +134,39 @@ def _read_pages(document, filename: str, on_page, page_seconds: float) -> list[R
         if time.monotonic() - started > page_seconds:
             raise too_complex(filename, f"took over {page_seconds:g} seconds to read its page {index + 1}")
         pages.append(page)
-        on_page(index + 1, total)
-    return pages
+        if marked:
+            pictured.append(index)
+        else:
+            on_page(len(pages) - len(pictured), total)
+    return pages, pictured
+
+
+def _recognise_pages(document, pages: list[RawPage], pictured: list[int], filename: str, on_page,
+                     page_seconds: float, max_scanned: int) -> None:
+    """OCR of the pages without a text layer, each reported as it is done (scanned.py)."""
+    if len(pictured) > max_scanned:
+        raise ParleyError(ErrorCode.FILE_TOO_LARGE,
+                          f"{filename} has {len(pictured):,} scanned pages (pages without a text layer); I "
+                          f"recognise at most {max_scanned:,} in one file. Please split it into smaller files.")
+    done = len(pages) - len(pictured)
+    for index in pictured:
+        started = time.monotonic()
+        try:
+            lines = recognise_page(document[index], filename, index + 1)
+        except (ParleyError, MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a page PDFium cannot render: keep the other pages
+            log.info("pdf page not recognised", extra={"file": filename, "page": index + 1, "error": repr(exc)})
+            lines = []
+        pages[index].lines = [Line(top=l.top, bottom=l.bottom, left=l.left, text=l.text) for l in lines]
+        pages[index].scanned = True
+        seconds = time.monotonic() - started
+        if seconds > page_seconds:
+            raise too_complex(filename, f"took over {page_seconds:g} seconds to recognise its page {index + 1}")
+        log.info("pdf page recognised", extra={"file": filename, "page": index + 1, "lines": len(lines),
+                                               "seconds": round(seconds, 2)})
+        done += 1
+        on_page(done, len(pages))
 
 
 def page_lines(textpage) -> list[Line]:

@@ -69,6 +69,7 @@ class LoadedDocument:
     pages: tuple[PageText, ...]
     page_count: int  # pages read (0 for formats without pages)
     sections: int = 0  # headings found (what a document without pages is counted in)
+    scanned: int = 0  # pages read by OCR, having no text layer (PDF)
 
 
 @dataclass(frozen=True)

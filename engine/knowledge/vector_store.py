@@ -113,6 +113,7 @@ class DocumentRecord:
     # visibility was recorded are "unknown" until a conversation there says (KnowledgeBase).
     visibility: str = "unknown"
     shared_as: str = ""  # the name it was shared under, when another's document had it
+    scanned: int = 0  # pages read by OCR (a scanned PDF's pages without a text layer)
 
     @property
     def scope(self) -> Scope:
