@@ -9,7 +9,7 @@ core files are written. The bot enforces the wall-clock limits and kills what do
 Messages are JSON, never pickles: the bot must not run code that a process which read hostile
 bytes could have chosen. The bot sends a request ({"kind", "name", "limits"}) and then the file's
 bytes; this process answers {"t": "pages", "done": [...], "total"} as pages are read, then {"t": "done",
-"document"} or {"t": "error", "code", "message"}.
+"document"} or {"t": "error", "code", "message"}, with "last": true when it ends after this file.
 
 PARLEY_PARSE_PLUGINS (comma-separated module names) are imported at start; such a module may add
 loader kinds to loaders.LOADERS (the tests add ones that hang, crash or eat memory).
@@ -69,12 +69,21 @@ def _read(request: dict[str, Any], data: bytes, outbox: Connection) -> tuple[dic
     try:
         document = loaders.load(request["kind"], name, data, on_page=on_page, limits=limits)
     except ParleyError as exc:
-        return {"t": "error", "code": exc.code.value, "message": exc.user_message}, False
+        spent = _spent()
+        return {"t": "error", "code": exc.code.value, "message": exc.user_message, **spent}, bool(spent)
     except (MemoryError, RecursionError) as exc:
         what = "memory" if isinstance(exc, MemoryError) else "nesting"
         return {"t": "error", "code": ErrorCode.FILE_TOO_COMPLEX.value, "limit": what}, True
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"t": "done", "document": encode_document(document), "peak_mb": round(peak_mb)}, False
+    spent = _spent()
+    return {"t": "done", "document": encode_document(document), "peak_mb": round(peak_mb), **spent}, bool(spent)
+
+
+def _spent() -> dict[str, bool]:
+    """{"last": True} once this process has loaded onnxruntime (OCR: a picture, a scanned page): it
+    keeps about 950 MB of address space reserved, more than the next file's limit may leave, so
+    the process ends after this file and the bot does not reuse it."""
+    return {"last": True} if "onnxruntime" in sys.modules else {}
 
 
 def serve(inbox: Connection, outbox: Connection) -> int:

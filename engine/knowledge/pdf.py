@@ -71,7 +71,7 @@ class RawPage:
 
 
 def load_pdf(filename: str, data: bytes, on_page, *, max_pages: int = 2000,
-             page_seconds: float = 15.0, max_scanned: int = 40) -> list[PageText]:
+             page_seconds: float = 15.0, max_scanned: int = 30) -> list[PageText]:
     """Pages of a PDF as blocks; pages kept out of retrieval come back with no text."""
     import pypdfium2 as pdfium
 

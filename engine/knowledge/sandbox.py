@@ -243,9 +243,9 @@ class ParseSandbox:
                     on_page(done, total)
             elif kind == "done":
                 document = decode_document(message.get("document"), reading.kind)
-                return document, number(message.get("peak_mb")) <= RECYCLE_MB
+                return document, number(message.get("peak_mb")) <= RECYCLE_MB and not message.get("last")
             elif kind == "error":
-                reusable = "limit" not in message and "failure" not in message
+                reusable = "limit" not in message and "failure" not in message and not message.get("last")
                 raise _Reported(reported_error(message, reading.filename, reading.limits), reusable)
             else:
                 raise WorkerGone(f"sent {kind!r}")
