@@ -54,7 +54,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.FILE_EMPTY: "That file is empty.",
     ErrorCode.FILE_UNREADABLE: "That file could not be read; it may be corrupt.",
     ErrorCode.FILE_ENCRYPTED: "That PDF is encrypted; please share an unencrypted copy.",
-    ErrorCode.FILE_NO_TEXT: "That file has no text layer (a scan?); I can only read text.",
+    ErrorCode.FILE_NO_TEXT: "That file has no text I could read, not even by OCR.",
     ErrorCode.FILE_BAD_ENCODING: "That text file is not UTF-8.",
     ErrorCode.FILE_TOO_COMPLEX: "That file takes more memory or time to read than I allow; "
                                 "save it as a simpler or smaller file and share it again.",

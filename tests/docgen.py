@@ -293,18 +293,14 @@ def owner_only_encrypted_pdf() -> bytes:
 
 
 def scanned_pdf() -> bytes:
-    """Pages that hold only a picture without words (a scanned photo or drawing): no text layer,
-    and nothing OCR can read (a scan of text is read: scanned_pages_pdf)."""
-    from PIL import Image, ImageDraw
+    """Pages that hold only a picture without words (a scanned photo's soft shading): no text
+    layer, and nothing OCR can read (a scan of text is read: scanned_pages_pdf)."""
+    from PIL import Image
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
 
-    image = Image.new("L", (600, 800), 255)
-    draw = ImageDraw.Draw(image)
-    for i in range(12):
-        draw.ellipse((40 + 37 * i, 60 + 50 * i, 200 + 31 * i, 180 + 45 * i), outline=60, width=6)
-        draw.rectangle((420 - 25 * i, 500 + 20 * i, 560 - 20 * i, 540 + 20 * i), fill=120 + 8 * i)
+    image = Image.blend(Image.radial_gradient("L"), Image.linear_gradient("L"), 0.4).resize((600, 800))
     out = io.BytesIO()
     pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
     for _ in range(2):
@@ -512,7 +508,8 @@ def prose_lines(seed: int, count: int = 12, width: int = 80) -> list[str]:
 
 def mixed_pdf(pages: list[tuple[str, list[str]]], dpi: int = 150) -> bytes:
     """A PDF of text pages ("text", lines drawn as text) and scanned pages ("scan", a picture of
-    the lines), in the order given: what a scanner's output merged into a report looks like."""
+    the lines; "stamped": with a few words of text layer over it, as a scanner stamps a date), in
+    the order given: what a scanner's output merged into a report looks like."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfgen import canvas
@@ -520,8 +517,11 @@ def mixed_pdf(pages: list[tuple[str, list[str]]], dpi: int = 150) -> bytes:
     out = io.BytesIO()
     pdf = canvas.Canvas(out, pagesize=A4, invariant=1)
     for kind, lines in pages:
-        if kind == "scan":
+        if kind in ("scan", "stamped"):
             pdf.drawImage(ImageReader(page_picture(lines, dpi)), 0, 0, width=A4[0], height=A4[1])
+            if kind == "stamped":
+                pdf.setFont("Helvetica", 7)
+                pdf.drawString(420, 20, "Scanned 2024-03-14 09:12")
         else:
             pdf.setFont("Helvetica", 11)
             for i, line in enumerate(lines):

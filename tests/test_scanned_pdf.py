@@ -4,8 +4,8 @@ downloaded, and ingested through the real path (parse worker, RapidOCR, embedder
 
 - a planted fact on page 3 of a scan is found and cited "page 3 (scanned)", the reading
   progress moves page by page, and /llm-docs says how many pages were scanned;
-- in a PDF mixing text pages and a scanned page, the text pages keep their text layer and only
-  the page without one is recognised;
+- in a PDF mixing text pages and a scanned page (a scanner's stamp its only text), the text pages
+  keep their text layer and only the scanned page is recognised;
 - hostile scans are refused with their code before any page is recognised: 10,000 picture pages,
   more scanned pages than the limits allow, a page picture of 100 megapixels; a scan without a
   word in it says that even OCR read nothing, and the next file is read by a fresh worker.
@@ -62,9 +62,10 @@ async def test_a_scanned_fact_is_found_and_cited_by_its_scanned_page(make_kb):
 
 
 async def test_a_mixed_pdf_keeps_its_text_layer_and_recognises_only_the_scanned_page(make_kb):
+    """The scanned page carries a scanner's stamp as text (four words): it is recognised all the same."""
     text_one = ["Quarterly report of the Heron Valley depot.", *docgen.prose_lines(4, 10)]
     text_three = ["Invoice INV-2291/B was paid on 14 March; its balance is 0.00 EUR.", *docgen.prose_lines(5, 10)]
-    pdf = docgen.mixed_pdf([("text", text_one), ("scan", NOTICE), ("text", text_three)])
+    pdf = docgen.mixed_pdf([("text", text_one), ("stamped", NOTICE), ("text", text_three)])
     kb = make_kb()
     seen: list[int] = []
     result = await kb.ingest(upload("report.pdf", pdf),

@@ -88,7 +88,8 @@ def _scaler(pixels: Any) -> Render:
 
 def ocr_engine(threads: int = 1) -> Any:
     """The worker's RapidOCR (made at its first use): one thread, the worker runs at nice 10 beside
-    the answering (two took twice the CPU time on 2 busy cores, bench/ocr_engines.py)."""
+    the answering (two were no faster on 2 busy cores, and took twice the CPU time while tests
+    ran beside them: bench/ocr_engines.py)."""
     if not _engine or _engine[0][0] != threads:
         from rapidocr_onnxruntime import RapidOCR
 

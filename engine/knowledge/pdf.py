@@ -11,9 +11,10 @@ number) are removed; the printed page number is found (/PageLabels, else the num
 in the header or footer); contents and index pages, and nearly blank ones, are kept out of the
 chunks (their lines repeat section titles word for word and win searches they should not).
 
-Scanned pages: a page without a text layer (but not blank) is recognised by OCR once the text
-layers are read (scanned.py), and its citation says so: "page 12 (scanned)". Text pages keep
-their text layer; progress counts the text pages read, then each page as it is recognised.
+Scanned pages: a page without a text layer (but not blank), or with only a few words over a
+picture of the page (a scanner's stamp), is recognised by OCR once the text layers are read
+(scanned.py), and its citation says so: "page 12 (scanned)". Text pages keep their text layer;
+progress counts the text pages read, then each page as it is recognised.
 
 Bounded: a PDF of more than `max_pages` pages is refused before any page is read, one with more
 than `max_scanned` pages to recognise before the first is recognised, and a page that took
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from engine.errors import ErrorCode, ParleyError
 from engine.knowledge.bounds import too_complex
 from engine.knowledge.records import Block, PageText
-from engine.knowledge.scanned import has_marks, page_label, recognise_page
+from engine.knowledge.scanned import needs_ocr, page_label, recognise_page
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ def load_pdf(filename: str, data: bytes, on_page, *, max_pages: int = 2000,
 
 
 def _read_pages(document, filename: str, on_page, page_seconds: float) -> tuple[list[RawPage], list[int]]:
-    """Every page's text layer, and the indexes of the pages without one that show something
-    (their progress is counted as they are recognised)."""
+    """Every page's text layer, and the indexes of the pages to recognise instead (their progress
+    is counted as they are recognised)."""
     total = len(document)
     pages: list[RawPage] = []
     pictured: list[int] = []
@@ -126,7 +127,7 @@ def _read_pages(document, filename: str, on_page, page_seconds: float) -> tuple[
         try:
             pdf_page = document[index]
             page.lines = page_lines(pdf_page.get_textpage())
-            marked = not page.lines and has_marks(pdf_page)
+            marked = needs_ocr(pdf_page, sum(len(line.text.split()) for line in page.lines), MIN_WORDS)
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged page stream: keep the other pages
@@ -158,7 +159,8 @@ def _recognise_pages(document, pages: list[RawPage], pictured: list[int], filena
         except Exception as exc:  # noqa: BLE001 - a page PDFium cannot render: keep the other pages
             log.info("pdf page not recognised", extra={"file": filename, "page": index + 1, "error": repr(exc)})
             lines = []
-        pages[index].lines = [Line(top=l.top, bottom=l.bottom, left=l.left, text=l.text) for l in lines]
+        pages[index].lines = [Line(top=line.top, bottom=line.bottom, left=line.left, text=line.text)
+                              for line in lines]
         pages[index].scanned = True
         seconds = time.monotonic() - started
         if seconds > page_seconds:

@@ -64,11 +64,22 @@ def is_scanned_label(label: str) -> bool:
     return label.endswith(SUFFIX)
 
 
-def has_marks(page: Any) -> bool:
-    """Whether a page without text shows anything at all (a blank page is not recognised)."""
+def needs_ocr(page: Any, words: int, few: int) -> bool:
+    """Whether a PDFium page is recognised: it has no text layer but shows something (a blank page
+    is not), or fewer than `few` words of text over a picture covering half the page or more (a
+    scan with a stamped page number or date)."""
     import pypdfium2.raw as pdfium_c
 
-    return pdfium_c.FPDFPage_CountObjects(page.raw) > 0
+    if words == 0:
+        return pdfium_c.FPDFPage_CountObjects(page.raw) > 0
+    if words >= few:
+        return False
+    width, height = page.get_size()
+    for picture in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4):
+        left, bottom, right, top = picture.get_bounds()
+        if (right - left) * (top - bottom) >= 0.5 * width * height:
+            return True
+    return False
 
 
 def recognise_page(page: Any, filename: str, number: int) -> list[OcrLine]:
