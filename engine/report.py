@@ -63,10 +63,12 @@ def _queue_line(sched: dict) -> str:
 
 
 def _runtime(sched: dict) -> str:
-    """"; llama.cpp on 2 of 2 threads, 2,931 prompt tokens from the prefix cache" (llama.cpp only)."""
+    """"; llama.cpp on 2 of 2 threads, a KV stream per request, 2,931 prompt tokens from the prefix
+    cache" (llama.cpp only)."""
     if sched.get("executor") != "llama.cpp":
         return ""
-    return (f"; llama.cpp on {sched.get('threads')} of {sched.get('max_threads')} threads, "
+    layout = "a KV stream per request" if sched.get("kv_streams") else "one KV buffer for all"
+    return (f"; llama.cpp on {sched.get('threads')} of {sched.get('max_threads')} threads, {layout}, "
             f"{sched.get('prefix_tokens_reused', 0):,} prompt tokens from the prefix cache")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -101,7 +102,10 @@ async def test_a_thread_follow_up_reuses_the_cached_prefix_and_answers_the_same(
 
 
 @needs_llama
-async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
+async def test_a_burst_sharing_a_long_prefix_computes_it_once_and_answers_the_same(loaded_model):
+    """Four questions over one passage at once: the first computes the passage, the others copy
+    its cells into a KV stream of their own while it runs; every answer is the one given to the
+    question asked alone (one after another, each taking over the stream the last one left)."""
     from engine.runtime.scheduler import GenerationScheduler
 
     if type(loaded_model).__name__ != "GGUFModel":
@@ -110,16 +114,19 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once(loaded_model):
     prompts = [loaded_model.chat_prompt_ids([{"role": "user", "content": f"{context}\nQuestion {i}: when?"}])
                for i in range(4)]
     scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cpu_threads=2))
-    scheduler.start()
+    cold = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=1, cpu_threads=2))
+    scheduler.start(), cold.start()
     try:
-        results = await asyncio.gather(*(answer(scheduler, p, 3) for p in prompts))
-        assert all(final.completion_tokens >= 1 for _, final in results)
+        results = await asyncio.gather(*(answer(scheduler, p, 6) for p in prompts))
         snap = scheduler.snapshot()
         shared = len(loaded_model.chat_prompt_ids([{"role": "user", "content": context}])) - 8
         assert snap["prefix_tokens_reused"] >= 3 * shared  # computed for the first only
         assert snap["prompt_tokens"] == sum(map(len, prompts))
+        for prompt, (text, final) in zip(prompts, results):
+            alone, alone_final = await answer(cold, prompt, 6)
+            assert (text, final.completion_tokens) == (alone, alone_final.completion_tokens)
     finally:
-        await scheduler.shutdown(cancel=True)
+        await asyncio.gather(scheduler.shutdown(cancel=True), cold.shutdown(cancel=True))
 
 
 @needs_llama
@@ -137,5 +144,6 @@ async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engin
     report = await engine.stats(None)
     queue = next(line for line in report.lines if line.startswith("*Queue*"))
     assert "tokens in flight" in queue and "llama.cpp on" in queue, queue
-    reused = int(queue.split("threads, ")[1].split(" prompt tokens")[0].replace(",", ""))
+    reused = int(re.search(r"([\d,]+) prompt tokens from the prefix cache", queue).group(1).replace(",", ""))
     assert reused >= 20, queue  # the system prompt and the question, computed once
+    assert "a KV stream per request" in queue, queue  # the packaged model's cache fits a stream a row

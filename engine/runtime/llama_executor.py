@@ -1,14 +1,17 @@
 """The scheduler's model work on llama.cpp: one sequence per running request, every running
 request in one `llama_decode` per step (engine/runtime/gguf_model.py loads the model).
 
-Prompts that start the same way share their KV cells (automatic prefix caching, as vLLM does,
-and llama.cpp's server per slot): a finished answer's cells stay cached until the room is needed,
-so a thread's next question, which repeats the system prompt and the history, is prefilled only
-from where it differs, and a burst of questions over the same document computes it once. The KV
-cache is unified (one buffer, cells shared between sequences: sharing is bookkeeping, no copy)
-and flash attention skips the cells of other sequences (2x faster decode than without it here).
-On the benchmark's workload this measured 8% faster than a stream per sequence (llama.cpp's
-non-unified cache), which was 18% faster on 16 unrelated 256-token prompts: README, "CPU".
+The KV cache has a stream per sequence (llama.cpp's non-unified cache, as llama-server keeps a
+slot's): a row's attention reads only its own cells. In one buffer shared by all (unified, kept
+as `streams=False`), every row's attention read every used cell, running prompts and cached
+prefixes alike: with 16 prompts of 1,000 tokens a 16-row decode step cost 276 ms of CPU against
+161 ms with streams, and their prefill twice as much (README, "CPU").
+
+Prompts that start the same way reuse their KV cells (automatic prefix caching, as vLLM does):
+a finished answer's stream stays as it is until a newcomer needs one, so a thread's next
+question, which repeats the system prompt and the history, takes over that stream and is
+prefilled only from where it differs; a burst of questions over the same document copies the
+first one's stream (a memory copy, ~100x cheaper than computing the prefix again).
 llama.cpp's thread count follows engine/runtime/thread_governor.py.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import numpy as np
 import torch
@@ -38,6 +41,8 @@ class LlamaModel(Protocol):
 # A cached prefix is reused only when it saves at least this many prompt tokens.
 MIN_SHARED_PREFIX = 8
 CACHED_SHARE = 1.0  # finished sequences kept for their prefixes, as a share of max_batch (cells permitting)
+IDLE_STREAMS = 0.25  # with a stream per sequence: idle streams beyond max_batch, as a share of it
+MIN_COPIED_PREFIX = 64  # with streams: a running row's prefix is copied (its whole stream) from this length
 LLAMA_MAX_SEQ = 256  # llama.cpp's limit on sequence ids
 KV_MEMORY_SHARE = 0.25  # of the memory available when a context opens
 
@@ -48,10 +53,55 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
+@dataclass(frozen=True)
+class KVLayout:
+    cells: int  # n_ctx: KV cells in all
+    sequences: int  # llama.cpp sequences (with streams: one stream each)
+    rows: int  # the most running requests
+    room: int  # prompt and answer tokens the running requests may hold together
+    streams: bool  # a stream per sequence, else one unified buffer
+
+
+def kv_layout(window: int, max_batch: int, max_tokens: int, bytes_per_token: int,
+              streams: bool | None = None) -> KVLayout:
+    """How the KV cache is cut. A stream per sequence (llama.cpp's non-unified cache, as
+    llama-server runs its slots): `window` cells for each running request and for IDLE_STREAMS
+    idle ones keeping their last prompt as a cached prefix. Unified: one buffer for all, where a
+    request takes only the cells it uses. `streams=None` chooses streams where a quarter of the
+    free memory holds a stream for every row (a 1.7B model's cache is 196 KB a token in f16:
+    2,048-token streams for 16 rows take 6.4 GB), else unified."""
+    window = -(-window // 256) * 256
+    affordable = int(KV_MEMORY_SHARE * available_memory() / max(1, bytes_per_token))
+    wanted = max_batch + max(2, int(IDLE_STREAMS * max_batch))
+    if streams is None:
+        streams = affordable >= wanted * window
+    if streams:
+        sequences = max(1, min(LLAMA_MAX_SEQ, wanted, affordable // window))
+        rows = min(max_batch, sequences)
+        return KVLayout(cells=sequences * window, sequences=sequences, rows=rows, room=rows * window, streams=True)
+    # Cells for the running requests; cached prefixes live in what they leave free.
+    cells = -(-max(window, min(max_tokens, max_batch * window, affordable)) // 256) * 256
+    sequences = min(LLAMA_MAX_SEQ, max_batch + max(1, int(CACHED_SHARE * max_batch)))
+    return KVLayout(cells=cells, sequences=sequences, rows=max_batch, room=cells, streams=False)
+
+
 @dataclass(eq=False)
 class _Sequence:
     seq: int  # llama.cpp sequence id
     tokens: list[int]  # what its KV cells hold, in order
+
+
+def longest_prefix(held: Iterable[_Sequence], tokens: list[int]) -> tuple[_Sequence | None, int]:
+    """The sequence sharing the longest prefix with `tokens`, and its length (at most all but the
+    last token of `tokens`)."""
+    best: _Sequence | None = None
+    length = 0
+    for seq in held:
+        n = shared_prefix(seq.tokens, tokens)
+        if n > length:
+            best = seq
+            length = n
+    return best, min(length, len(tokens) - 1)
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -69,7 +119,8 @@ class LlamaCppExecutor:
     torch_threads = 1  # torch only samples here; llama.cpp's own threads do the model work
     can_warm = True  # a long prompt may be prefilled in slices, each kept as a cached prefix
 
-    def __init__(self, model: LlamaModel, threads: int, max_batch: int, max_tokens: int) -> None:
+    def __init__(self, model: LlamaModel, threads: int, max_batch: int, max_tokens: int,
+                 streams: bool | None = None) -> None:
         import llama_cpp
 
         self._ll = llama_cpp
@@ -79,15 +130,13 @@ class LlamaCppExecutor:
         self._threads = threads
         self._governor = ThreadGovernor(threads)
         self._applied_threads = threads
-        window = model.context_window
-        # KV cells for the running requests; cached prefixes live in what they leave free. Capped
-        # at a quarter of the free memory (a 1.7B model's cache is 196 KB a token in f16).
-        affordable = int(KV_MEMORY_SHARE * available_memory() / max(1, self._bytes_per_token()))
-        self._n_ctx = -(-max(window, min(max_tokens, max_batch * window, affordable)) // 256) * 256
-        self.max_tokens = self._n_ctx
-        self.max_rows = max_batch
-        self._n_seq = min(LLAMA_MAX_SEQ, max_batch + max(1, int(CACHED_SHARE * max_batch)))
-        self._n_batch = max(512, window)
+        layout = kv_layout(model.context_window, max_batch, max_tokens, self._bytes_per_token(), streams)
+        self.streams = layout.streams
+        self._n_ctx = layout.cells
+        self.max_tokens = layout.room
+        self.max_rows = layout.rows
+        self._n_seq = layout.sequences
+        self._n_batch = max(512, model.context_window)
         self._ctx = None
         self._mem = None
         self._batch = None
@@ -106,7 +155,7 @@ class LlamaCppExecutor:
         params.n_seq_max = self._n_seq
         params.n_threads = self._threads
         params.n_threads_batch = self._threads
-        params.kv_unified = True
+        params.kv_unified = not self.streams
         params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         ctx = ll.llama_init_from_model(self._model.handle, params)
@@ -152,9 +201,9 @@ class LlamaCppExecutor:
         self._use_threads(self._governor.current)
         try:
             for prompt in prompts:
-                seq = _Sequence(self._take_seq(), list(prompt))
+                seq, start = self._place(prompt)
                 new.append(seq)
-                work.append((seq, self._reuse_prefix(seq)))
+                work.append((seq, start))
             logits = self._run(work)
         except BaseException:
             for seq in new:
@@ -170,10 +219,10 @@ class LlamaCppExecutor:
     def warm(self, tokens: list[int]) -> None:
         """Compute the cells of `tokens` (from the longest prefix already held) and keep them as
         the newest cached prefix: a slice of a long prompt whose prefill later reuses them."""
-        seq = _Sequence(self._take_seq(), list(tokens))
+        seq, start = self._place(tokens)
         self._use_threads(self._governor.current)
         try:
-            self._run([(seq, self._reuse_prefix(seq))])
+            self._run([(seq, start)])
         except BaseException:
             self._release(seq)
             raise
@@ -229,6 +278,7 @@ class LlamaCppExecutor:
     def describe(self) -> dict:
         return {"executor": self.kind, "threads": self._governor.current, "max_threads": self._threads,
                 "thread_switches": self._governor.switches, "prefix_tokens_reused": self.reused_tokens,
+                "kv_streams": self.streams,
                 "cached_prefixes": len(self._cached)}
 
     # ---- sequences and the prefix cache ----
@@ -239,27 +289,47 @@ class LlamaCppExecutor:
             self._evict_oldest()
         return self._free.pop()
 
-    def _reuse_prefix(self, seq: _Sequence) -> int:
-        """Share the cells of the longest cached or running prefix of `seq`; returns how many."""
-        best: _Sequence | None = None
-        length = 0
-        for other in (*self._cached.values(), *self._rows):
-            n = shared_prefix(other.tokens, seq.tokens)
-            if n > length:
-                best = other
-                length = n
-        length = min(length, len(seq.tokens) - 1)  # the last prompt token is computed: its logits
-        if best is None or length < MIN_SHARED_PREFIX:
-            return 0
-        self._ll.llama_memory_seq_cp(self._mem, best.seq, seq.seq, 0, length)  # shares the cells
-        if best.seq in self._cached:
-            self._cached.move_to_end(best.seq)
+    def _place(self, tokens: list[int]) -> tuple[_Sequence, int]:
+        """A sequence for `tokens` holding the longest prefix the cache can give it, and the first
+        position left to compute (the last prompt token always is: its logits are the answer's)."""
+        if self.streams:
+            return self._place_in_stream(tokens)
+        seq = _Sequence(self._take_seq(), list(tokens))
+        source, length = longest_prefix((*self._cached.values(), *self._rows), tokens)
+        if source is None or length < MIN_SHARED_PREFIX:
+            return seq, 0
+        self._ll.llama_memory_seq_cp(self._mem, source.seq, seq.seq, 0, length)  # shares the cells
+        if source.seq in self._cached:
+            self._cached.move_to_end(source.seq)
+        return self._reused(seq, length)
+
+    def _place_in_stream(self, tokens: list[int]) -> tuple[_Sequence, int]:
+        """The idle stream holding the longest prefix of `tokens` is taken over, its cells past the
+        prefix dropped. A prefix longer by MIN_COPIED_PREFIX held by a running row is copied into
+        another stream (llama.cpp copies a whole stream: ~50 MB for 2,048 cells of SmolLM2-135M).
+        Else the stream idle the longest starts empty."""
+        idle, idle_length = longest_prefix(self._cached.values(), tokens)
+        busy, busy_length = longest_prefix(self._rows, tokens)
+        if idle is not None and idle_length >= MIN_SHARED_PREFIX and busy_length < idle_length + MIN_COPIED_PREFIX:
+            del self._cached[idle.seq]
+            self._ll.llama_memory_seq_rm(self._mem, idle.seq, idle_length, -1)
+            return self._reused(_Sequence(idle.seq, list(tokens)), idle_length)
+        seq = _Sequence(self._take_seq(), list(tokens))
+        if busy is None or busy_length < MIN_COPIED_PREFIX:
+            return seq, 0
+        self._ll.llama_memory_seq_cp(self._mem, busy.seq, seq.seq, -1, -1)  # applied at the next decode
+        self._ll.llama_memory_seq_rm(self._mem, seq.seq, busy_length, -1)
+        return self._reused(seq, busy_length)
+
+    def _reused(self, seq: _Sequence, length: int) -> tuple[_Sequence, int]:
         self.reused_tokens += length
-        return length
+        return seq, length
 
     def _cache(self, seq: _Sequence) -> None:
         self._cached[seq.seq] = seq
-        while len(self._cached) > self._n_seq - self.max_rows:
+        # Unified, every row's attention reads the cached cells too: keep only as many as
+        # CACHED_SHARE. An idle stream costs nothing until a newcomer needs it.
+        while not self.streams and len(self._cached) > self._n_seq - self.max_rows:
             self._evict_oldest()
 
     def _evict_oldest(self) -> None:
@@ -277,6 +347,8 @@ class LlamaCppExecutor:
         tokens; the logits of each sequence's last token, [len(work), V]."""
         out = torch.empty((len(work), self.vocab_size), dtype=torch.float32)
         spans = [(i, seq, pos) for i, (seq, start) in enumerate(work) for pos in range(start, len(seq.tokens))]
+        if self.streams:  # llama.cpp puts consecutive streams in one batch: in stream order, a step is one
+            spans.sort(key=lambda span: (span[1].seq, span[2]))
         for begin in range(0, len(spans), self._n_batch):
             chunk = spans[begin:begin + self._n_batch]
             wanted = [k for k, (_, seq, pos) in enumerate(chunk) if pos == len(seq.tokens) - 1]
