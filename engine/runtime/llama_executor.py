@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engine.errors import ErrorCode, ParleyError
+from engine.runtime.kv_layout import kv_layout
 from engine.runtime.thread_governor import ThreadGovernor
 
 log = logging.getLogger(__name__)
@@ -40,49 +41,8 @@ class LlamaModel(Protocol):
 
 # A cached prefix is reused only when it saves at least this many prompt tokens.
 MIN_SHARED_PREFIX = 8
-CACHED_SHARE = 1.0  # finished sequences kept for their prefixes, as a share of max_batch (cells permitting)
-IDLE_STREAMS = 0.25  # with a stream per sequence: idle streams beyond max_batch, as a share of it
+PAD_GAP = 4  # with streams: idle streams between running rows computed as throwaway rows, up to this many
 MIN_COPIED_PREFIX = 64  # with streams: a running row's prefix is copied (its whole stream) from this length
-LLAMA_MAX_SEQ = 256  # llama.cpp's limit on sequence ids
-KV_MEMORY_SHARE = 0.25  # of the memory available when a context opens
-
-
-def available_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-@dataclass(frozen=True)
-class KVLayout:
-    cells: int  # n_ctx: KV cells in all
-    sequences: int  # llama.cpp sequences (with streams: one stream each)
-    rows: int  # the most running requests
-    room: int  # prompt and answer tokens the running requests may hold together
-    streams: bool  # a stream per sequence, else one unified buffer
-
-
-def kv_layout(window: int, max_batch: int, max_tokens: int, bytes_per_token: int,
-              streams: bool | None = None) -> KVLayout:
-    """How the KV cache is cut. A stream per sequence (llama.cpp's non-unified cache, as
-    llama-server runs its slots): `window` cells for each running request and for IDLE_STREAMS
-    idle ones keeping their last prompt as a cached prefix. Unified: one buffer for all, where a
-    request takes only the cells it uses. `streams=None` chooses streams where a quarter of the
-    free memory holds a stream for every row (a 1.7B model's cache is 196 KB a token in f16:
-    2,048-token streams for 16 rows take 6.4 GB), else unified."""
-    window = -(-window // 256) * 256
-    affordable = int(KV_MEMORY_SHARE * available_memory() / max(1, bytes_per_token))
-    wanted = max_batch + max(2, int(IDLE_STREAMS * max_batch))
-    if streams is None:
-        streams = affordable >= wanted * window
-    if streams:
-        sequences = max(1, min(LLAMA_MAX_SEQ, wanted, affordable // window))
-        rows = min(max_batch, sequences)
-        return KVLayout(cells=sequences * window, sequences=sequences, rows=rows, room=rows * window, streams=True)
-    # Cells for the running requests; cached prefixes live in what they leave free.
-    cells = -(-max(window, min(max_tokens, max_batch * window, affordable)) // 256) * 256
-    sequences = min(LLAMA_MAX_SEQ, max_batch + max(1, int(CACHED_SHARE * max_batch)))
-    return KVLayout(cells=cells, sequences=sequences, rows=max_batch, room=cells, streams=False)
 
 
 @dataclass(eq=False)
@@ -236,12 +196,16 @@ class LlamaCppExecutor:
             row.tokens.append(token)
         threads = self._use_threads(self._governor.pick(len(self._rows)))
         started = time.perf_counter()
+        padding = self._padding()
         try:
-            logits = self._run([(row, len(row.tokens) - 1) for row in self._rows])
+            logits = self._run([(row, len(row.tokens) - 1) for row in self._rows], padding)
         except BaseException:
             for row in self._rows:
                 row.tokens.pop()
             raise
+        finally:
+            for pad in padding:
+                self._ll.llama_memory_seq_rm(self._mem, pad.seq, len(pad.tokens) - 1, -1)
         self._governor.record(threads, len(self._rows), time.perf_counter() - started)
         return logits
 
@@ -342,16 +306,34 @@ class LlamaCppExecutor:
         self._free.append(seq.seq)
 
     # ---- llama_decode ----
-    def _run(self, work: list[tuple[_Sequence, int]]) -> torch.Tensor:
+    def _padding(self) -> list[_Sequence]:
+        """With streams, llama.cpp batches only consecutive streams together: running rows in
+        streams 2, 3, 5 and 9 take three passes over the weights. An idle stream in a gap of at
+        most PAD_GAP is given a throwaway token instead (its cell dropped after the step): on
+        SmolLM2-135M with 2 threads a pass costs ~10 ms and a row ~2.5 ms."""
+        running = sorted(row.seq for row in self._rows)
+        window = self._n_ctx // self._n_seq
+        padding: list[_Sequence] = []
+        for low, high in zip(running, running[1:]):
+            if high - low - 1 > PAD_GAP:
+                continue
+            gap = [self._cached.get(seq, _Sequence(seq, [])) for seq in range(low + 1, high)]
+            if all(len(idle.tokens) < window for idle in gap):  # a full stream has no cell for it
+                padding += [_Sequence(idle.seq, [0] * (len(idle.tokens) + 1)) for idle in gap]
+        return padding
+
+    def _run(self, work: list[tuple[_Sequence, int]], padding: Iterable[_Sequence] = ()) -> torch.Tensor:
         """Compute tokens[start:] of each sequence, in llama_decode calls of at most n_batch
-        tokens; the logits of each sequence's last token, [len(work), V]."""
+        tokens; the logits of each sequence's last token, [len(work), V]. `padding`'s last tokens
+        are computed too, for nothing."""
         out = torch.empty((len(work), self.vocab_size), dtype=torch.float32)
         spans = [(i, seq, pos) for i, (seq, start) in enumerate(work) for pos in range(start, len(seq.tokens))]
+        spans += [(-1, pad, len(pad.tokens) - 1) for pad in padding]
         if self.streams:  # llama.cpp puts consecutive streams in one batch: in stream order, a step is one
             spans.sort(key=lambda span: (span[1].seq, span[2]))
         for begin in range(0, len(spans), self._n_batch):
             chunk = spans[begin:begin + self._n_batch]
-            wanted = [k for k, (_, seq, pos) in enumerate(chunk) if pos == len(seq.tokens) - 1]
+            wanted = [k for k, (i, seq, pos) in enumerate(chunk) if i >= 0 and pos == len(seq.tokens) - 1]
             self._decode_chunk(chunk, wanted)
             if wanted:
                 logits = np.ctypeslib.as_array(self._ll.llama_get_logits(self._ctx),
