@@ -130,6 +130,39 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once_and_answers_the_sa
 
 
 @needs_llama
+async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(loaded_model):
+    """Four questions at once, the middle two short: once they finish, their idle KV streams sit
+    between the two running rows (a step computes a throwaway token there). The long answers, and a
+    follow-up that takes over a finished question's stream, are those of each question alone."""
+    from engine.runtime.scheduler import GenerationScheduler
+
+    if type(loaded_model).__name__ != "GGUFModel":
+        pytest.skip("KV streams are llama.cpp's (a GPU machine runs transformers)")
+    questions = [[{"role": "user", "content": f"Tell me about the {topic}."}]
+                 for topic in ("harbour", "mill", "bridge", "orchard")]
+    lengths = (16, 2, 2, 16)
+    busy = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cpu_threads=2))
+    busy.start()
+    try:
+        together = await asyncio.gather(*(answer(busy, loaded_model.chat_prompt_ids(q), n)
+                                          for q, n in zip(questions, lengths)))
+        follow_up = questions[1] + [{"role": "assistant", "content": together[1][0]},
+                                    {"role": "user", "content": "And its history?"}]
+        again = await answer(busy, loaded_model.chat_prompt_ids(follow_up), 8)
+    finally:
+        await busy.shutdown(cancel=True)
+    for q, n, got in zip(questions, lengths, together):
+        alone = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=1, cpu_threads=2))
+        alone.start()
+        try:
+            assert (await answer(alone, loaded_model.chat_prompt_ids(q), n))[0] == got[0]
+            if q is questions[1]:
+                assert (await answer(alone, loaded_model.chat_prompt_ids(follow_up), 8))[0] == again[0]
+        finally:
+            await alone.shutdown(cancel=True)
+
+
+@needs_llama
 async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engine_factory, core_config, loaded_model):
     from conftest import collect
     from engine.types import ChatRequest, Conversation, User
