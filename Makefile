@@ -49,6 +49,7 @@ test-fast: install
 bench: install
 	@$(PY) bench/throughput.py $(ARGS)
 	@$(PY) bench/peer.py $(ARGS)
+	@$(PY) bench/server_peer.py --busy
 	@$(PY) bench/ingest.py
 	@$(PY) bench/realdocs.py
 	@$(PY) bench/abuse.py

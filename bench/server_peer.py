@@ -13,6 +13,9 @@ the scheduler's handles. One run, one machine, each workload Parley first then t
   documents prompts of 1.5-3k tokens of passages and a question
   steady    64 users arriving steadily over three minutes (only with --steady: ~7 minutes)
 
+With --busy, each workload runs again while another process spins on one core, and each side's
+tokens/s is printed as a share of its quiet figure.
+
 Printed per workload and side: tokens/s, first token p50/p95, between-token p50/p95/p99 and the
 longest stall, prompt tokens served from a cache; the ratio Parley/server of tokens/s; the CPU's
 name, its flags that matter, the load average, and the weights file.
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -194,6 +199,30 @@ async def run_server(model, asks: list[Ask], users: int, threads: int, log: Path
     return side
 
 
+def compare(name: str, model, asks: list[Ask], users: int, threads: int, server_log: Path | None) -> dict:
+    """One workload, Parley then the server; printed and returned."""
+    parley = asyncio.run(run_parley(model, asks, users, threads)).figures()
+    server = asyncio.run(run_server(model, asks, users, threads, server_log)).figures()
+    ratio = round(parley["tokens_per_s"] / server["tokens_per_s"], 2)
+    print(f"{name}: {len(asks)} requests, {sum(len(a.prompt) for a in asks)} prompt tokens; "
+          f"Parley/llama-server tokens/s {ratio}x", flush=True)
+    for side, figures in (("  parley      ", parley), ("  llama-server", server)):
+        print(side, json.dumps(figures), flush=True)
+    return {"requests": len(asks), "prompt_tokens": sum(len(a.prompt) for a in asks),
+            "parley": parley, "llama_server": server, "ratio": ratio}
+
+
+@contextlib.contextmanager
+def one_core_busy():
+    """Another process spinning on one core (a neighbour on the VM, an indexing job)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 def cpu_line() -> str:
     flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
     kept = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help=f"comma-separated: {', '.join(WORKLOADS)}, steady")
     parser.add_argument("--steady", action="store_true", help="add the 64-users-over-three-minutes workload")
+    parser.add_argument("--busy", action="store_true",
+                        help="run each workload again with another process spinning on one core")
     parser.add_argument("--server-log", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -219,15 +250,15 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         users = 64 if name == "steady" else args.users
         asks = workload(name, model, users, args.seed)
-        parley = asyncio.run(run_parley(model, asks, users, threads)).figures()
-        server = asyncio.run(run_server(model, asks, users, threads, args.server_log)).figures()
-        ratio = round(parley["tokens_per_s"] / server["tokens_per_s"], 2)
-        result["workloads"][name] = {"requests": len(asks), "prompt_tokens": sum(len(a.prompt) for a in asks),
-                                     "parley": parley, "llama_server": server, "ratio": ratio}
-        print(f"{name}: {len(asks)} requests, {sum(len(a.prompt) for a in asks)} prompt tokens; "
-              f"Parley/llama-server tokens/s {ratio}x", flush=True)
-        for side, figures in (("  parley      ", parley), ("  llama-server", server)):
-            print(side, json.dumps(figures), flush=True)
+        result["workloads"][name] = compare(name, model, asks, users, threads, args.server_log)
+        if args.busy:
+            with one_core_busy():
+                busy = compare(f"{name}, one core busy", model, asks, users, threads, args.server_log)
+            for side in ("parley", "llama_server"):
+                share = busy[side]["tokens_per_s"] / result["workloads"][name][side]["tokens_per_s"]
+                busy[side]["share_of_quiet"] = round(share, 2)
+                print(f"  {side} with one core busy: {share:.2f} of its quiet tokens/s", flush=True)
+            result["workloads"][f"{name}_busy"] = busy
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

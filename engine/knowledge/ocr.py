@@ -15,7 +15,8 @@ this takes 0.2 s), then each line is cut from a copy scaled so that its type is 
 the recognizer's own input height, and read alone. The recognizer runs the words of 13-26 px
 type together ("Thearchitecturereviewboard": 14% of a 150-dpi page's characters wrong, 41% of a
 dialog's 13 px type) and keeps their spaces at 48 px (no character wrong on either). Lines are
-read one at a time: batches of 6 are padded to their longest line and took twice the CPU time.
+read one per reader, READERS at once: batches of 6 are padded to their longest line and took
+twice the CPU time.
 RapidOCR's direction classifier is not used: it turned upright lines upside down (5 of 15 on a
 page, the first line of a dialog), which then read as one letter. The lines come back in
 reading order, boxes side by side joined into one line.
@@ -25,7 +26,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple
 
 from engine.errors import ErrorCode, ParleyError
@@ -42,6 +45,11 @@ PICTURE_SIDE = 2000  # a picture's lines are found with its longer side at most 
 LINE_PX = 48  # a line's height, in pixels, where its words are read (the recognizer's own input height)
 MAX_ZOOM = 4.0  # a line is enlarged at most this much for reading
 MIN_SCORE = 0.5  # recognised lines less certain than this are left out
+# Lines read at once, each on one onnxruntime thread: a 40-line 150-dpi page took 3.5-3.8 s alone
+# and 1.9-2.1 s two at a time on a quiet 2-core EPYC, for the same CPU time. The worker runs at
+# nice 10, so answers still come first; one session's two intra-op threads did as well quiet,
+# but wait for each other (spinning) when a core is taken.
+READERS = max(1, min(2, os.cpu_count() or 1))
 _engine: list[tuple[int, Any]] = []  # the worker's RapidOCR and its threads, made at its first image
 
 
@@ -87,9 +95,9 @@ def _scaler(pixels: Any) -> Render:
 
 
 def ocr_engine(threads: int = 1) -> Any:
-    """The worker's RapidOCR (made at its first use): one thread, the worker runs at nice 10 beside
-    the answering (two were no faster on 2 busy cores, and took twice the CPU time while tests
-    ran beside them: bench/ocr_engines.py)."""
+    """The worker's RapidOCR (made at its first use): one onnxruntime thread a call; lines are read
+    READERS at a time instead (two intra-op threads were no faster on 2 busy cores, and took twice
+    the CPU time while tests ran beside them: bench/ocr_engines.py)."""
     if not _engine or _engine[0][0] != threads:
         from rapidocr_onnxruntime import RapidOCR
 
@@ -113,11 +121,25 @@ def recognise(render: Render, width: float, height: float, scale: float) -> list
     sharp = render(scale * zoom) if zoom > 1.05 else image
     ratio = sharp.shape[0] / image.shape[0]
     crops = engine.get_crop_img_list(sharp, [box * ratio for box in boxes])
-    found, _ = engine.text_rec(crops)
+    found = _read(engine, crops)
     per_unit = image.shape[0] / height
     words = [(box, " ".join(text.split())) for box, (text, score) in zip(boxes, found)
              if float(score) >= MIN_SCORE and text.strip()]
     return _lines(words, per_unit)
+
+
+def _read(engine: Any, crops: list[Any]) -> list[tuple[str, float]]:
+    """(text, score) of each line picture, READERS lines at a time (onnxruntime lets go of the GIL
+    while it computes)."""
+    if READERS < 2 or len(crops) < 2:
+        return list(engine.text_rec(crops)[0])
+    with ThreadPoolExecutor(READERS) as pool:
+        parts = list(pool.map(lambda part: list(engine.text_rec(part)[0]),
+                              [crops[i::READERS] for i in range(READERS)]))
+    found: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+    for i, part in enumerate(parts):
+        found[i::READERS] = part
+    return found
 
 
 def _height(box: Any) -> float:
