@@ -130,14 +130,25 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once_and_answers_the_sa
 
 
 @needs_llama
-async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(loaded_model):
+@pytest.mark.parametrize("memory", ["plenty", "short"])
+async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(loaded_model, monkeypatch, memory):
     """Four questions at once, the middle two short: once they finish, their idle KV streams sit
     between the two running rows (a step computes a throwaway token there). The long answers, and a
-    follow-up that takes over a finished question's stream, are those of each question alone."""
+    follow-up that takes over a finished question's stream, are those of each question alone. Where
+    memory is short for a stream a row, the one unified KV buffer gives the same answers."""
+    from engine.runtime import kv_layout
     from engine.runtime.scheduler import GenerationScheduler
 
     if type(loaded_model).__name__ != "GGUFModel":
         pytest.skip("KV streams are llama.cpp's (a GPU machine runs transformers)")
+    if memory == "short":  # a quarter of it holds 3.5 windows of cells, not a stream for each of 6
+        import llama_cpp
+
+        m = loaded_model.handle
+        per_token = 2 * 2 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * \
+            (llama_cpp.llama_model_n_embd(m) // llama_cpp.llama_model_n_head(m))
+        window_bytes = -(-loaded_model.context_window // 256) * 256 * per_token
+        monkeypatch.setattr(kv_layout, "available_memory", lambda: int(4 * 3.5 * window_bytes))
     questions = [[{"role": "user", "content": f"Tell me about the {topic}."}]
                  for topic in ("harbour", "mill", "bridge", "orchard")]
     lengths = (16, 2, 2, 16)
@@ -149,6 +160,7 @@ async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(load
         follow_up = questions[1] + [{"role": "assistant", "content": together[1][0]},
                                     {"role": "user", "content": "And its history?"}]
         again = await answer(busy, loaded_model.chat_prompt_ids(follow_up), 8)
+        assert busy.snapshot()["kv_streams"] is (memory == "plenty")
     finally:
         await busy.shutdown(cancel=True)
     for q, n, got in zip(questions, lengths, together):
