@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.chat.ingest import SharedFile
-from engine.config import KnowledgeConfig
+from adapters.chat.markup import Markup, shown_name
+from engine.config import Config, KnowledgeConfig
 from engine.errors import ErrorCode, ParleyError, file_too_large
 from engine.knowledge.bounds import ParseLimits
 from engine.knowledge.pictures import image_text
@@ -92,6 +93,19 @@ async def with_pictures(question: str, sharer: str, pictures: list[SharedFile], 
     asked = bool(question.strip()) or len(without_text) + len(unreadable) < len(pictures)
     return PictureTurn("\n".join([*parts, question.strip() or ALONE]), tuple(without_text), tuple(unreadable), asked,
                        tuple(seen))
+
+
+async def picture_question(question: str, sharer: str, pictures: list[SharedFile], config: Config,
+                           markup: Markup, post: Callable[[str], Awaitable[object]],
+                           ) -> tuple[str | None, tuple[SharedPicture, ...]]:
+    """What a platform asks when pictures came with a question: the question with their text in
+    it, or None when nothing is left to ask, and the pictures for a vision model (bounded as
+    configured). A picture without text, or not read, is said so first (`post`, the file names
+    written with `markup`)."""
+    turn = await with_pictures(question, sharer or "Someone", pictures, config.knowledge, PictureBounds.wanted(config))
+    for note in turn.notes(lambda name: shown_name(name, markup)):
+        await post(note)
+    return (turn.question if turn.asked else None), turn.pictures
 
 
 async def _read(picture: SharedFile, config: KnowledgeConfig, limits: ParseLimits,

@@ -24,9 +24,8 @@ from adapters.chat.answering import stream_answer
 from adapters.chat.context import read_earlier
 from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import SharedFile, ingest_shared_file, unsupported_text
-from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
-from adapters.chat.pictures import with_pictures
+from adapters.chat.pictures import picture_question
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.streaming import EditBudget, StreamingReply
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
@@ -38,7 +37,6 @@ from adapters.discord.target import DiscordTarget
 from adapters.discord.text import DISCORD, NO_MENTIONS, question_text, thread_name
 from engine.errors import ErrorCode, ParleyError
 from engine.types import ChatRequest, Conversation, SharedPicture, ThreadMessage, User
-from engine.vision import PictureBounds
 
 if TYPE_CHECKING:
     from adapters.chat.thread_record import ThreadRecord
@@ -309,14 +307,9 @@ class DiscordMessages:
 
     async def read_pictures(self, origin: Origin, user: User, question: str,
                             pictures: list[discord.Attachment]) -> tuple[str | None, tuple[SharedPicture, ...]]:
-        """The question with the pictures' text in it (adapters.chat.pictures), or None when
-        nothing is left to ask, and the pictures for a vision model; a picture without text, or
-        unread, is said so first."""
-        turn = await with_pictures(question, user.name or "Someone", [_shared(a) for a in pictures],
-                                   self.engine.config.knowledge, PictureBounds.wanted(self.engine.config))
-        for note in turn.notes(lambda name: shown_name(name, DISCORD)):
-            await origin.target.post(note)
-        return (turn.question if turn.asked else None), turn.pictures
+        """adapters.chat.pictures.picture_question, its notes posted where the answer goes."""
+        return await picture_question(question, user.name, [_shared(a) for a in pictures], self.engine.config,
+                                      DISCORD, origin.target.post)
 
     async def origin(self, message: discord.Message, place: Place, facts: MessageFacts, action: Action) -> Origin:
         """Where the answer goes: the DM's current conversation, the thread, or a thread opened on

@@ -27,9 +27,8 @@ from slack_sdk.errors import SlackApiError
 from adapters.chat.context import read_earlier
 from adapters.chat.conversations import FRESH_TEXT, DmConversations
 from adapters.chat.ingest import unsupported_text
-from adapters.chat.markup import shown_name
 from adapters.chat.memory import ThreadMemory
-from adapters.chat.pictures import with_pictures
+from adapters.chat.pictures import picture_question
 from adapters.chat.routing import NUDGE_TEXT, Action, Context, Do, FileFact, MessageFacts, route
 from adapters.chat.tasks import BUSY_TEXT, Busy, KeyedLocks, TaskSet
 from adapters.slack.events import Origin, SlackThread, SlackUsers, message_origin, team_of, tell_privately
@@ -41,7 +40,6 @@ from adapters.slack.sharing import Claim, SlackSharing
 from adapters.slack.summaries import SlackSummaries
 from engine.errors import ParleyError
 from engine.types import SharedPicture, User
-from engine.vision import PictureBounds
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -231,16 +229,10 @@ class SlackMessages:
 
     async def read_pictures(self, origin: Origin, user: User, question: str,
                             pictures: list[dict]) -> tuple[str | None, tuple[SharedPicture, ...]]:
-        """The question with the pictures' text in it (adapters.chat.pictures), or None when
-        nothing is left to ask, and the pictures for a vision model; a picture without text, or
-        unread, is said so in the thread first."""
+        """adapters.chat.pictures.picture_question, its notes posted in the thread."""
         shared = [self.sharing.fetcher.shared(file, self.client.files_info) for file in pictures]
-        turn = await with_pictures(question, user.name or "Someone", shared, self.engine.config.knowledge,
-                                   PictureBounds.wanted(self.engine.config))
         thread = SlackThread(self.client, origin.channel, origin.reply_thread_ts)
-        for note in turn.notes(lambda name: shown_name(name, SLACK)):
-            await thread.post(note)
-        return (turn.question if turn.asked else None), turn.pictures
+        return await picture_question(question, user.name, shared, self.engine.config, SLACK, thread.post)
 
     async def answer(self, origin: Origin, user: User, text: str, context: Context,
                      pictures: tuple[SharedPicture, ...] = ()) -> None:

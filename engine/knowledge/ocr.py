@@ -23,6 +23,7 @@ reading order, boxes side by side joined into one line.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -60,6 +61,12 @@ class TextLine(NamedTuple):
     bottom: float
     left: float
     text: str
+
+
+def with_ocr_memory(limits: ParseLimits) -> ParseLimits:
+    """`limits` with the address space onnxruntime needs (OCR_MEMORY_MB), for a file that may be
+    recognised: a picture, a PDF with scanned pages."""
+    return dataclasses.replace(limits, memory_mb=max(limits.memory_mb, OCR_MEMORY_MB))
 
 
 def load_image(filename: str, data: bytes, on_page: PageCallback, limits: ParseLimits) -> list[PageText]:

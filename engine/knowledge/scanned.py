@@ -19,13 +19,12 @@ refused before the first is read (scanned_page_cap); each page stays within page
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any, NamedTuple
 
 from engine.knowledge.bounds import ParseLimits, too_complex
-from engine.knowledge.ocr import MAX_PIXELS, OCR_MEMORY_MB, recognise
+from engine.knowledge.ocr import MAX_PIXELS, recognise, with_ocr_memory
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,8 @@ class OcrLine(NamedTuple):
 
 def reading_limits(kind: str, limits: ParseLimits) -> ParseLimits:
     """The limits a file of `kind` is read under: a PDF may hold scanned pages, and onnxruntime
-    needs OCR_MEMORY_MB of address space to recognise them (ocr.py)."""
-    if kind != "pdf":
-        return limits
-    return dataclasses.replace(limits, memory_mb=max(limits.memory_mb, OCR_MEMORY_MB))
+    needs ocr.OCR_MEMORY_MB of address space to recognise them."""
+    return with_ocr_memory(limits) if kind == "pdf" else limits
 
 
 def scanned_page_cap(limits: ParseLimits) -> int:

@@ -298,8 +298,7 @@ class LlamaCppExecutor:
 
     def _evict_oldest(self) -> None:
         _, seq = self._cached.popitem(last=False)
-        self._ll.llama_memory_seq_rm(self._mem, seq.seq, -1, -1)
-        self._free.append(seq.seq)
+        self._release(seq)
 
     def _release(self, seq: _Sequence) -> None:
         self._ll.llama_memory_seq_rm(self._mem, seq.seq, -1, -1)
