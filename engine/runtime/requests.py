@@ -1,8 +1,7 @@
-"""What the generation scheduler keeps about each request, its waiting line, which waiting ones
-may start in a round, and its counters."""
+"""What the generation scheduler keeps about each request, its waiting line and its counters
+(which waiting ones start in a round: engine/runtime/round_plan.py)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.runtime.detokenize import IncrementalDetokenizer
@@ -61,28 +60,6 @@ class ScheduledRequest:
                            first_token_s=self.first_token_s, total_s=now - self.submitted)
 
 
-def admissible(waiting: Iterable[ScheduledRequest], running: Sequence[ScheduledRequest], *, max_batch: int,
-               max_tokens: int, prefill_budget: int) -> int:
-    """How many of `waiting`, first come first served, may join `running` now: within max_batch
-    rows and max_tokens of prompt and answer in flight (one request over that limit still runs,
-    alone), and within prefill_budget prompt tokens for one prefill (the first always goes in)."""
-    count = 0
-    in_flight = sum(r.budget for r in running)
-    prompt_tokens = 0
-    for r in waiting:
-        if len(running) + count >= max_batch:
-            break
-        alone = not running and count == 0
-        if in_flight + r.budget > max_tokens and not alone:
-            break
-        if count and prompt_tokens + len(r.prompt) > prefill_budget:
-            break
-        count += 1
-        in_flight += r.budget
-        prompt_tokens += len(r.prompt)
-    return count
-
-
 class WaitingLine:
     """The requests waiting to start, in the order they start: answers before background work (a
     summary's parts), each first come first served. Its owner holds the lock around every call."""
@@ -124,22 +101,6 @@ class WaitingLine:
             if r.reported_ahead != ahead:
                 r.reported_ahead = ahead
                 r.handle.emit(GenQueued(ahead))
-
-
-def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest],
-               needs_slices: Callable[[ScheduledRequest], bool], *, slice_due: bool, max_batch: int,
-               max_tokens: int, prefill_budget: int) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
-    """What one round starts, from `line` (WaitingLine's order): the requests that join the batch,
-    or else a background request whose long prompt gets one slice prefilled (`needs_slices`).
-    Never both: a slice waits for a round without newcomers, so answers arriving meanwhile go
-    first; and while answers are running, it waits until it is `slice_due`."""
-    chosen = line[:admissible(line, running, max_batch=max_batch, max_tokens=max_tokens,
-                              prefill_budget=prefill_budget)]
-    for i, r in enumerate(chosen):
-        if r.params.background and needs_slices(r):
-            answering = any(not row.params.background for row in running)
-            return chosen[:i], r if not i and (slice_due or not answering) else None
-    return chosen, None
 
 
 @dataclass

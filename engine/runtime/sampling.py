@@ -77,9 +77,11 @@ def choose_tokens(logits: torch.Tensor, rows: list[RowSampler], seen: torch.Tens
     whose stop tokens are banned this step (min_new_tokens), with stop_ids the LongTensor of them.
     """
     logits = logits.float()
-    if suppress is not None and stop_ids is not None and stop_ids.numel():
-        banned = suppress[:, None] & torch.zeros_like(logits, dtype=torch.bool).index_fill_(1, stop_ids, True)
-        logits = logits.masked_fill(banned, float("-inf"))
+    if suppress is not None and stop_ids is not None and stop_ids.numel() and bool(suppress.any()):
+        # Only the banned cells are written: a [B, V] mask of them cost 4 ms a 16-row step (1 thread).
+        banned_rows = suppress.nonzero().squeeze(1)
+        logits = logits.clone()
+        logits[banned_rows[:, None], stop_ids[None, :]] = float("-inf")
     if seen is not None:
         # HF's rule: a seen token's positive logit is divided by the penalty, a negative one multiplied.
         penalty = logits.new_tensor([r.params.repetition_penalty for r in rows])[:, None]

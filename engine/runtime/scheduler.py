@@ -1,11 +1,11 @@
 """Continuous-batching generation: one worker thread owns the model and serves every request at once.
 
-The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker admits
-waiting requests (answers before background work, each first come first served, within
-max_batch, max_tokens_in_flight and a prompt-token budget per step), has the executor prefill the
-newcomers, which join the running batch (or prefill one slice of a long background prompt),
-then runs one decode step that advances every running request by one token. A request leaves at
-a stop token, its max_new_tokens, or a cancel; the others never notice.
+The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker plans a
+round (engine/runtime/round_plan.py: which waiting requests start, within max_batch,
+max_tokens_in_flight and the prompt tokens the measured prefill rate computes in 0.3 s), has the
+executor prefill the newcomers, which join the running batch, and compute a slice of one longer
+prompt ahead, then runs one decode step that advances every running request by one token. A
+request leaves at a stop token, its max_new_tokens, or a cancel; the others never notice.
 Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py
 (a GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
 next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
@@ -28,25 +28,18 @@ from engine.runtime.detokenize import IncrementalDetokenizer
 from engine.errors import ErrorCode, ParleyError, new_reference
 from engine.runtime.executor import DeviceFailure, Executor, LocalModel, is_device_fault
 from engine.runtime.generation import GenerationHandle, GenFinished, GenQueued, GenText, SamplingParams
-from engine.runtime.requests import ScheduledRequest, SchedulerStats, WaitingLine, plan_round
+from engine.runtime.requests import ScheduledRequest, SchedulerStats, WaitingLine
+from engine.runtime.round_plan import SLICE_SPACING, PrefillPace, RoundPlan, plan_round
 from engine.runtime.sampling import RowSampler, SeenTokens, choose_tokens
 
 __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationHandle", "GenerationScheduler"]
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens prefilled between two decode steps (the first newcomer always goes in): a burst
-# of long prompts stalls the running answers on a 2-core CPU for ~0.4 s (bf16) to ~1 s (fp32) at
-# a time, not for the whole burst. A GPU prefills this many in milliseconds: it takes 8x more.
+# The most prompt tokens a round prefills, however fast the measured rate (round_plan.PrefillPace).
+# A GPU prefills this many in milliseconds: it takes 8x more.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
-# A background prompt (SamplingParams.background: a summary's part, ~1,750 tokens) is prefilled
-# this many tokens a round where the executor keeps a prefix cache, so an answer asked meanwhile
-# waits for one slice, not the whole prompt.
-WARM_SLICE = 256
-# While answers stream, the next slice waits this many times the last one's duration: at most a
-# quarter of their time (a slice every round: between-token p95 2.8 s, bench/abuse.py --quick).
-SLICE_SPACING = 3.0
 
 
 class GenerationScheduler:
@@ -65,7 +58,7 @@ class GenerationScheduler:
         cuda = self._device.type == "cuda"
         self._row_limit = self._exec.max_rows or 1 << 30  # what the executor's cache can hold
         self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._row_limit)
-        self._prefill_budget = PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1)
+        self._pace = PrefillPace(PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1))
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
         self._queue = WaitingLine()
@@ -145,7 +138,8 @@ class GenerationScheduler:
                 "max_queue": self._config.max_queue,
                 "tokens_in_flight": sum(r.budget for r in self._running),
                 "max_tokens_in_flight": self._max_tokens,
-                "prefill_budget": self._prefill_budget,
+                "prefill_budget": self._pace.budget,
+                "prefill_tokens_per_s": round(self._pace.tokens_per_s),
                 **self._stats.figures(),
                 "kv_cache_bytes": self._exec.cache_bytes(),
                 **self._exec.describe(),
@@ -199,9 +193,9 @@ class GenerationScheduler:
         with self._cond:
             while True:
                 cancelled = self._queue.leave_cancelled(everyone=self._cancel_all)
-                newcomers, slicing = self._admit()
-                if cancelled or newcomers or slicing or self._running:
-                    self._starting = len(newcomers)
+                plan = self._admit()
+                if cancelled or plan.joining or plan.slicing or self._running:
+                    self._starting = len(plan.joining)
                     break
                 if self._closing and not self._queue:
                     return False
@@ -209,44 +203,45 @@ class GenerationScheduler:
             self._queue.report_positions()
         for r in cancelled:
             self._finish(r, "cancelled")
-        if newcomers:
-            valid = self._validated(newcomers)
+        if plan.joining:
+            valid = self._validated(plan.joining)
             self._prefill(valid, self._exec.prefill_groups([r.prompt for r in valid]))
-        if slicing is not None:
-            self._warm_slice(slicing)
+        if plan.slicing is not None:
+            self._warm_slice(plan.slicing, plan.slice_tokens)
         if self._running:
             self._decode_step()
         return True
 
-    def _admit(self) -> tuple[list[ScheduledRequest], ScheduledRequest | None]:
-        """Waiting requests that may start now, or a background one to prefill a slice of (caller holds the lock)."""
+    def _admit(self) -> RoundPlan:
+        """This round's plan: the waiting requests that start now, and a prompt to slice (caller holds the lock)."""
         if self._cancel_all:
-            return [], None
-        chosen, slicing = plan_round(self._queue.in_order(), self._running, self._needs_slices,
-                                     slice_due=time.perf_counter() >= self._next_slice_at, max_batch=self._max_batch,
-                                     max_tokens=self._max_tokens, prefill_budget=self._prefill_budget)
-        for r in chosen:
+            return RoundPlan()
+        now = time.perf_counter()
+        plan = plan_round(self._queue.in_order(), self._running, self._exec.cached_prefix, self._pace,
+                          can_slice=self._exec.can_warm, slice_due=now >= self._next_slice_at,
+                          max_batch=self._max_batch, max_tokens=self._max_tokens, now=now)
+        for r in plan.joining:
             self._queue.remove(r)
-        return chosen, slicing
+        return plan
 
-    def _needs_slices(self, r: ScheduledRequest) -> bool:
-        return self._exec.can_warm and len(r.prompt) - self._exec.cached_prefix(r.prompt) > WARM_SLICE
-
-    def _warm_slice(self, r: ScheduledRequest) -> None:
-        """One slice of a waiting background prompt into the prefix cache; it joins once the rest fits one."""
+    def _warm_slice(self, r: ScheduledRequest, tokens: int) -> None:
+        """`tokens` more of a waiting prompt into the prefix cache; it joins once the rest fits a round."""
         started = time.perf_counter()
         failure: Exception | None = None
         try:
             if not r.in_vocabulary(self._exec.vocab_size):
                 raise ValueError("token id outside the vocabulary")
-            self._exec.warm(r.prompt[:self._exec.cached_prefix(r.prompt) + WARM_SLICE])
+            self._exec.warm(r.prompt[:self._exec.cached_prefix(r.prompt) + tokens])
         except Exception as exc:  # noqa: BLE001 - only this request fails; the batch goes on
             if is_device_fault(exc):
                 raise DeviceFailure(exc) from exc
             failure = exc
         elapsed = time.perf_counter() - started
+        if failure is None:
+            self._pace.record(tokens, elapsed)
         with self._cond:
-            self._next_slice_at = time.perf_counter() + SLICE_SPACING * elapsed
+            if r.params.background:
+                self._next_slice_at = time.perf_counter() + SLICE_SPACING * elapsed
             self._stats.busy_seconds += elapsed
             self._stats.prefill_seconds += elapsed
             if failure is not None:
@@ -283,6 +278,7 @@ class GenerationScheduler:
                 self._starting -= len(members)
 
     def _prefill_group(self, newcomers: list[ScheduledRequest]) -> None:
+        computed = sum(len(r.prompt) - self._exec.cached_prefix(r.prompt) for r in newcomers)
         started = time.perf_counter()
         failure: Exception | None = None
         try:
@@ -303,6 +299,8 @@ class GenerationScheduler:
                 failure = exc
                 self._remove({id(r) for r in newcomers})
         elapsed = time.perf_counter() - started
+        if failure is None:
+            self._pace.record(computed, elapsed)
         with self._cond:
             self._stats.busy_seconds += elapsed
             self._stats.prefill_seconds += elapsed
