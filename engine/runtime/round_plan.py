@@ -32,6 +32,7 @@ ROUND_PREFILL_S = 0.3
 MIN_ROUND_TOKENS = 256
 PROMPT_RATE_GUESS = 800.0  # tokens/s until the first prefill is measured (SmolLM2-135M, 2-core CPU)
 RATE_SMOOTHING = 0.3  # weight of the newest prefill in the rate's moving average
+MIN_MEASURED_TOKENS = 64  # a prefill of fewer tokens measures the call's overhead, not the rate
 JOIN_COST_TOKENS = 16  # a newcomer's fixed cost (a stream taken over or copied, its sampler) in prompt tokens
 # A background prompt (a summary's part, ~1,750 tokens) is prefilled this many tokens a round,
 # only in rounds without answers to start; while answers stream, at most a quarter of the time.
@@ -54,19 +55,23 @@ class RoundPlan:
 
 class PrefillPace:
     """The prompt tokens per second this executor prefills (a moving average of what it did), and
-    the budget of a round from it, between MIN_ROUND_TOKENS and `ceiling`."""
+    the budget of a round from it, between MIN_ROUND_TOKENS and `ceiling`. Unpaced (a GPU, which
+    prefills the ceiling in milliseconds), the budget is the ceiling."""
 
-    def __init__(self, ceiling: int, round_s: float = ROUND_PREFILL_S) -> None:
+    def __init__(self, ceiling: int, round_s: float = ROUND_PREFILL_S, paced: bool = True) -> None:
         self.ceiling = ceiling
         self.round_s = round_s
+        self.paced = paced
         self.tokens_per_s = PROMPT_RATE_GUESS
 
     def record(self, tokens: int, seconds: float) -> None:
-        if tokens >= MIN_ROUND_TOKENS and seconds > 0:  # a few tokens measure the call, not the rate
+        if tokens >= MIN_MEASURED_TOKENS and seconds > 0:
             self.tokens_per_s += RATE_SMOOTHING * (tokens / seconds - self.tokens_per_s)
 
     @property
     def budget(self) -> int:
+        if not self.paced:
+            return self.ceiling
         return max(MIN_ROUND_TOKENS, min(self.ceiling, int(self.tokens_per_s * self.round_s)))
 
     def budget_beside(self, running: int) -> int:

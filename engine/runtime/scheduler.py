@@ -37,7 +37,7 @@ __all__ = ["SamplingParams", "GenQueued", "GenText", "GenFinished", "GenerationH
 log = logging.getLogger(__name__)
 
 # The most prompt tokens a round prefills, however fast the measured rate (round_plan.PrefillPace).
-# A GPU prefills this many in milliseconds: it takes 8x more.
+# A GPU prefills this many in milliseconds: unpaced, it takes 8x more every round.
 PREFILL_TOKEN_BUDGET = 1024
 CUDA_PREFILL_FACTOR = 8
 
@@ -58,7 +58,7 @@ class GenerationScheduler:
         cuda = self._device.type == "cuda"
         self._row_limit = self._exec.max_rows or 1 << 30  # what the executor's cache can hold
         self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._row_limit)
-        self._pace = PrefillPace(PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1))
+        self._pace = PrefillPace(PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1), paced=not cuda)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
         self._queue = WaitingLine()
