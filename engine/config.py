@@ -82,6 +82,8 @@ class SchedulerConfig:
     max_queue: int = field(default=128, metadata=at_least(0))  # waiting requests before QUEUE_FULL
     cuda_max_batch: int = field(default=64, metadata=positive())  # max_batch used when the model is on a GPU
     cpu_threads: int = field(default=0, metadata=at_least(0))  # generation threads on CPU; 0 = the cores the embedder leaves
+    # How long one round's prompt prefill may hold up the streaming answers on a CPU (round_plan.py)
+    prefill_round_ms: int = field(default=300, metadata=between(50, 2000))
     # After a device fault (a CUDA device-side assert...): reload the model, or exit for a supervisor to restart
     on_device_fault: str = field(default="reload", metadata=choice("reload", "exit"))
 

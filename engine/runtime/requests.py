@@ -61,8 +61,10 @@ class ScheduledRequest:
 
 
 class WaitingLine:
-    """The requests waiting to start, in the order they start: answers before background work (a
-    summary's parts), each first come first served. Its owner holds the lock around every call."""
+    """The requests waiting to start: answers before background work (a summary's parts), each in
+    arrival order, the order the places told to waiting users count in (among the answers the
+    round planner starts the highest response ratio first, so a short one may pass those told
+    they were ahead). Its owner holds the lock around every call."""
 
     def __init__(self) -> None:
         self._waiting: list[ScheduledRequest] = []  # arrival order

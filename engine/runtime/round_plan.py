@@ -4,9 +4,9 @@ slice of its prompt computed ahead, within a prefill budget sized by time.
 Every prompt token prefilled in a round stalls the running answers for that round. On a 2-core
 CPU SmolLM2-135M prefills ~620 tokens/s, so a fixed 1,024-token round stalled them 1.3-1.6 s
 (bench/server_peer.py's unique workload: between-token p99 1.3 s). The budget is instead the
-tokens the measured prefill rate computes in ROUND_PREFILL_S, and a prompt longer than what is
-left of it is computed in slices over several rounds (where the executor keeps a prefix cache),
-the answers streaming between them.
+tokens the measured prefill rate computes in a round's time (scheduler.prefill_round_ms,
+ROUND_PREFILL_S by default), and a prompt longer than what is left of it is computed in slices
+over several rounds (where the executor keeps a prefix cache), the answers streaming between them.
 
 Answers go before background work (a summary's parts). Among answers the next to start is the one
 with the highest response ratio, (waited + its prefill) / its prefill (highest response ratio

@@ -58,7 +58,8 @@ class GenerationScheduler:
         cuda = self._device.type == "cuda"
         self._row_limit = self._exec.max_rows or 1 << 30  # what the executor's cache can hold
         self._max_batch = min(config.cuda_max_batch if cuda else config.max_batch, self._row_limit)
-        self._pace = PrefillPace(PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1), paced=not cuda)
+        self._pace = PrefillPace(PREFILL_TOKEN_BUDGET * (CUDA_PREFILL_FACTOR if cuda else 1),
+                                 round_s=config.prefill_round_ms / 1000, paced=not cuda)
         self._max_tokens = min(config.max_tokens_in_flight, self._exec.max_tokens or config.max_tokens_in_flight)
         self._cond = threading.Condition()
         self._queue = WaitingLine()
