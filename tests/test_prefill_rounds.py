@@ -14,6 +14,7 @@ from engine.config import SchedulerConfig
 from engine.runtime.scheduler import GenerationScheduler, GenText, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8, min_new_tokens=8)
+STORY = SamplingParams(temperature=0.0, max_new_tokens=2000, min_new_tokens=2000)  # streams whatever it says
 
 
 def long_prompt(model, tokens: int) -> list[int]:
@@ -25,6 +26,32 @@ def long_prompt(model, tokens: int) -> list[int]:
 
 def short_prompt(model) -> list[int]:
     return model.chat_prompt_ids([{"role": "user", "content": "What is the capital of France?"}])
+
+
+class Story:
+    """A long answer streaming in the background, and when each of its tokens came."""
+
+    def __init__(self, handle, loop) -> None:
+        self.handle = handle
+        self.times: list[float] = []
+        self._first = asyncio.Event()
+        self._reader = loop.create_task(self._read(loop))
+
+    async def _read(self, loop) -> None:
+        async for event in self.handle:
+            if isinstance(event, GenText):
+                self.times.append(loop.time())
+                self._first.set()
+
+    async def started(self) -> None:
+        await self._first.wait()
+
+    async def stop(self) -> None:
+        self.handle.cancel()
+        await self._reader
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [t for t in self.times if start < t < end]
 
 
 async def first_text_at(handle, loop) -> tuple[float, list[str]]:
@@ -75,28 +102,15 @@ async def test_a_long_question_is_prefilled_in_slices_while_an_answer_streams(lo
     question = long_prompt(loaded_model, 1500)
     scheduler.start()
     try:
-        story = scheduler.submit(short_prompt(loaded_model), dataclasses.replace(GREEDY, max_new_tokens=2000,
-                                                                                min_new_tokens=2000))
-        story_at: list[float] = []
-        first = asyncio.Event()
-
-        async def read_story():
-            async for event in story:
-                if isinstance(event, GenText):
-                    story_at.append(loop.time())
-                    first.set()
-
-        reader = asyncio.create_task(read_story())
-        await first.wait()
+        story = Story(scheduler.submit(short_prompt(loaded_model), STORY), loop)
+        await story.started()
         asked_at = loop.time()
         answered_at, sliced_text = await first_text_at(scheduler.submit(question, GREEDY), loop)
-        story.cancel()
-        await reader
+        await story.stop()
     finally:
         await scheduler.shutdown(cancel=True)
     assert len(slices) >= 2, "computed in slices, not in one prefill"
-    during = [t for t in story_at if asked_at < t < answered_at]
-    assert len(during) >= len(slices), "the story went on between the slices"
+    assert len(story.between(asked_at, answered_at)) >= len(slices), "the story went on between the slices"
 
     whole = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=4, cuda_max_batch=4, cpu_threads=2))
     whole.executor.can_warm = False  # the first in line is prefilled whole
@@ -106,3 +120,24 @@ async def test_a_long_question_is_prefilled_in_slices_while_an_answer_streams(lo
     finally:
         await whole.shutdown(cancel=True)
     assert sliced_text == whole_text
+
+
+async def test_a_burst_of_long_questions_does_not_freeze_a_streaming_answer(loaded_model):
+    """Enough long questions at once to need several rounds on any device (a GPU's budget is 8x a
+    CPU's ceiling): the story streams between their first tokens, not only after the last."""
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=8, cuda_max_batch=8, cpu_threads=2))
+    loop = asyncio.get_running_loop()
+    scheduler.start()
+    try:
+        story = Story(scheduler.submit(short_prompt(loaded_model), STORY), loop)
+        await story.started()
+        context = "The harbour town lies at the mouth of a slow river, and its boats leave before dawn. " * 25
+        ask = [{"role": "user", "content": f"Question {i}: when do the boats leave?\n{context}"} for i in range(64)]
+        assert len(loaded_model.chat_prompt_ids(ask[0:1])) > 400
+        count = 2 * scheduler.snapshot()["prefill_budget"] // 400 + 1
+        burst = [scheduler.submit(loaded_model.chat_prompt_ids([a]), GREEDY) for a in ask[:count]]
+        firsts = sorted([at for at, _ in await asyncio.gather(*(first_text_at(h, loop) for h in burst))])
+        await story.stop()
+    finally:
+        await scheduler.shutdown(cancel=True)
+    assert story.between(firsts[0], firsts[-1]), "the story went on between the burst's prefills"

@@ -216,42 +216,6 @@ async def test_cancelling_one_answer_leaves_the_others_untouched(make_scheduler,
         assert got.final.reason in ("stop", "length")
 
 
-async def test_a_burst_of_long_questions_does_not_freeze_a_streaming_answer(make_scheduler, loaded_model):
-    scheduler = make_scheduler(max_batch=8)
-    loop = asyncio.get_running_loop()
-    streaming = scheduler.submit(prompt(loaded_model, "Write a long story about a lighthouse."),
-                                 SamplingParams(max_new_tokens=400, min_new_tokens=400))  # whatever it says
-    story_at: list[float] = []
-    first_words = asyncio.Event()
-
-    async def read_story():
-        async for event in streaming:
-            if isinstance(event, GenText):
-                story_at.append(loop.time())
-                first_words.set()
-
-    reader = asyncio.create_task(read_story())
-    await first_words.wait()
-    context = "The harbour town lies at the mouth of a slow river, and its boats leave before dawn. " * 25
-    assert len(prompt(loaded_model, context)) > 400
-    # Enough of them to need several prefill rounds on any device (a GPU's budget is 8x a CPU's).
-    count = 2 * scheduler.snapshot()["prefill_budget"] // 400 + 1
-    burst = [scheduler.submit(prompt(loaded_model, f"Question {i}: when do the boats leave?\n{context}"),
-                              SamplingParams(max_new_tokens=2)) for i in range(count)]
-
-    async def first_token_at(handle) -> float:
-        async for event in handle:
-            if isinstance(event, GenText):
-                return loop.time()
-        raise AssertionError("no answer")
-
-    firsts = sorted(await asyncio.gather(*(first_token_at(h) for h in burst)))
-    streaming.cancel()
-    await reader
-    during = [t for t in story_at if firsts[0] < t < firsts[-1]]
-    assert during, "the story went on between the burst's prefills (one prefill budget at a time)"
-
-
 def test_prefill_groups_keep_padding_small():
     from engine.runtime.torch_executor import PREFILL_PADDING, length_groups
 
