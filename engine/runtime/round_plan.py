@@ -132,7 +132,7 @@ def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest]
             left -= need + JOIN_COST_TOKENS
             in_flight += r.budget
             continue
-        if can_slice and need > left >= MIN_ROUND_TOKENS:  # else it joins next round, whole
+        if can_slice and not r.params.background and need > left >= MIN_ROUND_TOKENS:  # else it joins next round
             plan.slicing, plan.slice_tokens = r, left
         break
     return plan

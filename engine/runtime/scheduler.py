@@ -2,7 +2,7 @@
 
 The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker plans a
 round (engine/runtime/round_plan.py: which waiting requests start, within max_batch,
-max_tokens_in_flight and the prompt tokens the measured prefill rate computes in 0.3 s), has the
+max_tokens_in_flight and the prompt tokens the measured prefill rate computes in prefill_round_ms), has the
 executor prefill the newcomers, which join the running batch, and compute a slice of one longer
 prompt ahead, then runs one decode step that advances every running request by one token. A
 request leaves at a stop token, its max_new_tokens, or a cancel; the others never notice.
