@@ -2,10 +2,11 @@
 
 The scheduler plans, an executor runs (the split of vLLM v1). Each loop of the worker plans a
 round (engine/runtime/round_plan.py: which waiting requests start, within max_batch,
-max_tokens_in_flight and the prompt tokens the measured prefill rate computes in prefill_round_ms), has the
-executor prefill the newcomers, which join the running batch, and compute a slice of one longer
-prompt ahead, then runs one decode step that advances every running request by one token. A
-request leaves at a stop token, its max_new_tokens, or a cancel; the others never notice.
+max_tokens_in_flight and the prompt tokens the measured prefill rate computes in
+prefill_round_ms), has the executor prefill the newcomers, which join the running batch, and
+compute a slice of one longer prompt ahead, then runs one decode step that advances every running
+request by one token. A request leaves at a stop token, its max_new_tokens, or a cancel; the
+others never notice.
 Executors: engine/runtime/torch_executor.py (transformers; CUDA and CPU), engine/runtime/llama_executor.py
 (a GGUF on its quantised weights; CPU). Sampling is the scheduler's: the executor hands back
 next-token logits, and every row's settings apply to the whole batch at once (sampling.py).
