@@ -59,7 +59,9 @@ def memory_figures() -> dict:
 def _queue_line(sched: dict) -> str:
     return (f"*Queue* {sched.get('running', 0)} running (max {sched.get('max_batch', '?')}), "
             f"{sched.get('queued', 0)} waiting; {sched.get('tokens_in_flight', 0):,} of "
-            f"{sched.get('max_tokens_in_flight', 0):,} tokens in flight" + _runtime(sched))
+            f"{sched.get('max_tokens_in_flight', 0):,} tokens in flight; prompts prefilled at "
+            f"{sched.get('prefill_tokens_per_s', 0):,} tokens/s, {sched.get('prefill_budget', 0):,} a round"
+            + _runtime(sched))
 
 
 def _runtime(sched: dict) -> str:

@@ -192,3 +192,4 @@ async def test_llm_stats_names_the_runtime_and_what_the_prefix_cache_saved(engin
     reused = int(re.search(r"([\d,]+) prompt tokens from the prefix cache", queue).group(1).replace(",", ""))
     assert reused >= 20, queue  # the system prompt and the question, computed once
     assert "a KV stream per request" in queue, queue  # the packaged model's cache fits a stream a row
+    assert re.search(r"prompts prefilled at [\d,]+ tokens/s, [\d,]+ a round", queue), queue
