@@ -65,14 +65,20 @@ def longest_prefix(held: Iterable[_Sequence], tokens: list[int]) -> tuple[_Seque
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
-    """How many first tokens `a` and `b` share. Halving by list-slice comparisons (done in C): the
-    scheduler asks this of every waiting prompt against every held sequence each round: for 2,500
-    shared tokens 0.03 ms a pair, where a token-by-token Python loop took 0.12 ms."""
+    """How many first tokens `a` and `b` share, by list-slice comparisons (done in C): windows
+    doubling from 32 tokens find where they differ, halving then pins it. The planner asks this
+    of every waiting prompt against every held sequence each round: 128 waiting against 20 held
+    took 40 ms comparing all of each pair first, a token-by-token loop longer still."""
     n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    low, high = 0, n  # a[:low] == b[:low]; a[:high] != b[:high]
-    while high - low > 16:
+    low, step = 0, 32
+    while True:  # a[:low] == b[:low]
+        high = min(n, low + step)
+        if a[low:high] != b[low:high]:
+            break
+        if high == n:
+            return n
+        low, step = high, 2 * step
+    while high - low > 16:  # a[low:high] != b[low:high]
         middle = (low + high) // 2
         if a[low:middle] == b[low:middle]:
             low = middle

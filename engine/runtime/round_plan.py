@@ -34,6 +34,9 @@ PROMPT_RATE_GUESS = 800.0  # tokens/s until the first prefill is measured (SmolL
 RATE_SMOOTHING = 0.3  # weight of the newest prefill in the rate's moving average
 MIN_MEASURED_TOKENS = 64  # a prefill of fewer tokens measures the call's overhead, not the rate
 JOIN_COST_TOKENS = 16  # a newcomer's fixed cost (a stream taken over or copied, its sampler) in prompt tokens
+# The waiting answers a round ranks by response ratio, the first in arrival order; those behind
+# them keep their order (each ranked costs a look through the prefix cache, under the lock).
+RANKED_ANSWERS = 32
 # A background prompt (a summary's part, ~1,750 tokens) is prefilled this many tokens a round,
 # only in rounds without answers to start; while answers stream, at most a quarter of the time.
 WARM_SLICE = 256
@@ -109,8 +112,9 @@ def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest]
             known[r.id] = len(r.prompt) - cached_prefix(r.prompt)
         return known[r.id]
 
-    answers = answer_order([r for r in line if not r.params.background], uncached, pace,
-                           time.perf_counter() if now is None else now)
+    arrived = [r for r in line if not r.params.background]
+    answers = answer_order(arrived[:RANKED_ANSWERS], uncached, pace,
+                           time.perf_counter() if now is None else now) + arrived[RANKED_ANSWERS:]
     plan = RoundPlan()
     left = pace.budget_beside(len(running))
     in_flight = sum(r.budget for r in running)
