@@ -86,3 +86,20 @@ def test_the_budget_follows_the_measured_rate_within_its_bounds():
     assert measured(100_000).budget == 1024
     assert pace.budget_beside(0) == 1024
     assert PrefillPace(8192, paced=False).budget == 8192
+
+
+def test_only_the_first_waiting_answers_are_ranked_each_round():
+    """Under a full queue a round ranks the first RANKED_ANSWERS by arrival (each costs a look
+    through the prefix cache under the scheduler's lock); a short one behind them waits its turn."""
+    from engine.runtime.round_plan import RANKED_ANSWERS
+
+    line = [request(i, 2000, waited=1.0) for i in range(RANKED_ANSWERS)] + [request(99, 20, waited=0.5)]
+    looked: list[int] = []
+
+    def cached(prompt):
+        looked.append(prompt[0])
+        return 0
+
+    result = plan(line, running=[request(9, 50)], cached=cached, pace=measured(3000))
+    assert 99 not in looked and result.joining == []
+    assert plan(line[1:], running=[request(9, 50)], pace=measured(3000)).joining[0].id == 99
