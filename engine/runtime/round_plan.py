@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from engine.runtime.requests import ScheduledRequest
 
 # A round's prompt tokens are what the measured rate computes in this time. With a decode step of
-# 16 rows (50-90 ms on the 2-core AMD) the answers' longest gap stays near 400 ms (unique: p99
-# 378 ms; 0.2 s gave 342 ms but 12% fewer tokens/s, its slices too small to compute well).
+# 16 rows (50-90 ms on the 2-core AMD) the unique workload's between-token p99 was 422-564 ms in
+# three runs (1.3 s with 1,024-token rounds); 0.2 s rounds of 64-token slices gave 342 ms but 12%
+# fewer tokens/s, the slices too small to compute well.
 ROUND_PREFILL_S = 0.3
 # No slice is smaller: a 1,024-token prompt prefilled 869 tokens/s whole or in 256-token slices,
 # 755 in 128s and 683 in 64s; the cells 0-2,560 of a long one 578 tokens/s in 512s, 529 in 256s
