@@ -11,7 +11,7 @@ import docgen
 import pytest
 
 from engine.config import SchedulerConfig
-from engine.runtime.scheduler import GenerationScheduler, GenText, SamplingParams
+from engine.runtime.scheduler import GenerationScheduler, GenQueued, GenText, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8, min_new_tokens=8)
 STORY = SamplingParams(temperature=0.0, max_new_tokens=2000, min_new_tokens=2000)  # streams whatever it says
@@ -81,6 +81,36 @@ async def test_a_short_question_starts_before_a_long_prompt_asked_a_moment_earli
         await scheduler.shutdown(cancel=True)
     assert short_at < long_at
     assert long_text
+
+
+async def test_waiting_users_are_told_the_places_answers_start_in(loaded_model):
+    """One row, busy: a long question, then a short one, wait. The short one will start first, and
+    both are told so while they wait: the long one is not left reading "next in line"."""
+    scheduler = GenerationScheduler(loaded_model, SchedulerConfig(max_batch=1, cuda_max_batch=1, cpu_threads=2))
+    loop = asyncio.get_running_loop()
+    told: dict[str, list[int]] = {"long": [], "short": []}
+    started: dict[str, float] = {}
+
+    async def follow(name: str, handle) -> None:
+        async for event in handle:
+            if isinstance(event, GenQueued):
+                told[name].append(event.ahead)
+            elif isinstance(event, GenText):
+                started.setdefault(name, loop.time())
+
+    scheduler.start()
+    try:
+        busy = Story(scheduler.submit(short_prompt(loaded_model), dataclasses.replace(GREEDY, max_new_tokens=24,
+                                                                                      min_new_tokens=24)), loop)
+        await busy.started()
+        await asyncio.gather(follow("long", scheduler.submit(long_prompt(loaded_model, 1500), GREEDY)),
+                             follow("short", scheduler.submit(short_prompt(loaded_model), GREEDY)))
+        await busy.stop()
+    finally:
+        await scheduler.shutdown(cancel=True)
+    assert started["short"] < started["long"]
+    # Told at once the places in arrival order, then the planner's: the short one passes the long one.
+    assert told == {"long": [0, 1, 0], "short": [1, 0]}
 
 
 async def test_a_long_question_is_prefilled_in_slices_while_an_answer_streams(loaded_model):

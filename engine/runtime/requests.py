@@ -62,9 +62,8 @@ class ScheduledRequest:
 
 class WaitingLine:
     """The requests waiting to start: answers before background work (a summary's parts), each in
-    arrival order, the order the places told to waiting users count in (among the answers the
-    round planner starts the highest response ratio first, so a short one may pass those told
-    they were ahead). Its owner holds the lock around every call."""
+    arrival order (the round planner then starts the answers by response ratio, and the places
+    told to waiting users follow its order). Its owner holds the lock around every call."""
 
     def __init__(self) -> None:
         self._waiting: list[ScheduledRequest] = []  # arrival order
@@ -97,9 +96,13 @@ class WaitingLine:
         self._waiting = [r for r in self._waiting if not (everyone or r.handle.cancelled)]
         return cancelled
 
-    def report_positions(self) -> None:
-        """Tell each request whose place in line changed how many are ahead of it now."""
-        for ahead, r in enumerate(self.in_order()):
+    def report_positions(self, order: list[ScheduledRequest]) -> None:
+        """Tell each request whose place in line changed how many are ahead of it now, in the
+        order they would start (`order`, the round planner's; those it did not see go last)."""
+        waiting = set(map(id, self._waiting))
+        ranked = [r for r in order if id(r) in waiting]
+        seen = set(map(id, ranked))
+        for ahead, r in enumerate(ranked + [r for r in self.in_order() if id(r) not in seen]):
             if r.reported_ahead != ahead:
                 r.reported_ahead = ahead
                 r.handle.emit(GenQueued(ahead))

@@ -49,12 +49,14 @@ SLICE_SPACING = 3.0
 
 @dataclass
 class RoundPlan:
-    """The requests prefilled whole this round (they join the batch), and at most one whose prompt
-    gets `slice_tokens` more tokens computed into the prefix cache."""
+    """The requests prefilled whole this round (they join the batch), at most one whose prompt
+    gets `slice_tokens` more tokens computed into the prefix cache, and the order the planner
+    would start the waiting line in, `joining` first (the places told to waiting users)."""
 
     joining: list[ScheduledRequest] = field(default_factory=list)
     slicing: ScheduledRequest | None = None
     slice_tokens: int = 0
+    order: list[ScheduledRequest] = field(default_factory=list)
 
 
 class PrefillPace:
@@ -116,10 +118,10 @@ def plan_round(line: list[ScheduledRequest], running: Sequence[ScheduledRequest]
     arrived = [r for r in line if not r.params.background]
     answers = answer_order(arrived[:RANKED_ANSWERS], uncached, pace,
                            time.perf_counter() if now is None else now) + arrived[RANKED_ANSWERS:]
-    plan = RoundPlan()
+    plan = RoundPlan(order=answers + [r for r in line if r.params.background])
     left = pace.budget_beside(len(running))
     in_flight = sum(r.budget for r in running)
-    for r in answers + [r for r in line if r.params.background]:
+    for r in plan.order:
         if len(running) + len(plan.joining) >= max_batch:
             break
         alone = not running and not plan.joining

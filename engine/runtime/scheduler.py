@@ -202,7 +202,7 @@ class GenerationScheduler:
                 if self._closing and not self._queue:
                     return False
                 self._cond.wait()
-            self._queue.report_positions()
+            self._queue.report_positions(plan.order)
         for r in cancelled:
             self._finish(r, "cancelled")
         if plan.joining:
