@@ -93,6 +93,8 @@ ACTS: dict[str, Act] = {a.name: a for a in (
     Act("follow_deletion", M, Reach.CHANNEL,
         "the platform deleted a shared file or its message: Parley forgets the document it became, "
         "while it is still that upload"),
+    Act("follow_visibility", M, Reach.CHANNEL,
+        "the platform made a channel private or public: its documents leave or join the workspace scope at once"),
     Act("forget_document", WA, Reach.WORKSPACE, "remove a document (`/llm-docs forget`)",
         "Only the uploader or an admin can remove that document.", owner_may=True, changes=True),
     Act("cancel_ingest", WA, Reach.WORKSPACE, "stop a document being indexed (`/llm-docs cancel`)",

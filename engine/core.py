@@ -37,23 +37,9 @@ from engine.runtime.recovery import FaultRecovery
 from engine.sessions import SessionStore
 from engine.stats import EngineStats
 from engine.summaries import Summaries, SummaryRun
-from engine.types import (
-    AnswerEvent,
-    AnswerFailed,
-    ChatRequest,
-    Conversation,
-    DocumentInfo,
-    EngineSnapshot,
-    FileUpload,
-    IngestResult,
-    ModelInfo,
-    ProgressCallback,
-    SaidMessage,
-    StatsReport,
-    Summary,
-    SummaryProgress,
-    User,
-)
+from engine.types import (AnswerEvent, AnswerFailed, ChatRequest, Conversation, DocumentInfo, EngineSnapshot,
+                          FileUpload, IngestResult, ModelInfo, ProgressCallback, SaidMessage, StatsReport, Summary,
+                          SummaryProgress, User)
 
 if TYPE_CHECKING:
     from engine.knowledge import KnowledgeBase
@@ -366,6 +352,11 @@ class Engine:
     async def workspace_documents(self, where: Conversation) -> list[DocumentInfo]:
         """Every document of `where`'s workspace, whatever its channel (the Slack Home tab)."""
         return await self._ready_parts().documents.workspace_documents(where)
+
+    @reported("channel_changed")
+    async def channel_changed(self, where: Conversation) -> int:
+        """A channel made private or public (the platform's event): its documents follow at once."""
+        return await self._ready_parts().documents.channel_changed(where)
 
     @reported("delete_document")
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:

@@ -97,6 +97,17 @@ class DocumentCommands:
         Slack Home tab; a private channel's, a group DM's or a DM's are never listed there)."""
         return await self._require_knowledge().list_documents(where, workspace_wide=True)
 
+    async def channel_changed(self, where: Conversation) -> int:
+        """A channel made private or public, as the platform's own event says (no user acts): its
+        documents leave or join the workspace scope at once. How many changed (none when documents
+        are turned off)."""
+        if self._knowledge is None:
+            return 0
+        changed = await self._knowledge.settle_visibility(where)
+        log.info("channel visibility changed", extra={"scope": where.session_key, "now": where.visibility,
+                                                      "documents": changed})
+        return changed
+
     async def delete_document(self, where: Conversation, name: str, user: User) -> int:
         """Forget a document of this channel: its uploader or an admin may. The document is found
         once (its name as clean_filename makes it, in this channel) and that record is both the

@@ -217,6 +217,16 @@ class FakeDiscord:
             await self.dispatch("CHANNEL_CREATE", self.channels[cid])
         return cid
 
+    async def set_private(self, cid: int, private: bool) -> None:
+        """A channel made private (View Channel denied to @everyone) or public again (no overwrites),
+        as a moderator edits its permissions: CHANNEL_UPDATE to a connected bot."""
+        channel = self.channels[cid]
+        view = str(1 << 10)
+        channel["permission_overwrites"] = [{"id": channel["guild_id"], "type": 0, "allow": "0", "deny": view},
+                                            {"id": str(self.bot_id), "type": 1, "allow": view, "deny": "0"}
+                                            ] if private else []
+        await self.dispatch("CHANNEL_UPDATE", channel)
+
     async def add_thread(self, parent: int, name: str, owner: int, *, private: bool = True) -> int:
         """A thread a person opened in `parent` (not on a message): private (type 12, only those
         added can read it) or public (type 11); announced to a connected bot, which was added."""

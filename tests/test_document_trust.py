@@ -167,6 +167,39 @@ async def test_slack_a_document_from_before_visibility_learns_it_at_its_channels
     assert "`old.pdf`" in listing and "hidden.pdf" not in listing, listing
 
 
+async def test_slack_a_channel_made_private_takes_its_documents_out_of_the_workspace_at_once(slack_factory):
+    """Slack's own event says the channel was made private: no one need ask there first. Made
+    public again, its documents are back in the workspace scope."""
+    h = await slack_factory(knowledge=True, limits=LIMITS)
+    h.fake.add_user(BEN, "Ben")
+    plans, lobby = "C0PLANS", "C0LOBBY"
+    await command(h, "workspace scope workspace", GRACE, name="/llm-config")
+    await share(h, "nightjar.pdf", NIGHTJAR, ADA, channel=plans)
+    [listing] = await command(h, "", BEN, channel=lobby)
+    assert "`nightjar.pdf`" in listing, listing
+    assert "`nightjar.pdf` p.1" in await asked(h, NIGHTJAR_QUESTION, user=BEN, channel=lobby)
+
+    async def converted(kind: str, channel_type: str) -> None:
+        h.fake.add_channel(plans, kind)  # what conversations.info says from now on
+        event = h.fake.message(f"made this channel *{kind}*.", user=ADA, channel=plans, channel_type=channel_type,
+                               subtype=f"channel_convert_to_{kind}")
+        assert await h.send(event) == 200
+        await h.settle()
+
+    await converted("private", "group")
+    [listing] = await command(h, "", BEN, channel=lobby)
+    assert "nightjar.pdf" not in listing, listing
+    answer = await asked(h, NIGHTJAR_QUESTION, user=BEN, channel=lobby)
+    assert "nightjar.pdf" not in answer, answer
+    [inside] = await command(h, "", ADA, channel=plans)
+    assert "`nightjar.pdf`" in inside, "its own channel still has it"
+    assert not h.fake.bot_messages(plans, None)[1:], "nothing is posted about the change"
+
+    await converted("public", "channel")
+    [listing] = await command(h, "", BEN, channel=lobby)
+    assert "`nightjar.pdf`" in listing, listing
+
+
 # ---- Discord ---------------------------------------------------------------------------------
 
 async def test_discord_owners_and_private_places_hold_through_messages_and_slash_commands(discord_factory):
@@ -221,3 +254,31 @@ async def test_discord_owners_and_private_places_hold_through_messages_and_slash
     await h.say(thread, "ada", NIGHTJAR_QUESTION, mention=True)
     inside = h.fake.bot_messages(thread)[-1].text
     assert "`plan.pdf` p. 1" in inside and "12 October" in inside, inside
+
+
+async def test_discord_a_channel_made_private_takes_its_documents_out_of_the_workspace_at_once(discord_factory):
+    """A moderator hides #general from @everyone: its documents leave the workspace scope at that
+    CHANNEL_UPDATE, not at the channel's next question; shown again, they are back."""
+    h = await discord_factory(knowledge=True, limits=LIMITS)
+    ben = h.fake.add_user("Ben")
+    h.fake.add_member(h.guild, ben)
+    h.people["ben"] = ben
+    lobby = h.fake.add_channel(h.guild, "lobby")
+    await h.fake.dispatch("CHANNEL_CREATE", h.fake.channels[lobby])
+    await h.slash("lin", "llm-config", {"args": "workspace scope workspace"})
+    plan = h.fake.add_file(h.general, "plan.pdf", docgen.lines_pdf(NIGHTJAR), "application/pdf")
+    await h.mention("The plan.", attachments=[plan])
+    [listing] = await h.slash("ben", "llm-docs", channel=lobby)
+    assert "`plan.pdf`" in listing, listing
+
+    await h.fake.set_private(h.general, True)
+    await h.settle()
+    [listing] = await h.slash("ben", "llm-docs", channel=lobby)
+    assert "plan.pdf" not in listing, listing
+    general = Conversation("discord", str(h.guild), str(h.general), "")
+    assert [d.visibility for d in await h.engine.list_documents(general, workspace_wide=False)] == ["private"]
+
+    await h.fake.set_private(h.general, False)
+    await h.settle()
+    [listing] = await h.slash("ben", "llm-docs", channel=lobby)
+    assert "`plan.pdf`" in listing, listing

@@ -102,7 +102,7 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
         who = await _name_of(doc.uploader, wording)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
         shared_as = f" as `{doc.shared_as.replace('`', '')}`" if doc.shared_as else ""
-        line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{doc.chunks} chunks"
+        line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{doc.chunks} chunk{'' if doc.chunks == 1 else 's'}"
                 f" — shared by {who}{shared_as}, {when}")
         if doc.channel and doc.channel not in (where.channel, where.documents_at):
             line += " — *workspace-wide, from another channel*"
@@ -135,7 +135,7 @@ async def forget_command(engine: Engine, where: Conversation, user: User, name: 
                 "Ask them, or an admin, to run `/llm-docs forget` for you."
                 + await _yours(engine, where, user, name))
     log.info("document forgotten", extra={"user": user.id, "file": name, "scope": where.session_key})
-    return f"Forgot {shown} ({removed} chunks): questions here no longer use it."
+    return f"Forgot {shown} ({removed} chunk{'' if removed == 1 else 's'}): questions here no longer use it."
 
 
 async def _yours(engine: Engine, where: Conversation, user: User, name: str) -> str:

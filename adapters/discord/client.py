@@ -188,6 +188,10 @@ class DiscordAdapter(discord.Client):
 
     # ---- messages ----------------------------------------------------------------------------
 
+    async def on_guild_channel_update(self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel) -> None:
+        if self.guild_allowed(after.guild.id):
+            self.documents.channel_changed(before, after)  # made private or public: its documents follow
+
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         self.documents.deleted([payload.message_id])  # the attachments it carried are forgotten
 

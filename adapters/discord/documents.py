@@ -1,6 +1,8 @@
 """Discord's hooks for documents (adapters.chat.documents): an attachment is remembered by the
 message that carried it, and deleting that message (one at a time, or in a bulk delete)
-forgets the document it became. Nothing is posted. Also: display names for /llm-docs.
+forgets the document it became. Nothing is posted. A channel @everyone can no longer view (or
+now can) takes its documents out of (into) the workspace scope at once, not at its next question.
+Also: display names for /llm-docs.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from adapters.chat.documents import SharedDocuments
 from adapters.chat.ingest import SharedFile
 from adapters.chat.records import open_records
 from adapters.chat.tasks import TaskSet
+from adapters.discord.rooms import guild_conversation, visibility_of
 from engine.types import Conversation, User
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ def message_key(message_id: int | str) -> str:
 
 class DiscordDocuments:
     def __init__(self, engine: Engine, config: Config, tasks: TaskSet):
+        self.engine = engine
         self.records = open_records(config, "discord", "shared_files")
         self.shared = SharedDocuments(engine, self.records)
         self.tasks = tasks
@@ -44,6 +48,14 @@ class DiscordDocuments:
         """Messages were deleted (raw events: also those discord.py never cached)."""
         for message_id in message_ids:
             self.tasks.spawn(self._forget(message_id), name=f"discord-message-deleted-{message_id}")
+
+    def channel_changed(self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel) -> None:
+        """A guild channel was updated: where who can view it changed (its permission overwrites),
+        its documents follow. A category's channels get updates of their own when synced."""
+        if visibility_of(before) == visibility_of(after) or isinstance(after, discord.CategoryChannel):
+            return
+        where = guild_conversation(str(after.guild.id), str(after.id), after)
+        self.tasks.spawn(self.engine.channel_changed(where), name=f"discord-channel-changed-{after.id}")
 
     async def _forget(self, message_id: int) -> None:
         forgotten = await self.shared.forget(message_key(message_id))

@@ -230,6 +230,11 @@ class SlackAdapter:
         if deleted_message(event):
             self.documents.message_deleted(event)  # the files it carried are forgotten
             return
+        team, enterprise = team_of(body)
+        converted = self.documents.channel_converted(team, event) if self.allowed(team, enterprise) else None
+        if converted:  # made private or public: its documents follow, and so does what this process knew
+            self.sharing.channels.heard(event["channel"], converted)
+            return
         if event.get("subtype") not in ANSWERED_SUBTYPES:
             return  # edits, deletions, joins, bot posts: not something said to answer
         bot_user = context.bot_user_id or ""

@@ -3,6 +3,10 @@ id and by the message that carried it, and deleting either forgets the document 
 - `file_deleted` (the file removed from Slack: subscribe to it in the manifest);
 - a `message` of subtype `message_deleted` whose message carried files.
 Nothing is posted: whoever deleted the file meant it to go.
+
+A channel made private (or public) says so in a `message` of subtype `channel_convert_to_private`
+(`channel_convert_to_public`): the documents shared there leave (join) the workspace scope at
+once, not at the channel's next question.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from adapters.chat.ingest import SharedFile
 from adapters.chat.records import open_records
 from adapters.chat.tasks import TaskSet
 from adapters.slack.events import Origin
-from engine.types import User
+from engine.types import Conversation, User
 
 if TYPE_CHECKING:
     from slack_bolt.app.async_app import AsyncApp
@@ -33,6 +37,10 @@ def message_key(channel: str, ts: str) -> str:
     return f"msg:{channel}:{ts}"
 
 
+# A channel's conversion, as Slack says it (a message subtype), and who can read it now.
+CONVERSIONS = {"channel_convert_to_private": "private", "channel_convert_to_public": "public"}
+
+
 def deleted_message(event: dict) -> bool:
     """A message deleted: `message_deleted`, or, for one with replies, its `message_changed` into a
     tombstone ("This message was deleted.")."""
@@ -43,6 +51,7 @@ def deleted_message(event: dict) -> bool:
 
 class SlackDocuments:
     def __init__(self, engine: Engine, config: Config, tasks: TaskSet):
+        self.engine = engine
         self.records = open_records(config, "slack", "shared_files")
         self.shared = SharedDocuments(engine, self.records)
         self.tasks = tasks
@@ -72,6 +81,17 @@ class SlackDocuments:
         keys = ([message_key(channel, ts)] if channel and ts else []) + [file_key(f) for f in files]
         if keys:
             self.tasks.spawn(self._forget(keys), name=f"slack-message-deleted-{channel}-{ts}")
+
+    def channel_converted(self, team: str, event: dict) -> str | None:
+        """A channel made private or public (CONVERSIONS): its documents follow. Its visibility now, or
+        None when the event is not one."""
+        visibility = CONVERSIONS.get(event.get("subtype") or "")
+        channel = event.get("channel") or ""
+        if visibility is None or not channel:
+            return None
+        where = Conversation("slack", team, channel, "", visibility=visibility)
+        self.tasks.spawn(self.engine.channel_changed(where), name=f"slack-channel-converted-{channel}")
+        return visibility
 
     async def _forget(self, keys: list[str]) -> None:
         forgotten = []

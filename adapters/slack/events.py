@@ -162,6 +162,10 @@ class SlackLookups(Generic[Looked]):
         self._kept[key] = (now, answer)
         return answer
 
+    def put(self, key: str, answer: Looked) -> None:
+        """What Slack said of `key` in an event: kept as if just asked."""
+        self._kept[key] = (time.monotonic(), answer)
+
 
 class SlackUsers:
     """Slack users, as Parley's User in one workspace (users.info, cached a few minutes)."""
@@ -215,6 +219,10 @@ class SlackChannels:
 
         return await self._visibilities.get(channel, ask, "unknown",
                                             "conversations.info failed; the channel's visibility is unknown")
+
+    def heard(self, channel: str, visibility: str) -> None:
+        """A channel's new visibility, from Slack's event (a channel made private or public)."""
+        self._visibilities.put(channel, visibility)
 
     async def known(self, where: Conversation, channel: str) -> Conversation:
         """`where` with its visibility, asked of Slack when the event did not say it."""

@@ -238,6 +238,16 @@ class KnowledgeBase:
                              scanned=r.scanned)
                 for r in records]
 
+    async def settle_visibility(self, where: Conversation) -> int:
+        """The documents of `where`'s own channel take the visibility `where` says at once (the
+        platform's event: a channel made private or public), not at the channel's next use. How
+        many changed."""
+        return await asyncio.to_thread(self.settle_visibility_sync, where)
+
+    def settle_visibility_sync(self, where: Conversation) -> int:
+        records = self.store.documents_in(Scope.own(where))
+        return sum(before is not after for before, after in zip(records, self._settle(where, records)))
+
     def _records(self, where: Conversation, workspace_wide: bool) -> list[DocumentRecord]:
         """The registry entries a conversation may use (Scope), their visibility settled first."""
         return self._settle(where, self.store.documents_in(Scope.of(where, workspace_wide)))
