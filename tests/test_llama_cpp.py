@@ -129,6 +129,25 @@ async def test_a_burst_sharing_a_long_prefix_computes_it_once_and_answers_the_sa
         await asyncio.gather(scheduler.shutdown(cancel=True), cold.shutdown(cancel=True))
 
 
+def test_streams_hold_fewer_rows_before_the_cache_falls_back_to_one_buffer(monkeypatch):
+    """Memory for 42 of the 80 streams 64 rows want: 42 streams, each a row (the unified buffer's
+    attention reads every used cell); for under half of the rows: the unified buffer."""
+    from engine.runtime import kv_layout
+
+    per_token, window = 23_040, 4096  # SmolLM2-135M's KV bytes a token, bench/server_peer.py's window
+
+    def memory_for(streams: float) -> None:
+        free = streams * window * per_token / kv_layout.KV_MEMORY_SHARE
+        monkeypatch.setattr(kv_layout, "available_memory", lambda: int(free))
+
+    memory_for(42.5)
+    layout = kv_layout.kv_layout(window, 64, 64 * window, per_token)
+    assert (layout.streams, layout.sequences, layout.rows, layout.cells) == (True, 42, 42, 42 * window)
+    memory_for(31.5)
+    layout = kv_layout.kv_layout(window, 64, 64 * window, per_token)
+    assert not layout.streams and layout.rows == 64
+
+
 @needs_llama
 @pytest.mark.parametrize("memory", ["plenty", "short"])
 async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(loaded_model, monkeypatch, memory):
@@ -141,14 +160,14 @@ async def test_answers_around_finished_ones_and_the_next_turn_are_unchanged(load
 
     if type(loaded_model).__name__ != "GGUFModel":
         pytest.skip("KV streams are llama.cpp's (a GPU machine runs transformers)")
-    if memory == "short":  # a quarter of it holds 3.5 windows of cells, not a stream for each of 6
+    if memory == "short":  # a quarter of it holds 1.5 windows of cells: one stream, under half of 4 rows
         import llama_cpp
 
         m = loaded_model.handle
         per_token = 2 * 2 * llama_cpp.llama_model_n_layer(m) * llama_cpp.llama_model_n_head_kv(m) * \
             (llama_cpp.llama_model_n_embd(m) // llama_cpp.llama_model_n_head(m))
         window_bytes = -(-loaded_model.context_window // 256) * 256 * per_token
-        monkeypatch.setattr(kv_layout, "available_memory", lambda: int(4 * 3.5 * window_bytes))
+        monkeypatch.setattr(kv_layout, "available_memory", lambda: int(4 * 1.5 * window_bytes))
     questions = [[{"role": "user", "content": f"Tell me about the {topic}."}]
                  for topic in ("harbour", "mill", "bridge", "orchard")]
     lengths = (16, 2, 2, 16)

@@ -102,13 +102,17 @@ async def documents_text(docs: list[DocumentInfo], where: Conversation, wide: bo
         who = await _name_of(doc.uploader, wording)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(doc.uploaded_at))
         shared_as = f" as `{doc.shared_as.replace('`', '')}`" if doc.shared_as else ""
-        line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{doc.chunks} chunk{'' if doc.chunks == 1 else 's'}"
+        line = (f"• `{doc.filename.replace('`', '')}` v{doc.version} — {pages}{_chunks(doc.chunks)}"
                 f" — shared by {who}{shared_as}, {when}")
         if doc.channel and doc.channel not in (where.channel, where.documents_at):
             line += " — *workspace-wide, from another channel*"
         lines.append(line)
     lines.append("Forget one with `/llm-docs forget NAME` (whoever shared it, or an admin).")
     return "\n".join(lines)
+
+
+def _chunks(n: int) -> str:
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
 
 
 async def _name_of(user_id: str, wording: Wording) -> str:
@@ -135,7 +139,7 @@ async def forget_command(engine: Engine, where: Conversation, user: User, name: 
                 "Ask them, or an admin, to run `/llm-docs forget` for you."
                 + await _yours(engine, where, user, name))
     log.info("document forgotten", extra={"user": user.id, "file": name, "scope": where.session_key})
-    return f"Forgot {shown} ({removed} chunk{'' if removed == 1 else 's'}): questions here no longer use it."
+    return f"Forgot {shown} ({_chunks(removed)}): questions here no longer use it."
 
 
 async def _yours(engine: Engine, where: Conversation, user: User, name: str) -> str:
