@@ -94,9 +94,15 @@ def chat(model, content: str) -> list[int]:
 
 
 def own_text(model, seed: int, length: int) -> list[int]:
-    """A prompt of about `length` tokens of its own everyday text (no paragraph shared with another)."""
-    words = " ".join(docgen.everyday_paragraphs(max(2, length // 40), seed=1000 + seed)).split()
-    ids = chat(model, " ".join(words))
+    """A prompt of about `length` tokens (a few under) of its own everyday text (no paragraph
+    shared with another)."""
+    count = max(2, length // 40)
+    while True:
+        words = " ".join(docgen.everyday_paragraphs(count, seed=1000 + seed)).split()
+        ids = chat(model, " ".join(words))
+        if len(ids) >= length:
+            break
+        count *= 2  # a paragraph is fewer tokens than guessed (until this, documents' were 1.2-2.2k)
     while len(ids) > length and len(words) > 8:
         words = words[:max(8, int(len(words) * length / len(ids)) - 2)]
         ids = chat(model, " ".join(words))
