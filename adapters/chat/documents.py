@@ -200,6 +200,15 @@ class SharedDocuments:
                             extra={"file": ref.filename, "code": exc.code.value, "ref": exc.reference})
         return forgotten
 
+    async def channel_changed(self, where: Conversation) -> None:
+        """The platform made `where`'s channel private or public (`where.visibility`): its
+        documents leave or join the workspace scope now."""
+        try:
+            await self.engine.channel_changed(where)
+        except ParleyError as exc:
+            log.warning("could not record a channel's new visibility",
+                        extra={"scope": where.session_key, "code": exc.code.value, "ref": exc.reference})
+
     async def _forget(self, ref: DocRef) -> bool:
         docs = await self.engine.list_documents(ref.scope, workspace_wide=False)
         # Its own document: shared under that name, or numbered beside somebody else's of that name

@@ -31,7 +31,6 @@ def message_key(message_id: int | str) -> str:
 
 class DiscordDocuments:
     def __init__(self, engine: Engine, config: Config, tasks: TaskSet):
-        self.engine = engine
         self.records = open_records(config, "discord", "shared_files")
         self.shared = SharedDocuments(engine, self.records)
         self.tasks = tasks
@@ -55,7 +54,7 @@ class DiscordDocuments:
         if visibility_of(before) == visibility_of(after) or isinstance(after, discord.CategoryChannel):
             return
         where = guild_conversation(str(after.guild.id), str(after.id), after)
-        self.tasks.spawn(self.engine.channel_changed(where), name=f"discord-channel-changed-{after.id}")
+        self.tasks.spawn(self.shared.channel_changed(where), name=f"discord-channel-changed-{after.id}")
 
     async def _forget(self, message_id: int) -> None:
         forgotten = await self.shared.forget(message_key(message_id))

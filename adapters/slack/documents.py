@@ -51,7 +51,6 @@ def deleted_message(event: dict) -> bool:
 
 class SlackDocuments:
     def __init__(self, engine: Engine, config: Config, tasks: TaskSet):
-        self.engine = engine
         self.records = open_records(config, "slack", "shared_files")
         self.shared = SharedDocuments(engine, self.records)
         self.tasks = tasks
@@ -90,7 +89,7 @@ class SlackDocuments:
         if visibility is None or not channel:
             return None
         where = Conversation("slack", team, channel, "", visibility=visibility)
-        self.tasks.spawn(self.engine.channel_changed(where), name=f"slack-channel-converted-{channel}")
+        self.tasks.spawn(self.shared.channel_changed(where), name=f"slack-channel-converted-{channel}")
         return visibility
 
     async def _forget(self, keys: list[str]) -> None:
