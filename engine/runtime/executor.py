@@ -40,7 +40,8 @@ class Executor(Protocol):
 
     # Prefill in slices (a runtime with a prefix cache): warm() computes the cells of `tokens` and
     # keeps them as a cached prefix, no row joining; cached_prefix() says how much of a prompt the
-    # cache already holds. Without one, can_warm is False and the scheduler never calls them.
+    # cache already holds (the round planner asks it of every runtime: 0 without a cache). Without
+    # one, can_warm is False and the scheduler never calls warm().
     can_warm: bool
 
     def cached_prefix(self, prompt: list[int]) -> int: ...

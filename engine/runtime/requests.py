@@ -98,11 +98,9 @@ class WaitingLine:
 
     def report_positions(self, order: list[ScheduledRequest]) -> None:
         """Tell each request whose place in line changed how many are ahead of it now, in the
-        order they would start (`order`, the round planner's; those it did not see go last)."""
+        order they would start (`order`: the round planner's, which saw the whole line)."""
         waiting = set(map(id, self._waiting))
-        ranked = [r for r in order if id(r) in waiting]
-        seen = set(map(id, ranked))
-        for ahead, r in enumerate(ranked + [r for r in self.in_order() if id(r) not in seen]):
+        for ahead, r in enumerate(r for r in order if id(r) in waiting):
             if r.reported_ahead != ahead:
                 r.reported_ahead = ahead
                 r.handle.emit(GenQueued(ahead))
